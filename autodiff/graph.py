@@ -1,0 +1,364 @@
+"""The graph machinery: Node, Op, topological sort, the Evaluator and reverse-mode `gradients`.
+
+A graph is built first (nodes hold an op, their inputs and constant attributes) and values are fed
+later. `gradients()` does not compute numbers: it asks each op for gradient *nodes*, so the backward
+pass is more graph, evaluated by the same Evaluator, and can itself be differentiated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+_name_counter = itertools.count()
+
+
+class OpError(RuntimeError):
+    """An op failed on its inputs; the message names the op, the node and the input shapes."""
+
+
+class GradientShapeError(RuntimeError):
+    """A gradient rule returned a gradient whose shape differs from its input's shape."""
+
+
+class Node:
+    """A node of the computation graph: an op applied to input nodes, with constant attributes."""
+
+    def __init__(self, inputs: Sequence[Node], op: Op, attrs: dict | None = None, name: str = ""):
+        self.inputs = list(inputs)
+        self.op = op
+        self.attrs = dict(attrs) if attrs else {}
+        # Generated names read like the expression (`(x1*x2)`); past a few dozen characters they
+        # stop helping, so a long or missing name becomes the op name and a counter (`matmul_12`).
+        if not name or len(name) > 48:
+            name = f"{op.name}_{next(_name_counter)}"
+        self.name = name
+        # Filled by `gradients()`: (input node, node whose rule made this) pairs saying that this
+        # node is (a part of) the gradient of that input, so it must have that input's shape.
+        self.gradient_of: list[tuple[Node, Node | None]] = []
+
+    def __getattr__(self, attr_name: str):
+        # Only called when normal lookup fails: expose attrs as attributes (`node.dim`).
+        attrs = self.__dict__.get("attrs")
+        if attrs is not None and attr_name in attrs:
+            return attrs[attr_name]
+        raise AttributeError(f"node '{self.__dict__.get('name', '?')}' has no attribute '{attr_name}'")
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, op={self.op.name})"
+
+    def __str__(self) -> str:
+        return self.name
+
+    # Python operators build graph through the op instances (imported late: ops imports this module).
+    def __add__(self, other):
+        from autodiff import ops
+
+        return ops.add(self, other)
+
+    def __radd__(self, other):
+        from autodiff import ops
+
+        return ops.add(self, other)
+
+    def __sub__(self, other):
+        from autodiff import ops
+
+        return ops.sub(self, other)
+
+    def __rsub__(self, other):
+        from autodiff import ops
+
+        return ops.add_by_const(ops.neg(self), _number(other, "-"))
+
+    def __mul__(self, other):
+        from autodiff import ops
+
+        return ops.mul(self, other)
+
+    def __rmul__(self, other):
+        from autodiff import ops
+
+        return ops.mul(self, other)
+
+    def __truediv__(self, other):
+        from autodiff import ops
+
+        return ops.div(self, other)
+
+    def __rtruediv__(self, other):
+        from autodiff import ops
+
+        return ops.rdiv_by_const(self, _number(other, "/"))
+
+    def __neg__(self):
+        from autodiff import ops
+
+        return ops.neg(self)
+
+    def __matmul__(self, other):
+        from autodiff import ops
+
+        return ops.matmul(self, other)
+
+    def __pow__(self, exponent):
+        from autodiff import ops
+
+        return ops.power(self, _number(exponent, "**"))
+
+    def __rpow__(self, base):
+        # c ** x = exp(x * ln c), defined for a positive number base c.
+        from autodiff import ops
+
+        base = _number(base, "**")
+        if base <= 0:
+            raise ValueError(f"{base} ** node: the base must be a positive number")
+        return ops.exp(ops.mul_by_const(self, math.log(base)))
+
+
+def _number(value, operator: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"unsupported operand for '{operator}': expected a Node or a number, got {type(value).__name__}")
+    return value
+
+
+class Op:
+    """An operation: `__call__` makes a node, `compute` its value, `gradient` its input gradients."""
+
+    name = "op"
+
+    def __call__(self, *args, **kwargs) -> Node:
+        raise NotImplementedError
+
+    def compute(self, node: Node, input_values: list[Tensor]) -> Tensor:
+        """The value of `node` given the values of its inputs."""
+        raise NotImplementedError
+
+    def gradient(self, node: Node, output_grad: Node) -> list[Node | None]:
+        """One gradient node per input (None for an input that takes no gradient, e.g. integer ids)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+class PlaceholderOp(Op):
+    """A leaf whose value is fed at run time."""
+
+    name = "placeholder"
+
+    def __call__(self, name: str) -> Node:
+        return Node([], self, name=name)
+
+    def compute(self, node: Node, input_values: list[Tensor]) -> Tensor:
+        raise ValueError(f"variable '{node.name}' has no value: feed it in input_values")
+
+    def gradient(self, node: Node, output_grad: Node) -> list[Node | None]:
+        return []
+
+
+placeholder = PlaceholderOp()
+
+
+def Variable(name: str) -> Node:
+    """A named input of the graph (TensorFlow's placeholder)."""
+    return placeholder(name)
+
+
+def topological_sort(nodes: Node | Iterable[Node]) -> list[Node]:
+    """All nodes the given ones depend on, inputs before users (iterative DFS: deep graphs are fine)."""
+    if isinstance(nodes, Node):
+        nodes = [nodes]
+    order: list[Node] = []
+    visited: set[int] = set()
+    for root in nodes:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(root.inputs))]
+        while stack:
+            node, inputs = stack[-1]
+            for child in inputs:
+                if id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, iter(child.inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def _shape(t) -> tuple:
+    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+
+
+class _Schedule:
+    """A precomputed plan for one set of fed nodes: which nodes to compute, in what order, reading
+    which slots, when each value can be freed, and which gradient shapes to check after which step."""
+
+    def __init__(self, eval_nodes: list[Node], fed: frozenset[int]):
+        order = _order_with_feeds(eval_nodes, fed)
+        slot = {id(n): i for i, n in enumerate(order)}
+        self.order = order
+        self.input_slots = [[slot[id(i)] for i in n.inputs] for n in order]
+        self.output_slots = [slot[id(n)] for n in eval_nodes]
+        # A value is freed after its last reader runs, unless it is a requested output.
+        last_use = {}
+        for step, node in enumerate(order):
+            if id(node) not in fed:
+                for s in self.input_slots[step]:
+                    last_use[s] = step
+        keep = set(self.output_slots)
+        self.free_after: list[list[int]] = [[] for _ in order]
+        for s, step in last_use.items():
+            if s not in keep:
+                self.free_after[step].append(s)
+        # Gradient shape checks run as soon as both the gradient and its input have been computed.
+        self.checks_after: list[list[tuple[int, int, Node | None]]] = [[] for _ in order]
+        self.shape_slots: set[int] = set()
+        for step, node in enumerate(order):
+            for wrt, via in node.gradient_of:
+                if id(wrt) in slot:
+                    other = slot[id(wrt)]
+                    self.checks_after[max(step, other)].append((step, other, via))
+                    self.shape_slots.update((step, other))
+
+
+def _order_with_feeds(eval_nodes: list[Node], fed: frozenset[int]) -> list[Node]:
+    """Topological order that stops at fed nodes (their inputs need not be computed)."""
+    order: list[Node] = []
+    visited: set[int] = set()
+    for root in eval_nodes:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack = [(root, iter(() if id(root) in fed else root.inputs))]
+        while stack:
+            node, inputs = stack[-1]
+            for child in inputs:
+                if id(child) not in visited:
+                    visited.add(id(child))
+                    stack.append((child, iter(() if id(child) in fed else child.inputs)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+class Evaluator:
+    """Computes the values of `eval_nodes` from fed values; each node is computed once per run."""
+
+    def __init__(self, eval_nodes: Sequence[Node]):
+        self.eval_nodes = list(eval_nodes)
+        for n in self.eval_nodes:
+            if not isinstance(n, Node):
+                raise TypeError(f"Evaluator takes a list of Nodes, got {type(n).__name__}")
+        self._schedules: dict[frozenset[int], _Schedule] = {}
+
+    def run(self, input_values: dict[Node, Tensor]) -> list[Tensor]:
+        """Values of `eval_nodes`, in their order, given values for the variables they depend on."""
+        fed = frozenset(id(n) for n in input_values)
+        plan = self._schedules.get(fed)
+        if plan is None:
+            for n in input_values:
+                if not isinstance(n, Node):
+                    raise TypeError(f"input_values keys must be Nodes, got {type(n).__name__}")
+            plan = self._schedules[fed] = _Schedule(self.eval_nodes, fed)
+
+        values: list = [None] * len(plan.order)
+        shapes: dict[int, tuple] = {}
+        for step, node in enumerate(plan.order):
+            if node in input_values:
+                value = input_values[node]
+                if not isinstance(value, Tensor):
+                    value = torch.as_tensor(value)
+            elif node.op is placeholder:
+                raise ValueError(f"no value fed for variable '{node.name}': add it to input_values")
+            else:
+                args = [values[s] for s in plan.input_slots[step]]
+                try:
+                    value = node.op.compute(node, args)
+                except Exception as err:
+                    shapes_text = ", ".join(str(_shape(a)) for a in args)
+                    raise OpError(
+                        f"{node.op.name} failed at node '{node.name}' on inputs of shapes {shapes_text}: {err}"
+                    ) from err
+            values[step] = value
+            if step in plan.shape_slots:
+                shapes[step] = tuple(value.shape)
+                for grad_slot, wrt_slot, via in plan.checks_after[step]:
+                    if shapes[grad_slot] != shapes[wrt_slot]:
+                        raise _gradient_shape_error(
+                            plan.order[grad_slot], shapes[grad_slot], plan.order[wrt_slot], shapes[wrt_slot], via
+                        )
+            for s in plan.free_after[step]:
+                values[s] = None
+        return [values[s] for s in plan.output_slots]
+
+
+def _gradient_shape_error(grad: Node, grad_shape, wrt: Node, wrt_shape, via: Node | None) -> GradientShapeError:
+    where = f"the gradient rule of op '{via.op.name}' (node '{via.name}')" if via else "gradient accumulation"
+    return GradientShapeError(
+        f"{where} returned a gradient of shape {grad_shape} (node '{grad.name}') "
+        f"for input '{wrt.name}' of shape {wrt_shape}"
+    )
+
+
+def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
+    """Gradient nodes of `output_node` w.r.t. each of `nodes`, seeded with ones like the output.
+
+    Walks the graph in reverse topological order, asks each op for its input gradients (as nodes),
+    and sums the contributions a node receives from all its users."""
+    from autodiff import ops
+
+    order = topological_sort([output_node])
+    wanted = {id(n) for n in nodes}
+    # Only propagate into nodes that lead to a requested one.
+    leads_to_wanted: set[int] = set()
+    for node in order:
+        if id(node) in wanted or any(id(i) in leads_to_wanted for i in node.inputs):
+            leads_to_wanted.add(id(node))
+
+    seed = ops.ones_like(output_node)
+    seed.name = f"grad_{output_node.name}"
+    contributions: dict[int, list[Node]] = {id(output_node): [seed]}
+    grad_of: dict[int, Node] = {}
+    for node in reversed(order):
+        parts = contributions.pop(id(node), None)
+        if parts is None or id(node) not in leads_to_wanted:
+            continue
+        grad = parts[0]
+        for part in parts[1:]:
+            grad = ops.add(grad, part)
+        if len(parts) > 1:
+            grad.gradient_of.append((node, None))
+        grad_of[id(node)] = grad
+        if not node.inputs:
+            continue
+        input_grads = node.op.gradient(node, grad)
+        if len(input_grads) != len(node.inputs):
+            raise GradientShapeError(
+                f"the gradient rule of op '{node.op.name}' (node '{node.name}') returned "
+                f"{len(input_grads)} gradients for {len(node.inputs)} inputs"
+            )
+        for inp, g in zip(node.inputs, input_grads):
+            if g is None or id(inp) not in leads_to_wanted:
+                continue
+            g.gradient_of.append((inp, node))
+            contributions.setdefault(id(inp), []).append(g)
+
+    result = []
+    for n in nodes:
+        g = grad_of.get(id(n))
+        if g is None:  # the output does not depend on n: its gradient is a real zero tensor
+            g = ops.zeros_like(n)
+            g.name = f"grad_{n.name}"
+        result.append(g)
+    return result
