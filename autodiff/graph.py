@@ -123,7 +123,9 @@ class Node:
 
 def _number(value, operator: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"unsupported operand for '{operator}': expected a Node or a number, got {type(value).__name__}")
+        raise TypeError(
+            f"unsupported operand for '{operator}': expected a Node or a number, got {type(value).__name__}"
+        )
     return value
 
 
@@ -206,14 +208,14 @@ class _Schedule:
         order = _order_with_feeds(eval_nodes, fed)
         slot = {id(n): i for i, n in enumerate(order)}
         self.order = order
-        self.input_slots = [[slot[id(i)] for i in n.inputs] for n in order]
+        # A fed node reads nothing: its value comes from the feed.
+        self.input_slots = [[] if id(n) in fed else [slot[id(i)] for i in n.inputs] for n in order]
         self.output_slots = [slot[id(n)] for n in eval_nodes]
         # A value is freed after its last reader runs, unless it is a requested output.
         last_use = {}
-        for step, node in enumerate(order):
-            if id(node) not in fed:
-                for s in self.input_slots[step]:
-                    last_use[s] = step
+        for step in range(len(order)):
+            for s in self.input_slots[step]:
+                last_use[s] = step
         keep = set(self.output_slots)
         self.free_after: list[list[int]] = [[] for _ in order]
         for s, step in last_use.items():

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from autodiff.graph import Node, Op, Tensor, placeholder
+from autodiff.graph import Node, Op, placeholder
 
 __all__ = [  # every op instance, in the order of the sections below (the op test table uses this)
     "placeholder",
@@ -44,13 +44,16 @@ def _as_dim_attr(dim):
     return tuple(dim) if isinstance(dim, (list, tuple)) else dim
 
 
+NODE_OR_NUMBER = "a Node or a number"
+
+
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_node(x, op_name: str, what: str = "input"):
+def _check_node(x, op_name: str, expected: str = "a Node"):
     if not isinstance(x, Node):
-        raise TypeError(f"{op_name}: {what} must be a Node, got {type(x).__name__}")
+        raise TypeError(f"{op_name}: expected {expected}, got {type(x).__name__}")
 
 
 class _Unary(Op):
@@ -79,7 +82,7 @@ class AddOp(Op):
     def __call__(self, node_a: Node, node_b) -> Node:
         if _is_number(node_b):
             return add_by_const(node_a, node_b)
-        _check_node(node_a, self.name), _check_node(node_b, self.name)
+        _check_node(node_a, self.name), _check_node(node_b, self.name, NODE_OR_NUMBER)
         return Node([node_a, node_b], self, name=_binary_name("+", node_a, node_b))
 
     def compute(self, node, input_values):
@@ -114,7 +117,7 @@ class SubOp(Op):
     def __call__(self, node_a: Node, node_b) -> Node:
         if _is_number(node_b):
             return add_by_const(node_a, -node_b)
-        _check_node(node_a, self.name), _check_node(node_b, self.name)
+        _check_node(node_a, self.name), _check_node(node_b, self.name, NODE_OR_NUMBER)
         return Node([node_a, node_b], self, name=_binary_name("-", node_a, node_b))
 
     def compute(self, node, input_values):
@@ -133,7 +136,7 @@ class MulOp(Op):
     def __call__(self, node_a: Node, node_b) -> Node:
         if _is_number(node_b):
             return mul_by_const(node_a, node_b)
-        _check_node(node_a, self.name), _check_node(node_b, self.name)
+        _check_node(node_a, self.name), _check_node(node_b, self.name, NODE_OR_NUMBER)
         return Node([node_a, node_b], self, name=_binary_name("*", node_a, node_b))
 
     def compute(self, node, input_values):
@@ -168,7 +171,7 @@ class DivOp(Op):
     def __call__(self, node_a: Node, node_b) -> Node:
         if _is_number(node_b):
             return div_by_const(node_a, node_b)
-        _check_node(node_a, self.name), _check_node(node_b, self.name)
+        _check_node(node_a, self.name), _check_node(node_b, self.name, NODE_OR_NUMBER)
         return Node([node_a, node_b], self, name=_binary_name("/", node_a, node_b))
 
     def compute(self, node, input_values):
@@ -845,7 +848,7 @@ class MaskedFillOp(Op):
     name = "masked_fill"
 
     def __call__(self, node_a: Node, mask: Node, value: float) -> Node:
-        _check_node(node_a, self.name), _check_node(mask, self.name, "mask")
+        _check_node(node_a, self.name), _check_node(mask, self.name, "a Node for the mask")
         return Node([node_a, mask], self, {"value": value}, name=f"masked_fill({node_a.name}, {mask.name})")
 
     def compute(self, node, input_values):
