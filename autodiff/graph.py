@@ -202,34 +202,46 @@ def _shape(t) -> tuple:
 
 class _Schedule:
     """A precomputed plan for one set of fed nodes: which nodes to compute, in what order, reading
-    which slots, when each value can be freed, and which gradient shapes to check after which step."""
+    which slots, when each value can be freed, and which gradient shapes to check after which step.
+    Everything that does not depend on the values is decided here once, so `run` is a tight loop."""
 
     def __init__(self, eval_nodes: list[Node], fed: frozenset[int]):
         order = _order_with_feeds(eval_nodes, fed)
         slot = {id(n): i for i, n in enumerate(order)}
         self.order = order
-        # A fed node reads nothing: its value comes from the feed.
-        self.input_slots = [[] if id(n) in fed else [slot[id(i)] for i in n.inputs] for n in order]
         self.output_slots = [slot[id(n)] for n in eval_nodes]
-        # A value is freed after its last reader runs, unless it is a requested output.
-        last_use = {}
-        for step in range(len(order)):
-            for s in self.input_slots[step]:
-                last_use[s] = step
-        keep = set(self.output_slots)
-        self.free_after: list[list[int]] = [[] for _ in order]
-        for s, step in last_use.items():
-            if s not in keep:
-                self.free_after[step].append(s)
+        self.fed = [(i, n) for i, n in enumerate(order) if id(n) in fed]
+        self.unfed_placeholders = [n for n in order if id(n) not in fed and n.op is placeholder]
+        # A fed node reads nothing: its value comes from the feed.
+        input_slots = [[] if id(n) in fed else [slot[id(i)] for i in n.inputs] for n in order]
+
         # Gradient shape checks run as soon as both the gradient and its input have been computed.
-        self.checks_after: list[list[tuple[int, int, Node | None]]] = [[] for _ in order]
-        self.shape_slots: set[int] = set()
+        checks_after: list[list[tuple[int, int, Node | None]]] = [[] for _ in order]
         for step, node in enumerate(order):
             for wrt, via in node.gradient_of:
                 if id(wrt) in slot:
                     other = slot[id(wrt)]
-                    self.checks_after[max(step, other)].append((step, other, via))
-                    self.shape_slots.update((step, other))
+                    checks_after[max(step, other)].append((step, other, via))
+
+        # A value is freed after its last reader (or shape check), unless it is a requested output.
+        last_use: dict[int, int] = {}
+        for step in range(len(order)):
+            for s in input_slots[step]:
+                last_use[s] = step
+            for grad_slot, wrt_slot, _ in checks_after[step]:
+                last_use[grad_slot] = last_use[wrt_slot] = max(step, last_use.get(wrt_slot, step))
+        free_after: list[list[int]] = [[] for _ in order]
+        keep = set(self.output_slots)
+        for s, step in last_use.items():
+            if s not in keep:
+                free_after[step].append(s)
+
+        # One tuple per node to compute: (slot, node, compute function, input slots, frees, checks).
+        self.steps = [
+            (i, n, n.op.compute, input_slots[i], free_after[i], checks_after[i])
+            for i, n in enumerate(order)
+            if id(n) not in fed
+        ]
 
 
 def _order_with_feeds(eval_nodes: list[Node], fed: frozenset[int]) -> list[Node]:
@@ -273,43 +285,38 @@ class Evaluator:
                 if not isinstance(n, Node):
                     raise TypeError(f"input_values keys must be Nodes, got {type(n).__name__}")
             plan = self._schedules[fed] = _Schedule(self.eval_nodes, fed)
+        if plan.unfed_placeholders:
+            missing = plan.unfed_placeholders[0]
+            raise ValueError(f"no value fed for variable '{missing.name}': add it to input_values")
 
         values: list = [None] * len(plan.order)
-        shapes: dict[int, tuple] = {}
-        for step, node in enumerate(plan.order):
-            if node in input_values:
-                value = input_values[node]
-                if not isinstance(value, Tensor):
-                    value = torch.as_tensor(value)
-            elif node.op is placeholder:
-                raise ValueError(f"no value fed for variable '{node.name}': add it to input_values")
-            else:
-                args = [values[s] for s in plan.input_slots[step]]
-                try:
-                    value = node.op.compute(node, args)
-                except Exception as err:
-                    shapes_text = ", ".join(str(_shape(a)) for a in args)
-                    raise OpError(
-                        f"{node.op.name} failed at node '{node.name}' on inputs of shapes {shapes_text}: {err}"
-                    ) from err
-            values[step] = value
-            if step in plan.shape_slots:
-                shapes[step] = tuple(value.shape)
-                for grad_slot, wrt_slot, via in plan.checks_after[step]:
-                    if shapes[grad_slot] != shapes[wrt_slot]:
-                        raise _gradient_shape_error(
-                            plan.order[grad_slot], shapes[grad_slot], plan.order[wrt_slot], shapes[wrt_slot], via
-                        )
-            for s in plan.free_after[step]:
+        for slot, node in plan.fed:
+            value = input_values[node]
+            values[slot] = value if isinstance(value, Tensor) else torch.as_tensor(value)
+        for slot, node, compute, input_slots, free, checks in plan.steps:
+            args = [values[s] for s in input_slots]
+            try:
+                values[slot] = compute(node, args)
+            except Exception as err:
+                shapes_text = ", ".join(str(_shape(a)) for a in args)
+                raise OpError(
+                    f"{node.op.name} failed at node '{node.name}' on inputs of shapes {shapes_text}: {err}"
+                ) from err
+            for grad_slot, wrt_slot, via in checks:
+                if values[grad_slot].shape != values[wrt_slot].shape:
+                    raise _gradient_shape_error(
+                        plan.order[grad_slot], values[grad_slot], plan.order[wrt_slot], values[wrt_slot], via
+                    )
+            for s in free:
                 values[s] = None
         return [values[s] for s in plan.output_slots]
 
 
-def _gradient_shape_error(grad: Node, grad_shape, wrt: Node, wrt_shape, via: Node | None) -> GradientShapeError:
+def _gradient_shape_error(grad: Node, grad_value: Tensor, wrt: Node, wrt_value: Tensor, via) -> GradientShapeError:
     where = f"the gradient rule of op '{via.op.name}' (node '{via.name}')" if via else "gradient accumulation"
     return GradientShapeError(
-        f"{where} returned a gradient of shape {grad_shape} (node '{grad.name}') "
-        f"for input '{wrt.name}' of shape {wrt_shape}"
+        f"{where} returned a gradient of shape {tuple(grad_value.shape)} (node '{grad.name}') "
+        f"for input '{wrt.name}' of shape {tuple(wrt_value.shape)}"
     )
 
 
