@@ -1,0 +1,237 @@
+"""Training as an iterator of progress events, so a UI can draw it live and a CLI can show a bar.
+
+`Trainer.events()` yields one `TrainEvent` per full-batch epoch and can be stopped at any event and
+resumed later; the same seed gives the same run. The loss graph is built once and its Evaluator is
+reused every epoch. `memorization` scores how many corpus sentences greedy decoding reproduces.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lm.corpus import DEFAULT_CORPUS, parse_corpus
+from lm.model import LanguageModel, ModelConfig, causal_mask
+from lm.optim import make_optimizer
+from lm.tokenizer import Tokenizer
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults are the classic recipe: SGD, lr 0.05, 500 full-batch epochs."""
+
+    optimizer: str = "sgd"  # "sgd" or "adamw"
+    lr: float = 0.05  # learning rate (peak learning rate with a schedule)
+    epochs: int = 500  # full-batch epochs (one step per epoch)
+    seed: int = 0  # seed of the model initialization: the same seed gives the same run
+    eval_every: int = 50  # epochs between memorization scores (0: only after the last epoch)
+    schedule: str = "constant"  # "constant" or "cosine" (decays to 10% of lr by the last epoch)
+    weight_decay: float = 0.01  # AdamW only: decoupled weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only: moment decay rates
+    eps: float = 1e-8  # AdamW only: added to sqrt(v)
+    clip_grad_norm: float | None = None  # rescale gradients whose global norm is above this
+
+    def validate(self) -> TrainConfig:
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be 0 or a positive integer, got {self.eval_every!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be in [0, 1), got {self.betas!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
+        return self
+
+
+def get_lr(epoch: int, config: TrainConfig) -> float:
+    """The learning rate of `epoch` (1-based): constant, or cosine from lr down to lr / 10."""
+    if config.schedule == "constant" or config.epochs == 1:
+        return config.lr
+    progress = (epoch - 1) / (config.epochs - 1)
+    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class TrainEvent:
+    """Progress after one epoch."""
+
+    epoch: int  # epochs done, 1-based
+    epochs: int  # epochs planned
+    loss: float  # the loss before this epoch's update
+    lr: float
+    grad_norm: float  # global L2 norm of all gradients (before clipping)
+    elapsed_s: float  # training time so far (not counting time spent between events)
+    memorization: int | None  # sentences reproduced, on eval epochs; else None
+    n_sentences: int
+    done: bool = False
+    stop_reason: str | None = None  # "finished" or why training stopped early
+
+
+@dataclass
+class Batch:
+    """The whole corpus as one padded batch."""
+
+    ids: Tensor  # (B, T) inputs: each sentence without its last word, padded with 0
+    targets: Tensor  # (B, T) next words, 0 where padded
+    weights: Tensor  # (B * T, V) one-hot of each target / number of real targets; zero rows at pads
+    n_targets: int
+
+
+def make_batch(tokenizer: Tokenizer, sentences: Sequence[str], dtype: torch.dtype = torch.float64) -> Batch:
+    """Pad every sentence to the longest and build the masked targets of the loss."""
+    encoded = [tokenizer.encode(s) for s in sentences]
+    T = max(len(e) for e in encoded) - 1
+    ids = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
+    targets = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
+    for row, e in enumerate(encoded):
+        ids[row, : len(e) - 1] = torch.tensor(e[:-1])
+        targets[row, : len(e) - 1] = torch.tensor(e[1:])
+    real = (targets != Tokenizer.PAD_ID).reshape(-1)  # (N,) padded targets are masked out
+    weights = torch.zeros(real.numel(), len(tokenizer), dtype=dtype)  # (N, V)
+    weights[real, targets.reshape(-1)[real]] = 1.0 / int(real.sum())
+    return Batch(ids, targets, weights, int(real.sum()))
+
+
+def default_model_config(sentences: Sequence[str], overrides: dict | None = None) -> ModelConfig:
+    """A ModelConfig fitted to the corpus (vocab size; context = longest sentence - 1) plus overrides."""
+    tokenizer = Tokenizer.from_corpus(sentences)
+    longest = max(len(s.split()) for s in sentences)
+    values = {"vocab_size": len(tokenizer), "context": longest - 1, **(overrides or {})}
+    return ModelConfig.from_dict(values)
+
+
+class Trainer:
+    """Trains a fresh model on a corpus; `events()` yields a TrainEvent per epoch.
+
+    `model_config` is a ModelConfig, or a dict of overrides over `default_model_config`, or None."""
+
+    def __init__(
+        self,
+        corpus: Sequence[str] | str | None = None,
+        model_config: ModelConfig | dict | None = None,
+        train_config: TrainConfig | None = None,
+    ):
+        if corpus is None:
+            corpus = DEFAULT_CORPUS
+        self.sentences = parse_corpus(corpus if isinstance(corpus, str) else "\n".join(corpus))
+        self.tokenizer = Tokenizer.from_corpus(self.sentences)
+        if not isinstance(model_config, ModelConfig):
+            model_config = default_model_config(self.sentences, model_config)
+        self.config = (train_config or TrainConfig()).validate()
+        longest = max(len(s.split()) for s in self.sentences)
+        if model_config.vocab_size != len(self.tokenizer):
+            raise ValueError(f"vocab_size is {model_config.vocab_size} but the corpus has {len(self.tokenizer)} words")
+        if model_config.context < longest - 1:
+            raise ValueError(
+                f"context {model_config.context} is too short for the longest sentence ({longest} words): "
+                f"use a context of at least {longest - 1}"
+            )
+        self.model = LanguageModel.create(model_config, self.tokenizer, seed=self.config.seed)
+        self.batch = make_batch(self.tokenizer, self.sentences, self.model.config.torch_dtype)
+        self.optimizer = make_optimizer(
+            self.config.optimizer, self.config.lr, self.config.weight_decay, self.config.betas, self.config.eps
+        )
+        B, T = self.batch.ids.shape
+        self.graph = self.model.loss_graph(B)
+        # The feed is built once: parameters are updated in place, so the same tensors stay fed.
+        self._feed = self.model.param_feed()
+        fwd = self.graph.forward
+        self._feed.update({
+            fwd.ids: self.batch.ids.reshape(-1),  # (N,)
+            fwd.pos: torch.arange(T).repeat(B),  # (N,)
+            fwd.mask: causal_mask(T, self.model.config.torch_dtype),  # (T, T)
+            self.graph.targets: self.batch.weights,  # (N, V)
+        })  # fmt: skip
+        self._params = list(self.model.params.values())
+        self.epoch = 0
+        self.elapsed_s = 0.0
+        self.done = False
+        self.history: list[TrainEvent] = []
+
+    def step(self) -> TrainEvent:
+        """One epoch: loss and gradients from the graph, one optimizer step, one event."""
+        if self.done:
+            raise StopIteration("training is done")
+        start = time.perf_counter()
+        self.epoch += 1
+        cfg = self.config
+        lr = get_lr(self.epoch, cfg)
+        loss, *grads = self.graph.evaluator.run(self._feed)
+        loss = float(loss)
+        grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+        stop_reason, memorization = None, None
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            stop_reason = f"diverged: the loss became {loss} at epoch {self.epoch}; lower the learning rate"
+        else:
+            if cfg.clip_grad_norm is not None and grad_norm > cfg.clip_grad_norm:
+                torch._foreach_mul_(grads, cfg.clip_grad_norm / grad_norm)
+            self.optimizer.lr = lr
+            self.optimizer.step(self._params, grads)
+            if self.epoch == cfg.epochs:
+                stop_reason = "finished"
+            if self.epoch == cfg.epochs or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
+                memorization = memorization_score(self.model, self.sentences)
+        self.done = stop_reason is not None
+        self.elapsed_s += time.perf_counter() - start
+        event = TrainEvent(
+            self.epoch, cfg.epochs, loss, lr, grad_norm, self.elapsed_s, memorization, len(self.sentences),
+            self.done, stop_reason,
+        )  # fmt: skip
+        self.history.append(event)
+        return event
+
+    def events(self) -> Iterator[TrainEvent]:
+        """Events until training is done; stop and call again to resume where it stopped."""
+        while not self.done:
+            yield self.step()
+
+
+@dataclass
+class MemorizationRow:
+    sentence: str
+    prompt: str  # the first two words
+    generated: str  # prompt + greedy continuation, as long as the sentence at most
+    correct: bool
+
+
+def memorization(model: LanguageModel, sentences: Sequence[str], prompt_words: int = 2) -> list[MemorizationRow]:
+    """Greedy-decode each sentence from its first words (all sentences in one batch) and compare."""
+    tok = model.tokenizer
+    encoded = [tok.encode(s) for s in sentences]
+    longest = max(len(e) for e in encoded)
+    seqs = torch.tensor([e[:prompt_words] for e in encoded])  # (B, prompt_words)
+    for _ in range(longest - prompt_words):
+        if seqs.shape[1] > model.config.context:
+            break
+        logits = model.forward(seqs)["logits"][:, -1]  # (B, V) at the last position
+        seqs = torch.cat([seqs, logits.argmax(-1, keepdim=True)], 1)  # (B, t + 1)
+    rows = []
+    for sentence, e, seq in zip(sentences, encoded, seqs.tolist()):
+        generated = seq[: len(e)]
+        if Tokenizer.PAD_ID in generated:  # decoding stops at <pad>
+            generated = generated[: generated.index(Tokenizer.PAD_ID)]
+        rows.append(MemorizationRow(sentence, tok.decode(e[:prompt_words]), tok.decode(generated), generated == e))
+    return rows
+
+
+def memorization_score(model: LanguageModel, sentences: Sequence[str]) -> int:
+    """How many sentences greedy decoding reproduces exactly from their first two words."""
+    return sum(row.correct for row in memorization(model, sentences))
+
+
+__all__ = [
+    "Batch", "MemorizationRow", "TrainConfig", "TrainEvent", "Trainer",
+    "default_model_config", "get_lr", "make_batch", "memorization", "memorization_score",
+]  # fmt: skip
