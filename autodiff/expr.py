@@ -117,9 +117,8 @@ class Function:
 
 _DIM = (("dim", "dims", None), ("keepdim", "bool", False))
 FUNCTIONS: dict[str, Function] = {
-    **{name: Function(getattr(ops, name), 1, help=f"{name}(a)") for name in
-       ("exp", "log", "sqrt", "relu", "sigmoid", "tanh", "erf", "gelu", "silu")},
-    "abs": Function(ops.abs_op, 1, help="abs(a)"),
+    **{op.name: Function(op, 1, help=f"{op.name}(a)") for op in
+       (ops.exp, ops.log, ops.sqrt, ops.relu, ops.sigmoid, ops.tanh, ops.erf, ops.gelu, ops.silu, ops.abs_op)},
     "sum": Function(ops.sum_op, 1, _DIM, "sum(a, dim=None, keepdim=False)"),
     "mean": Function(ops.mean, 1, _DIM, "mean(a, dim=None, keepdim=False)"),
     "max": Function(ops.max_op, 1, _DIM, "max(a, dim=None, keepdim=False)"),
