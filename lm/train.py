@@ -21,6 +21,8 @@ from lm.tokenizer import Tokenizer
 
 Tensor = torch.Tensor
 
+DIVERGED_FACTOR = 10.0  # a loss above this many times the first epoch's loss (or not finite) stops training
+
 
 @dataclass
 class TrainConfig:
@@ -156,6 +158,7 @@ class Trainer:
         })  # fmt: skip
         self._params = list(self.model.params.values())
         self.epoch = 0
+        self._first_loss = math.inf
         self.elapsed_s = 0.0
         self.done = False
         self.history: list[TrainEvent] = []
@@ -172,8 +175,10 @@ class Trainer:
         loss = float(loss)
         grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         stop_reason, memorization = None, None
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            stop_reason = f"diverged: the loss became {loss} at epoch {self.epoch}; lower the learning rate"
+        if self.epoch == 1:
+            self._first_loss = loss
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)) or loss > DIVERGED_FACTOR * self._first_loss:
+            stop_reason = f"diverged: the loss became {loss:.4g} at epoch {self.epoch}; lower the learning rate"
         else:
             if cfg.clip_grad_norm is not None and grad_norm > cfg.clip_grad_norm:
                 torch._foreach_mul_(grads, cfg.clip_grad_norm / grad_norm)
