@@ -19,8 +19,10 @@ MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the drawing stay
 EXAMPLES = {  # label -> (expression, declarations)
     "scalar": ("x1 * x2 + x1", ""),
     "matmul + ReLU layer": ("relu(x @ W + b)", "x: 2x3, W: 3x4, b: 4"),
-    "softmax": ("softmax(x @ W, dim=-1)", "x: 2x3, W: 3x4"),
-    "layernorm": ("layernorm(x, [4])", "x: 2x4"),
+    # softmax rows and layernorm outputs sum to a constant, so the gradient of their plain sum is zero:
+    # a random `y` acts as a generic upstream gradient.
+    "softmax": ("softmax(x @ W, dim=-1) * y", "x: 2x3, W: 3x4, y: 2x4"),
+    "layernorm": ("layernorm(x, [4]) * y", "x: 2x4, y: 2x4"),
     "attention head": ("softmax(q @ transpose(k, 0, 1) / 8) @ v", "q: 3x4, k: 3x4, v: 3x4"),
 }
 

@@ -1,0 +1,128 @@
+"""The DOT builder and the text listing: nodes, edges and labels for `x1 * x2 + x1`, the backward graph
+of a small expression (styled apart, reading forward values through dashed edges), value summaries,
+and DOT that the `dot` program accepts when it is installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import autodiff as ad
+from autodiff.render import Section, layout, listing, summarize, to_dot
+
+
+def small_graph():
+    x1, x2 = ad.Variable("x1"), ad.Variable("x2")
+    y = x1 * x2 + x1
+    return x1, x2, y
+
+
+def labels(dot: str) -> dict[str, str]:
+    """DOT node id -> label text (with real newlines)."""
+    return {
+        m[0]: m[1].replace("\\n", "\n") for m in re.findall(r"^\s+(n\d+) \[label=\"((?:[^\"\\]|\\.)*)\"", dot, re.M)
+    }
+
+
+def edges(dot: str) -> list[tuple[str, str, bool]]:
+    """(from, to, dashed) for every edge."""
+    return [(a, b, "dashed" in rest) for a, b, rest in re.findall(r"^\s+(n\d+) -> (n\d+)(.*);$", dot, re.M)]
+
+
+def test_forward_dot_of_x1_times_x2_plus_x1():
+    x1, x2, y = small_graph()
+    dot = to_dot([Section("forward", [y])], shapes={x1: (), x2: (), y: ()})
+    found = labels(dot)
+    assert sorted(found.values()) == sorted(
+        ["x1\nf64[]", "x2\nf64[]", "t0 = mul\n(x1*x2)\n?", "t1 = add\n((x1*x2)+x1)\nf64[]"]
+    )
+    by_label = {text.split("\n")[0]: node_id for node_id, text in found.items()}
+    expected = {("x1", "t0 = mul"), ("x2", "t0 = mul"), ("t0 = mul", "t1 = add"), ("x1", "t1 = add")}
+    assert {(a, b) for a, b, _ in edges(dot)} == {(by_label[a], by_label[b]) for a, b in expected}
+    assert dot.startswith("digraph G {") and dot.rstrip().endswith("}")
+    assert 'label="forward"' in dot and "shape=ellipse" in dot  # variables are ellipses
+
+
+def test_backward_graph_is_its_own_cluster_and_reads_forward_values():
+    x1, x2, y = small_graph()
+    g1, g2 = ad.gradients(y, [x1, x2])
+    sections = [Section("forward", [y]), Section("backward", [g1, g2])]
+    dot = to_dot(sections, notes={g1: "∂out/∂x1", g2: "∂out/∂x2"})
+    lay = layout(sections)
+    assert [len(n) for n in lay.nodes] == [4, 8]  # the backward pass adds 8 nodes
+    assert "cluster_1" in dot and 'label="backward"' in dot and "#fde7d9" in dot  # styled apart
+    found = labels(dot)
+    grad_labels = [text for text in found.values() if "∂out/∂x1" in text]
+    assert len(grad_labels) == 1 and "∂ x1 (sum of parts)" in grad_labels[0]
+    assert any("∂ x2 via t0 mul" in text for text in found.values())
+    # Backward nodes read forward values (x1, x2, t0...): those edges are dashed.
+    forward_ids = {f"n{i}" for i in range(4)}
+    dashed = [(a, b) for a, b, is_dashed in edges(dot) if is_dashed]
+    assert dashed and all(a in forward_ids and b not in forward_ids for a, b in dashed)
+
+
+def test_values_and_shapes_in_labels():
+    x1, x2, y = small_graph()
+    g1, _ = ad.gradients(y, [x1, x2])
+    nodes = ad.topological_sort([y, g1])
+    feed = {x1: torch.tensor(2.0, dtype=torch.float64), x2: torch.tensor(3.0, dtype=torch.float64)}
+    values = dict(zip(nodes, ad.Evaluator(nodes).run(feed)))
+    dot = to_dot([Section("forward", [y]), Section("backward", [g1])], {n: () for n in nodes}, values)
+    text = "\n".join(labels(dot).values())
+    assert "t1 = add\n((x1*x2)+x1)\nf64[] = 8" in text  # 2 * 3 + 2
+    assert "f64[] = 4\n∂ x1 (sum of parts)" in text  # x2 + 1
+
+
+def test_summaries_stay_short():
+    assert summarize(torch.tensor(3.14159)) == "3.14"
+    assert summarize(torch.tensor([1.0, -2.0])) == "[1, -2]"
+    long = summarize(torch.arange(1000.0).reshape(10, 100))
+    assert long.startswith("μ 500 σ 289") and "[0, 999]" in long and len(long) < 40
+
+
+def test_listing_reads_like_jaxpr():
+    x, w = ad.Variable("x"), ad.Variable("W")
+    y = ad.relu(ad.matmul(x, w))
+    gx, gw = ad.gradients(y, [x, w])
+    shapes = {x: (2, 3), w: (3, 4)}
+    shapes.update({n: (2, 4) for n in ad.topological_sort(y) if n.inputs})
+    text = listing([Section("forward", [y]), Section("backward", [gx, gw])], shapes)
+    lines = text.splitlines()
+    assert lines[:5] == [
+        "forward:",
+        "  in  x: f64[2,3], W: f64[3,4]",
+        "  t0: f64[2,4] = matmul(x, W)",
+        "  t1: f64[2,4] = relu(t0)",
+        "  out t1",
+    ]
+    assert "  t2: ? = ones_like(t1)" in lines
+    assert any(re.fullmatch(r"  t\d+: \? = greater\(t0, constant=0.0\)", line) for line in lines)
+    assert any(line.endswith("# ∂ x via t0 matmul") for line in lines)
+    assert lines[-1].startswith("  out t")
+
+
+def test_generated_ids_never_clash_with_a_variable_named_like_one():
+    t0, t1 = ad.Variable("t0"), ad.Variable("t1")
+    lay = layout([Section("forward", [t0 * t1 + t0])])
+    ids = [lay.ids[n] for n in lay.nodes[0]]
+    assert len(set(ids)) == len(ids) == 4
+
+
+def test_labels_are_escaped():
+    a = ad.Variable('a"b\\c')
+    dot = to_dot([Section('say "hi"', [a * 2])])
+    assert 'label="say \\"hi\\""' in dot and 'a\\"b\\\\c' in dot
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz `dot` program is not installed")
+def test_dot_program_accepts_the_output():
+    x1, x2, y = small_graph()
+    g = ad.gradients(y, [x1, x2])
+    dot = to_dot([Section("forward", [y]), Section("backward", g)])
+    svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
+    assert b"<svg" in svg and b"cluster_1" in svg
