@@ -122,6 +122,8 @@ def _read_header(data: bytes, source: str) -> dict:
     """The JSON header of safetensors bytes: an 8-byte little-endian length, then the JSON."""
     if len(data) < 8:
         raise WeightsError(f"{source} is empty or truncated ({len(data)} bytes): it is not a safetensors file")
+    if data[8:9] != b"{":  # the JSON header opens right after the length
+        raise WeightsError(f"{source} is not a safetensors file (no JSON header after the first 8 bytes)")
     (n,) = struct.unpack("<Q", data[:8])
     if n > MAX_HEADER or n > len(data) - 8:
         if n > MAX_HEADER:
