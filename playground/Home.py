@@ -1,0 +1,16 @@
+"""The app's entry point: `streamlit run playground/Home.py`. It only routes between the pages.
+
+Page files live in `app_pages/` (with `st.navigation`, Streamlit ignores a `pages/` folder).
+"""
+
+import streamlit as st
+
+st.set_page_config(page_title="Autodiff Playground", page_icon="∂", layout="wide")
+
+pages = [
+    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("app_pages/graph.py", title="Graph", icon="🕸️"),
+    st.Page("app_pages/train.py", title="Train", icon="📉"),
+    st.Page("app_pages/generate.py", title="Generate", icon="✍️"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,189 @@
+"""The Generate page: pick a model, type a prompt, and see the continuation with the probabilities and
+the causal attention that produced each token, and what the KV cache saves per token.
+
+The logic is `playground.generation`, the figures `playground.charts`; models live in session state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from lm.model import LanguageModel
+from playground import charts
+from playground.generation import (
+    MAX_NEW_TOKENS,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MAX_UPLOAD_BYTES,
+    GenerateError,
+    Generation,
+    default_model,
+    highlighted_markdown,
+    model_from_upload,
+    run_generation,
+    step_labels,
+)
+from playground.page_state import persistent, training_session
+
+DEFAULT, TRAINED, UPLOADED = "Pretrained default", "Trained in this session", "Upload a weights file"
+
+
+def session_model(key: str, make) -> LanguageModel:
+    """A model kept in this browser session's state (each session gets its own copy)."""
+    if key not in st.session_state:
+        st.session_state[key] = make()
+    return st.session_state[key]
+
+
+def uploaded_model() -> LanguageModel | None:
+    """The uploader; the model of the uploaded file, or None (with an error shown for a bad file)."""
+    upload = st.file_uploader(
+        f"Weights file (.safetensors from the Train page or `python -m lm train`, at most "
+        f"{MAX_UPLOAD_BYTES // 1_000_000} MB)",
+        type=["safetensors"],
+        key="gen_upload",
+    )
+    if upload is None:
+        st.info("Upload a weights file to use it.")
+        return None
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()
+    cached = st.session_state.get("gen_uploaded")
+    if cached is not None and cached[0] == digest:
+        return cached[1]
+    try:
+        model = model_from_upload(data, upload.name)
+    except GenerateError as err:
+        st.error(str(err), icon="🚫")
+        return None
+    st.session_state["gen_uploaded"] = (digest, model)
+    return model
+
+
+def model_ui() -> LanguageModel | None:
+    """Which model to generate with; None (with a message) when that one is not available."""
+    choice = st.radio("Model", [DEFAULT, TRAINED, UPLOADED], horizontal=True, **persistent("gen_model", DEFAULT))
+    if choice == DEFAULT:
+        return session_model("gen_default_model", default_model)
+    if choice == TRAINED:
+        training = training_session()
+        if training.status in ("stopped", "finished"):
+            return training.model
+        reason = {
+            "idle": "No model has been trained in this session yet",
+            "running": "Training is still running",
+            "diverged": "The last training run diverged",
+        }[training.status]
+        st.info(f"{reason}: train one on the **Train** page (press Start, then let it finish or press Stop).")
+        return None
+    return uploaded_model()
+
+
+def options_ui(model: LanguageModel) -> dict:
+    """Prompt and decoding widgets; returns run_generation's keyword arguments."""
+    prompt_col, max_col = st.columns([3, 1])
+    prompt = prompt_col.text_input(
+        "Prompt", max_chars=2000, help="Words of the model's vocabulary, e.g. the first two words of a sentence.",
+        **persistent("gen_prompt", "the red"),
+    )  # fmt: skip
+    max_new = max_col.number_input(
+        "Max new tokens", min_value=1, max_value=MAX_NEW_TOKENS, step=1,
+        help=f"Generation also stops when the model's context ({model.config.context} positions) is full.",
+        **persistent("gen_max_new", 10),
+    )  # fmt: skip
+    mode_col, temp_col, k_col, seed_col, cache_col = st.columns(5)
+    sample = mode_col.toggle("Sample", help="Off: greedy (the most likely token). On: temperature and top-k.",
+                             **persistent("gen_sample", False))  # fmt: skip
+    temperature = temp_col.number_input("Temperature", min_value=0.05, max_value=MAX_TEMPERATURE, step=0.1,
+                                        disabled=not sample, **persistent("gen_temperature", 1.0))  # fmt: skip
+    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, step=1, disabled=not sample,
+                               **persistent("gen_top_k", 5))  # fmt: skip
+    seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, disabled=not sample,
+                                 **persistent("gen_seed", 0))  # fmt: skip
+    use_cache = cache_col.toggle("KV cache", help="Reuse the keys and values of earlier positions: each step "
+                                 "computes only the newest token.", **persistent("gen_cache", True))  # fmt: skip
+    return {
+        "prompt": prompt,
+        "max_new_tokens": int(max_new),
+        "temperature": float(temperature) if sample else 0.0,
+        "top_k": int(top_k) if sample else None,
+        "seed": int(seed),
+        "use_cache": use_cache,
+    }
+
+
+def cache_ui(gen: Generation, use_cache: bool) -> None:
+    """Time per generated token with and without the KV cache, and whether their tokens agree."""
+    with_col, without_col, same_col = st.columns(3)
+    with_col.metric("With KV cache", f"{gen.cached.ms_per_token:.2f} ms / token", help="Median of 3 runs.")
+    without_col.metric("Without cache", f"{gen.uncached.ms_per_token:.2f} ms / token",
+                       help="Recomputes every position each step. Median of 3 runs.")  # fmt: skip
+    same_col.metric("Same tokens?", "✅ yes" if gen.same_tokens else "❌ no")
+    st.caption(
+        f"Showing the {'cached' if use_cache else 'uncached'} run. Each mode's time per token includes the "
+        "prompt's forward pass (step 1); the cache pays off on longer generations."
+    )
+
+
+def trace_ui(gen: Generation) -> None:
+    """Per-step probabilities and, for the chosen step, one attention heatmap per layer and head."""
+    trace = gen.trace
+    if not trace.steps:
+        st.info("The model's context is already full: there is no room for a new token.")
+        return
+    labels = step_labels(trace)
+    st.subheader("Next-token probabilities")
+    st.plotly_chart(
+        charts.probability_heatmap(gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps],
+                                   labels),
+        key="gen_prob_heatmap",
+    )  # fmt: skip
+    index = 0
+    if len(labels) > 1:
+        chosen = st.select_slider("Step", labels, key="gen_step")
+        index = labels.index(chosen) if chosen in labels else 0
+    step = trace.steps[index]
+    bars_col, attn_col = st.columns([2, 3])
+    with bars_col:
+        st.plotly_chart(charts.topk_figure(gen.vocab, step.probs, step.token_id, k=10), key="gen_topk")
+    with attn_col:
+        st.markdown(
+            f"**Causal attention at step {index + 1}** — each query position (row) mixes the values of the "
+            "positions it may see (columns); the upper triangle is the future, masked out."
+        )
+        for layer, weights in enumerate(step.attention):  # (H, t, t)
+            heads = st.columns(min(weights.shape[0], 4))
+            for head in range(weights.shape[0]):
+                with heads[head % len(heads)]:
+                    st.plotly_chart(
+                        charts.attention_figure(weights[head], step.labels, f"layer {layer + 1} · head {head + 1}"),
+                        key=f"gen_attention_{layer}_{head}",
+                    )
+
+
+st.title("Generate")
+st.markdown(
+    "Type the first words of a sentence: the model continues it one token at a time, each step a softmax "
+    "over the vocabulary computed by an `autodiff` graph. See the probabilities behind every choice and what "
+    "each attention head looked at."
+)
+model = model_ui()
+if model is None:
+    st.stop()
+cfg = model.config
+st.caption(
+    f"{model.num_parameters():,} parameters · {cfg.n_layers} layer(s) × {cfg.n_heads} head(s) · "
+    f"d_model {cfg.d_model} · vocabulary {cfg.vocab_size} · context {cfg.context}"
+)
+options = options_ui(model)
+try:
+    generation = run_generation(model, **options)
+except GenerateError as err:
+    st.error(str(err), icon="⚠️")
+    st.stop()
+st.markdown("#### " + highlighted_markdown(generation.trace))
+st.caption(f"Generated {len(generation.trace.new_tokens)} token(s); stopped because: {generation.trace.stop_reason}.")
+cache_ui(generation, options["use_cache"])
+trace_ui(generation)

@@ -1,0 +1,128 @@
+"""The Graph page: type an expression, see its forward and backward graphs, values and gradients,
+a gradient check against torch.autograd, a second-order graph, the text form and DOT/SVG exports."""
+
+import shutil
+import time
+
+import graphviz
+import streamlit as st
+
+from autodiff.expr import ExprError, parse, variables_of
+from autodiff.render import shape_text, summarize
+from playground.explore import EXAMPLES, Exploration, explore
+from playground.gradcheck import check
+from playground.state import DECLARATIONS, EXPRESSION, request_example, restore_inputs, save_input
+
+NO_SECOND = "—"
+
+
+def inputs_ui() -> tuple[str, str, int, bool, str | None]:
+    """The examples and input widgets; returns expression, declarations, seed, evaluate, second_of."""
+    st.caption("Examples")
+    for column, label in zip(st.columns(len(EXAMPLES)), EXAMPLES):
+        column.button(label, key=f"example_{label}", on_click=request_example, args=(label,), width="stretch")
+    restore_inputs()
+    left, right = st.columns([3, 2])
+    expression = left.text_input(
+        "Expression",
+        key=EXPRESSION,
+        on_change=save_input,
+        args=(EXPRESSION,),
+        help="Operators + - * / @ ** and functions like relu, softmax(a, dim=-1), layernorm(a, [4]), sum(a, dim=0).",
+    )
+    declarations = right.text_input(
+        "Variables: shapes and optional values",
+        key=DECLARATIONS,
+        on_change=save_input,
+        args=(DECLARATIONS,),
+        help="`x: 2x3, W: 3x4` or `x = [[1, 2], [3, 4]]`. An undeclared variable is a scalar; missing values "
+        "are random (seeded).",
+    )
+    try:
+        names = variables_of(parse(expression))
+    except ExprError:
+        names = []
+    seed_col, eval_col, second_col = st.columns([1, 1, 2])
+    seed = int(seed_col.number_input("Seed for random values", min_value=0, max_value=2**31 - 1, value=0))
+    evaluate = eval_col.toggle("Evaluate", value=True, help="Feed values and compute every node and gradient.")
+    second = second_col.selectbox(
+        "Differentiate again: gradients of",
+        [NO_SECOND, *(f"∂out/∂{n}" for n in names)],
+        help="Builds the graph of the gradient of sum(∂out/∂x) with respect to every variable.",
+    )
+    second_of = None if second == NO_SECOND else second.removeprefix("∂out/∂")
+    return expression, declarations, seed, evaluate, second_of
+
+
+def values_table(ex: Exploration) -> list[dict]:
+    """One row per variable: its shape, value and gradient (summaries)."""
+    rows = []
+    for name, node in ex.program.variables.items():
+        row = {"variable": name, "shape": shape_text(ex.shapes[node]), "value": summarize(ex.values[node])}
+        row["gradient ∂out/∂variable"] = summarize(ex.values[ex.grads[name]])
+        rows.append(row)
+    return rows
+
+
+def check_ui(ex: Exploration) -> None:
+    st.subheader("Gradient check")
+    st.caption("Each gradient against `torch.autograd` on the same expression in float64 (an oracle for display).")
+    try:
+        rows = check(ex)
+    except Exception as err:  # the oracle is display only: never let it take the page down
+        st.warning(f"torch could not run this expression: {err}")
+        return
+    st.dataframe(
+        [
+            {
+                "": "✅" if r.ok else "❌",
+                "compared": r.gradient,
+                "shape": str(list(r.shape)),
+                "max |diff|": r.max_abs_diff,
+            }
+            for r in rows
+        ],
+        hide_index=True,
+    )
+
+
+def export_ui(ex: Exploration, dot: str) -> None:
+    left, right = st.columns(2)
+    left.download_button("Download DOT", dot, file_name="graph.dot", mime="text/vnd.graphviz")
+    if shutil.which("dot"):
+        svg = lambda: graphviz.Source(dot).pipe(format="svg")  # noqa: E731  (rendered only when clicked)
+        right.download_button("Download SVG", svg, file_name="graph.svg", mime="image/svg+xml")
+    else:
+        right.caption("SVG export needs the Graphviz `dot` program (e.g. `apt-get install graphviz`).")
+
+
+st.title("Graph")
+st.markdown(
+    "Type an expression: the engine builds its **forward** graph, and `gradients()` builds the **backward** "
+    "graph — more nodes, evaluated by the same evaluator. Dashed edges show the backward pass reading "
+    "forward values."
+)
+expression, declarations, seed, evaluate, second_of = inputs_ui()
+start = time.perf_counter()
+try:
+    ex = explore(expression, declarations, seed, evaluate, second_of)
+    dot = ex.dot()
+except ExprError as err:
+    st.error(str(err), icon="⚠️")
+    st.code(err.caret(expression), language=None)
+    st.stop()
+
+st.caption(
+    f"{ex.node_count()} nodes · built, evaluated and laid out as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms"
+)
+st.graphviz_chart(dot)
+if evaluate:
+    table, checks = st.columns(2)
+    with table:
+        st.subheader("Values and gradients")
+        st.dataframe(values_table(ex), hide_index=True)
+    with checks:
+        check_ui(ex)
+with st.expander("Text form (jaxpr-like): one line per node", expanded=True):
+    st.code(ex.text(), language=None)
+export_ui(ex, dot)

@@ -1,0 +1,96 @@
+"""The app run headlessly with Streamlit's AppTest: every page renders without an exception, and the
+Graph page draws `x1 * x2 + x1`, shows a bad expression as an error (not an exception), fills the
+input from an example, differentiates again, and keeps its input across page switches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from playground.explore import EXAMPLES
+
+HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
+PAGES = ["app_pages/home.py", "app_pages/graph.py", "app_pages/train.py", "app_pages/generate.py"]
+TIMEOUT = 60  # seconds per run: the machine is shared
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    return at
+
+
+def graph_dot(at: AppTest) -> str:
+    charts = at.get("graphviz_chart")
+    assert len(charts) == 1
+    return charts[0].proto.spec
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(page):
+    at = open_page(page)
+    assert not at.exception
+    assert at.title
+
+
+def test_home_explains_each_page_and_its_example_opens_the_graph_page():
+    at = open_page(PAGES[0])
+    text = " ".join(m.value for m in at.markdown)
+    assert "forward graph" in text and "Train" in " ".join(s.value for s in at.subheader)
+    at.button(key="home_graph_example").click().run()
+    assert not at.exception
+    assert at.text_input(key="graph_expression").value == EXAMPLES["attention head"][0]
+    assert "softmax" in graph_dot(at)
+
+
+def test_graph_page_draws_x1_times_x2_plus_x1():
+    at = open_page("app_pages/graph.py")
+    assert at.text_input(key="graph_expression").value == "x1 * x2 + x1"
+    dot = graph_dot(at)
+    for expected in ['"x1\\nf64[] = ', '"x2\\nf64[] = ', "t0 = mul\\n(x1*x2)", "t1 = add\\n((x1*x2)+x1)"]:
+        assert expected in dot
+    assert 'label="backward (gradients)"' in dot and "∂out/∂x1" in dot and "∂out/∂x2" in dot
+    assert "t0: f64[] = mul(x1, x2)" in at.code[0].value  # the text form
+    check = at.dataframe[1].value  # values table, then the gradient check
+    assert list(check["compared"]) == ["out", "∂out/∂x1", "∂out/∂x2"] and all(check[""] == "✅")
+
+
+def test_a_bad_expression_shows_an_error_and_the_page_keeps_running():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_expression").set_value("relu(x @ W) + foo(x)").run()
+    assert not at.exception
+    assert "unknown function 'foo'" in at.error[0].value
+    assert not at.get("graphviz_chart")
+    at.text_input(key="graph_declarations").set_value("x: 2x3, W: 2x4").run()
+    at.text_input(key="graph_expression").set_value("relu(x @ W)").run()
+    assert "matmul cannot take inputs of shapes [2, 3] and [2, 4]" in at.error[0].value
+    at.text_input(key="graph_declarations").set_value("x: 2x3, W: 3x4").run()
+    assert not at.error and not at.exception and "relu" in graph_dot(at)
+
+
+def test_an_example_button_fills_the_input():
+    at = open_page("app_pages/graph.py")
+    at.button(key="example_layernorm").click().run()
+    assert at.text_input(key="graph_expression").value == EXAMPLES["layernorm"][0]
+    assert at.text_input(key="graph_declarations").value == EXAMPLES["layernorm"][1]
+    assert "t0 = layernorm" in graph_dot(at)
+
+
+def test_differentiate_again_adds_the_second_order_graph():
+    at = open_page("app_pages/graph.py")
+    at.selectbox[0].set_value("∂out/∂x1").run()
+    dot = graph_dot(at)
+    assert "cluster_2" in dot and "∂²out/∂x1∂x2" in dot
+    assert "∂²out/∂x1∂x1" in list(at.dataframe[1].value["compared"])
+
+
+def test_the_input_survives_a_trip_to_another_page():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_expression").set_value("exp(x1) * 3").run()
+    at.switch_page("app_pages/train.py").run()
+    at.switch_page("app_pages/graph.py").run()
+    assert at.text_input(key="graph_expression").value == "exp(x1) * 3"
