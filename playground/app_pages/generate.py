@@ -17,6 +17,7 @@ from playground.generation import (
     MAX_TEMPERATURE,
     MAX_TOP_K,
     MAX_UPLOAD_BYTES,
+    STOP_REASONS,
     GenerateError,
     Generation,
     default_model,
@@ -85,25 +86,44 @@ def options_ui(model: LanguageModel) -> dict:
     """Prompt and decoding widgets; returns run_generation's keyword arguments."""
     prompt_col, max_col = st.columns([3, 1])
     prompt = prompt_col.text_input(
-        "Prompt", max_chars=2000, help="Words of the model's vocabulary, e.g. the first two words of a sentence.",
+        "Prompt",
+        max_chars=2000,
+        help="Words of the model's vocabulary, e.g. the first two words of a sentence.",
         **persistent("gen_prompt", "the red"),
-    )  # fmt: skip
+    )
     max_new = max_col.number_input(
-        "Max new tokens", min_value=1, max_value=MAX_NEW_TOKENS, step=1,
+        "Max new tokens",
+        min_value=1,
+        max_value=MAX_NEW_TOKENS,
+        step=1,
         help=f"Generation also stops when the model's context ({model.config.context} positions) is full.",
         **persistent("gen_max_new", 10),
-    )  # fmt: skip
+    )
     mode_col, temp_col, k_col, seed_col, cache_col = st.columns(5)
-    sample = mode_col.toggle("Sample", help="Off: greedy (the most likely token). On: temperature and top-k.",
-                             **persistent("gen_sample", False))  # fmt: skip
-    temperature = temp_col.number_input("Temperature", min_value=0.05, max_value=MAX_TEMPERATURE, step=0.1,
-                                        disabled=not sample, **persistent("gen_temperature", 1.0))  # fmt: skip
-    top_k = k_col.number_input("Top-k", min_value=1, max_value=MAX_TOP_K, step=1, disabled=not sample,
-                               **persistent("gen_top_k", 5))  # fmt: skip
-    seed = seed_col.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, disabled=not sample,
-                                 **persistent("gen_seed", 0))  # fmt: skip
-    use_cache = cache_col.toggle("KV cache", help="Reuse the keys and values of earlier positions: each step "
-                                 "computes only the newest token.", **persistent("gen_cache", True))  # fmt: skip
+    sample = mode_col.toggle(
+        "Sample",
+        help="Off: greedy (the most likely token). On: temperature and top-k.",
+        **persistent("gen_sample", False),
+    )
+    temperature = temp_col.number_input(
+        "Temperature",
+        min_value=0.05,
+        max_value=MAX_TEMPERATURE,
+        step=0.1,
+        disabled=not sample,
+        **persistent("gen_temperature", 1.0),
+    )
+    top_k = k_col.number_input(
+        "Top-k", min_value=1, max_value=MAX_TOP_K, step=1, disabled=not sample, **persistent("gen_top_k", 5)
+    )
+    seed = seed_col.number_input(
+        "Seed", min_value=0, max_value=2**31 - 1, step=1, disabled=not sample, **persistent("gen_seed", 0)
+    )
+    use_cache = cache_col.toggle(
+        "KV cache",
+        help="Reuse the keys and values of earlier positions: each step computes only the newest token.",
+        **persistent("gen_cache", True),
+    )
     return {
         "prompt": prompt,
         "max_new_tokens": int(max_new),
@@ -118,8 +138,11 @@ def cache_ui(gen: Generation, use_cache: bool) -> None:
     """Time per generated token with and without the KV cache, and whether their tokens agree."""
     with_col, without_col, same_col = st.columns(3)
     with_col.metric("With KV cache", f"{gen.cached.ms_per_token:.2f} ms / token", help="Median of 3 runs.")
-    without_col.metric("Without cache", f"{gen.uncached.ms_per_token:.2f} ms / token",
-                       help="Recomputes every position each step. Median of 3 runs.")  # fmt: skip
+    without_col.metric(
+        "Without cache",
+        f"{gen.uncached.ms_per_token:.2f} ms / token",
+        help="Recomputes every position each step. Median of 3 runs.",
+    )
     same_col.metric("Same tokens?", "✅ yes" if gen.same_tokens else "❌ no")
     st.caption(
         f"Showing the {'cached' if use_cache else 'uncached'} run. Each mode's time per token includes the "
@@ -136,10 +159,11 @@ def trace_ui(gen: Generation) -> None:
     labels = step_labels(trace)
     st.subheader("Next-token probabilities")
     st.plotly_chart(
-        charts.probability_heatmap(gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps],
-                                   labels),
+        charts.probability_heatmap(
+            gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps], labels
+        ),
         key="gen_prob_heatmap",
-    )  # fmt: skip
+    )
     index = 0
     if len(labels) > 1:
         chosen = st.select_slider("Step", labels, key="gen_step")
@@ -184,6 +208,7 @@ except GenerateError as err:
     st.error(str(err), icon="⚠️")
     st.stop()
 st.markdown("#### " + highlighted_markdown(generation.trace))
-st.caption(f"Generated {len(generation.trace.new_tokens)} token(s); stopped because: {generation.trace.stop_reason}.")
+reason = STOP_REASONS.get(generation.trace.stop_reason, generation.trace.stop_reason)
+st.caption(f"Generated {len(generation.trace.new_tokens)} token(s); it stopped because {reason}.")
 cache_ui(generation, options["use_cache"])
 trace_ui(generation)

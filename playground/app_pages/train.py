@@ -1,0 +1,196 @@
+"""The Train page: edit the corpus and the model, press Start and watch the loss fall live.
+
+Training runs a fraction of a second per fragment tick (`st.fragment(run_every=...)`), so the page
+stays responsive; the logic is `playground.training`, the figures `playground.charts`.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lm.weights import to_bytes
+from playground import charts
+from playground.page_state import persistent, training_session
+from playground.training import LIMITS, MAX_CORPUS_LINES, SettingsError, TrainingSession, TrainSettings
+
+TICK_S = 0.5  # a fragment rerun every TICK_S seconds ...
+BUDGET_S = 0.3  # ... trains for BUDGET_S of it, leaving the rest for drawing and the user's clicks
+DEFAULTS = TrainSettings()
+
+
+def settings_ui(disabled: bool) -> TrainSettings:
+    """The corpus, model and optimizer widgets; returns their values."""
+    corpus = st.text_area(
+        f"Corpus: one sentence per line (at most {MAX_CORPUS_LINES})",
+        height=230,
+        disabled=disabled,
+        **persistent("train_corpus", DEFAULTS.corpus),
+    )
+    model_cols = st.columns(4)
+    numbers = {}
+    for col, (name, label, help_text) in zip(
+        model_cols,
+        [
+            ("n_layers", "Layers", "Decoder layers stacked on top of each other."),
+            ("n_heads", "Heads", "Attention heads per layer; they must divide d_model."),
+            ("d_model", "d_model", "Width of the embeddings and the residual stream."),
+            ("d_ff", "d_ff", "Hidden width of each feed-forward block."),
+        ],
+    ):
+        # Heads may be typed as 0 so the page can explain why a model needs at least one.
+        low = 0 if name == "n_heads" else int(LIMITS[name][0])
+        numbers[name] = col.number_input(
+            label,
+            min_value=low,
+            max_value=int(LIMITS[name][1]),
+            step=1,
+            help=help_text,
+            disabled=disabled,
+            **persistent(f"train_{name}", getattr(DEFAULTS, name)),
+        )
+    opt_col, lr_col, epochs_col, seed_col = st.columns(4)
+    optimizer = opt_col.selectbox(
+        "Optimizer",
+        ["sgd", "adamw"],
+        format_func={"sgd": "SGD", "adamw": "AdamW"}.get,
+        disabled=disabled,
+        **persistent("train_optimizer", DEFAULTS.optimizer),
+    )
+    lr = lr_col.number_input(
+        "Learning rate",
+        min_value=LIMITS["lr"][0],
+        max_value=LIMITS["lr"][1],
+        format="%g",
+        step=0.01,
+        disabled=disabled,
+        help="SGD: try 0.05. AdamW: try 0.01. Too large and the run diverges.",
+        **persistent("train_lr", DEFAULTS.lr),
+    )
+    epochs = epochs_col.number_input(
+        "Epochs",
+        min_value=1,
+        max_value=int(LIMITS["epochs"][1]),
+        step=50,
+        disabled=disabled,
+        help="Full-batch epochs: one optimizer step over the whole corpus each.",
+        **persistent("train_epochs", DEFAULTS.epochs),
+    )
+    seed = seed_col.number_input(
+        "Seed",
+        min_value=0,
+        max_value=int(LIMITS["seed"][1]),
+        step=1,
+        disabled=disabled,
+        help="The initialization's seed: the same seed gives the same run.",
+        **persistent("train_seed", DEFAULTS.seed),
+    )
+    return TrainSettings(
+        corpus,
+        *(int(numbers[n]) for n in ("n_layers", "n_heads", "d_model", "d_ff")),
+        optimizer,
+        float(lr),
+        int(epochs),
+        int(seed),
+    )
+
+
+def controls_ui(session: TrainingSession) -> tuple[bool, bool, bool]:
+    """Start (or Resume), Stop and Reset; returns which was clicked."""
+    start_col, stop_col, reset_col, _ = st.columns([1, 1, 1, 3])
+    label = "▶ Resume" if session.status == "stopped" else "▶ Start"
+    start = start_col.button(label, type="primary", disabled=session.running, width="stretch", key="train_start")
+    stop = stop_col.button("⏸ Stop", disabled=not session.running, width="stretch", key="train_stop")
+    reset = reset_col.button("↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset")
+    return start, stop, reset
+
+
+def live_ui(session: TrainingSession) -> None:
+    """One tick: train a little, then draw progress and charts. Reruns the whole page when the run ends."""
+    was_running = session.running
+    session.advance(budget_s=BUDGET_S)
+    h = session.history
+    if session.epochs:
+        st.progress(
+            min(1.0, session.epoch / session.epochs),
+            text=f"epoch {session.epoch} / {session.epochs} · {session.elapsed_s:.1f} s",
+        )
+    if h.epochs:
+        loss_col, mem_col, grad_col = st.columns(3)
+        loss_col.metric(
+            "Loss", f"{h.losses[-1]:.4f}", f"{h.losses[-1] - h.losses[0]:+.3f} since epoch 1", delta_color="inverse"
+        )
+        if h.mem_scores:
+            mem_col.metric(
+                "Memorized",
+                f"{h.mem_scores[-1]} / {session.n_sentences}",
+                help="Sentences reproduced exactly from their first two words (greedy decoding).",
+            )
+        grad_col.metric("Gradient norm", f"{h.grad_norms[-1]:.3g}")
+        log_y = st.toggle("Log-scale loss", key="train_log_y")
+        st.plotly_chart(charts.loss_figure(h.epochs, h.losses, log_y), key="train_loss_chart")
+        mem_col, grad_col = st.columns(2)
+        with mem_col:
+            st.plotly_chart(
+                charts.memorization_figure(h.mem_epochs, h.mem_scores, session.n_sentences), key="train_mem_chart"
+            )
+        with grad_col:
+            st.plotly_chart(charts.grad_norm_figure(h.epochs, h.grad_norms), key="train_grad_chart")
+    if was_running and not session.running:
+        st.rerun(scope="app")  # the run ended in this tick: stop ticking and show the results
+
+
+def results_ui(session: TrainingSession) -> None:
+    """After a run stops or finishes: its outcome, its weights and what it generates."""
+    if session.status == "diverged":
+        st.error(session.message, icon="💥")
+        return
+    if session.status not in ("stopped", "finished"):
+        return
+    score = session.history.mem_scores[-1] if session.history.mem_scores else 0
+    when = (
+        f" It first reproduced all {session.n_sentences} at epoch {session.first_full_epoch} "
+        f"({session.first_full_s:.1f} s)."
+        if session.first_full_epoch
+        else ""
+    )
+    verb = "Finished" if session.status == "finished" else "Stopped"
+    st.success(
+        f"{verb} at epoch {session.epoch}: the model reproduces {score} of {session.n_sentences} sentences "
+        f"from their first two words.{when} It is now the **trained model** on the Generate page.",
+        icon="✅",
+    )
+    st.download_button(
+        "Download weights (.safetensors)",
+        to_bytes(session.model),
+        file_name="trained.safetensors",
+        mime="application/octet-stream",
+        key="train_download",
+    )
+    st.subheader("What the model generates from each sentence's first two words")
+    st.dataframe(session.memorization_table(), hide_index=True, width="stretch")
+
+
+st.title("Train")
+st.markdown(
+    "Train a small transformer — every forward and backward pass an `autodiff` graph — to memorize a corpus. "
+    "Press **Start** and watch the loss fall; the model is scored on how many sentences it completes from "
+    "their first two words."
+)
+session = training_session()
+settings = settings_ui(disabled=session.running)
+start, stop, reset = controls_ui(session)
+if start:
+    try:
+        session.start(settings)
+        st.rerun()  # redraw the controls (Start disabled, Stop enabled) and start ticking
+    except SettingsError as err:
+        st.error(str(err), icon="⚠️")
+if stop:
+    session.stop()
+    st.rerun()
+if reset:
+    session.reset()
+    st.rerun()
+
+st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session)
+results_ui(session)

@@ -1,0 +1,141 @@
+"""Plotly figures for the Train and Generate pages, built from plain lists and tensors (no st.* calls).
+
+Training: the loss curve (linear or log scale), memorization over time, the gradient norm. Generation:
+top-k next-token bars, a steps x vocabulary probability heatmap, and one causal attention heatmap per
+layer and head whose masked upper triangle is NaN (drawn empty), with token labels on both axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import torch
+
+CHOSEN = "#d62728"  # the chosen token, everywhere
+OTHER = "#9db4d0"  # the other tokens' bars
+LINE = "#1f77b4"
+HEIGHT = 280
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = HEIGHT) -> go.Figure:
+    fig.update_layout(
+        title=title, xaxis_title=x, yaxis_title=y, height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False
+    )
+    return fig
+
+
+# ---------------------------------------------------------------- training
+
+
+def loss_figure(epochs: Sequence[int], losses: Sequence[float], log_y: bool = False) -> go.Figure:
+    """The training loss per epoch; `log_y` shows the slow tail of the fall."""
+    fig = go.Figure(go.Scatter(x=list(epochs), y=list(losses), mode="lines", name="loss", line=dict(color=LINE)))
+    _layout(fig, "Loss (cross-entropy)", "epoch", "loss" + (" (log scale)" if log_y else ""))
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def memorization_figure(epochs: Sequence[int], scores: Sequence[int], n_sentences: int) -> go.Figure:
+    """Sentences reproduced from their first two words, at the epochs where it was measured."""
+    fig = go.Figure(go.Scatter(x=list(epochs), y=list(scores), mode="lines+markers", line=dict(color="#2ca02c")))
+    _layout(fig, f"Memorized sentences (of {n_sentences})", "epoch", "sentences")
+    fig.update_yaxes(range=[-0.3, n_sentences + 0.3])
+    return fig
+
+
+def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float]) -> go.Figure:
+    """The global L2 norm of all gradients per epoch (log scale: it spans decades)."""
+    fig = go.Figure(go.Scatter(x=list(epochs), y=list(norms), mode="lines", line=dict(color="#ff7f0e")))
+    _layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+# ---------------------------------------------------------------- generation
+
+
+def topk_figure(vocab: Sequence[str], probs: torch.Tensor | Sequence[float], chosen: int, k: int = 10) -> go.Figure:
+    """The k most likely next tokens as horizontal bars, most likely on top; the chosen one in red
+    (it is added even when it is outside the top k, as sampling can pick it)."""
+    p = torch.as_tensor(probs, dtype=torch.float64)  # (V,)
+    top = torch.topk(p, min(k, p.numel())).indices.tolist()
+    if chosen not in top:
+        top.append(chosen)
+    top.reverse()  # plotly draws the first bar at the bottom
+    labels = [_label(vocab[i]) for i in top]
+    values = [float(p[i]) for i in top]
+    fig = go.Figure(
+        go.Bar(
+            x=values,
+            y=labels,
+            orientation="h",
+            marker_color=[CHOSEN if i == chosen else OTHER for i in top],
+            text=[f"{v:.1%}" for v in values],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.2%}<extra></extra>",
+        )
+    )
+    _layout(fig, f"Next-token probabilities (top {min(k, p.numel())}); chosen: {_label(vocab[chosen])}", "p", "")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    return fig
+
+
+def probability_heatmap(
+    vocab: Sequence[str], probs: Sequence[torch.Tensor], chosen: Sequence[int], step_labels: Sequence[str]
+) -> go.Figure:
+    """Steps x vocabulary: each row is one step's softmax distribution; a marker on the chosen token."""
+    z = torch.stack([torch.as_tensor(p, dtype=torch.float64) for p in probs]).tolist()  # (steps, V)
+    x = [_label(v) for v in vocab]
+    y = list(step_labels)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=x, y=y, colorscale="Blues", zmin=0, zmax=1, colorbar=dict(title="p"),
+            hovertemplate="step %{y}<br>%{x}: %{z:.2%}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.add_trace(
+        go.Scatter(
+            x=[x[c] for c in chosen], y=y, mode="markers", name="chosen",
+            marker=dict(symbol="x", color=CHOSEN, size=10, line=dict(width=1)),
+            hovertemplate="chosen: %{x}<extra></extra>",
+        )
+    )  # fmt: skip
+    _layout(fig, "Next-token distribution at every step (× = chosen)", "token", "step", height=120 + 28 * len(y))
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", tickangle=-60)
+    return fig
+
+
+def causal_matrix(weights: torch.Tensor) -> list[list[float | None]]:
+    """(t, t) attention weights as rows of floats with the masked upper triangle (key > query) as NaN."""
+    w = torch.as_tensor(weights, dtype=torch.float64).clone()  # (t, t)
+    t = w.shape[0]
+    w[torch.ones(t, t, dtype=torch.bool).triu(1)] = math.nan
+    return w.tolist()
+
+
+def attention_figure(weights: torch.Tensor, labels: Sequence[str], title: str) -> go.Figure:
+    """One head's causal attention: query positions (rows) x key positions (columns), token labels on
+    both axes; the masked upper triangle is NaN so plotly leaves it empty."""
+    # Labels repeat ("the ... the"), and a category axis would merge them: prefix the position.
+    ticks = [f"{i}:{_label(tok)}" for i, tok in enumerate(labels)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=causal_matrix(weights), x=ticks, y=ticks, colorscale="Viridis", zmin=0, zmax=1, showscale=False,
+            hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.2f}<extra></extra>", hoverongaps=False,
+        )
+    )  # fmt: skip
+    size = 140 + 30 * len(ticks)
+    _layout(fig, title, "key (attended to)", "query", height=size)
+    fig.update_yaxes(autorange="reversed", type="category")
+    fig.update_xaxes(type="category", tickangle=-45)
+    fig.update_layout(plot_bgcolor="rgba(0,0,0,0)")
+    return fig
+
+
+def _label(token: str) -> str:
+    """Plotly reads '<pad>' as an HTML tag and hides it; escape the angle brackets."""
+    return token.replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,150 @@
+"""The Generate page's logic, without Streamlit: pick a model (the committed default, the session's
+trained one, an uploaded weights file), check a prompt with a helpful message, and generate with and
+without the KV cache to show the trace, the time per token of each, and that their tokens agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from lm.generate import Trace, generate
+from lm.model import LanguageModel
+from lm.tokenizer import Tokenizer, UnknownWordError, split_words
+from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, load_bytes
+
+MAX_UPLOAD_BYTES = 20_000_000  # far above any model the Train page can make (256-wide, 4 layers: ~10 MB)
+MAX_PROMPT_CHARS = 2_000
+MAX_NEW_TOKENS = 64
+MAX_TOP_K = 100
+MAX_TEMPERATURE = 5.0
+VOCAB_SHOWN = 120  # an unknown-word message lists the whole vocabulary up to this many words
+
+
+class GenerateError(ValueError):
+    """A model file or a prompt cannot be used; the message says why and what to do."""
+
+
+def default_model() -> LanguageModel:
+    """The committed pretrained model (trained on the default corpus)."""
+    return load(DEFAULT_WEIGHTS)
+
+
+def model_from_upload(data: bytes, name: str) -> LanguageModel:
+    """A model from uploaded bytes, validated by lm.weights; GenerateError for a bad file."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise GenerateError(f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
+    try:
+        return load_bytes(data, source=f"'{name}'")
+    except WeightsError as err:
+        raise GenerateError(f"Cannot use this weights file: {err}") from None
+
+
+def vocabulary_hint(tokenizer: Tokenizer) -> str:
+    """The vocabulary for a message: every word (sorted), or the first VOCAB_SHOWN and a count."""
+    words = sorted(w for w in tokenizer.vocab if w != Tokenizer.PAD)
+    shown = ", ".join(words[:VOCAB_SHOWN])
+    return shown + (f", … ({len(words) - VOCAB_SHOWN} more)" if len(words) > VOCAB_SHOWN else "")
+
+
+def check_prompt(model: LanguageModel, prompt: str) -> list[str]:
+    """The prompt's words if the model can read them; else GenerateError naming the problem (unknown words
+    with close matches and the vocabulary, an empty prompt, a prompt longer than the context)."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise GenerateError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    words = split_words(prompt)
+    if not words:
+        raise GenerateError("Type a prompt: one or more words of the vocabulary, e.g. the first two of a sentence.")
+    try:
+        model.tokenizer.encode(prompt)
+    except UnknownWordError as err:
+        raise GenerateError(
+            f"The model does not know every word: {err}. Its vocabulary: {vocabulary_hint(model.tokenizer)}."
+        ) from None
+    if len(words) > model.config.context:
+        raise GenerateError(
+            f"The prompt has {len(words)} words but this model reads at most {model.config.context}: shorten it."
+        )
+    return words
+
+
+@dataclass
+class Timing:
+    """Milliseconds per generated token of one decoding mode (the median of a few runs)."""
+
+    ms_per_token: float
+    tokens: list[str]
+
+
+@dataclass
+class Generation:
+    """What the page shows: the trace of the chosen mode and both modes' timing."""
+
+    trace: Trace
+    vocab: list[str]
+    cached: Timing
+    uncached: Timing
+
+    @property
+    def same_tokens(self) -> bool:
+        return self.cached.tokens == self.uncached.tokens
+
+
+def _timed(model: LanguageModel, prompt: str, kwargs: dict, use_cache: bool, repeats: int) -> tuple[Trace, Timing]:
+    traces = [generate(model, prompt, use_cache=use_cache, **kwargs) for _ in range(repeats)]
+    per_token = [sum(s.seconds for s in t.steps) / max(1, len(t.steps)) * 1e3 for t in traces]
+    return traces[-1], Timing(statistics.median(per_token), traces[-1].new_tokens)
+
+
+def run_generation(
+    model: LanguageModel,
+    prompt: str,
+    max_new_tokens: int = 20,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    seed: int = 0,
+    use_cache: bool = True,
+    repeats: int = 3,
+) -> Generation:
+    """Generate `prompt`'s continuation with both decoding modes (the same seed, so the same tokens) and
+    return the chosen mode's trace. Raises GenerateError for a bad prompt or setting."""
+    check_prompt(model, prompt)
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise GenerateError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}.")
+    if not 0 <= temperature <= MAX_TEMPERATURE:
+        raise GenerateError(f"Temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {temperature}.")
+    if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+        raise GenerateError(f"Top-k must be between 1 and {MAX_TOP_K}, got {top_k}.")
+    kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "seed": seed}
+    generate(model, prompt, use_cache=True, **kwargs)  # build both modes' graphs before timing them
+    generate(model, prompt, use_cache=False, **kwargs)
+    cached_trace, cached = _timed(model, prompt, kwargs, True, repeats)
+    uncached_trace, uncached = _timed(model, prompt, kwargs, False, repeats)
+    return Generation(cached_trace if use_cache else uncached_trace, list(model.tokenizer.vocab), cached, uncached)
+
+
+STOP_REASONS = {
+    "max_new_tokens": "it generated the max new tokens",
+    "context": "the model's context is full",
+    "pad": "the model predicted the end of the sentence (<pad>)",
+}
+
+
+def step_labels(trace: Trace) -> list[str]:
+    """One label per step for the heatmap rows: '1 → fox'."""
+    return [f"{i} → {step.token}" for i, step in enumerate(trace.steps, start=1)]
+
+
+_MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>:~$"
+
+
+def escape_markdown(text: str) -> str:
+    """Backslash-escape Markdown's special characters (corpus words are user text)."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in text)
+
+
+def highlighted_markdown(trace: Trace) -> str:
+    """The generated text as Markdown: the prompt plain, each new token highlighted."""
+    prompt = " ".join(escape_markdown(t) for t in trace.prompt_tokens)
+    new = " ".join(f":orange-background[**{escape_markdown(t)}**]" for t in trace.new_tokens)
+    return f"{prompt} {new}".strip()
