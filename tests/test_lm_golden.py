@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from lm.generate import generate
-
 from lm.model import LanguageModel, ModelConfig
 from lm.tokenizer import Tokenizer
 from lm.train import make_batch

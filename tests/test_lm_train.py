@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lm.model import LanguageModel
-from lm.train import TrainConfig, Trainer, get_lr, make_batch, memorization
 from lm.tokenizer import Tokenizer
+from lm.train import TrainConfig, Trainer, get_lr, make_batch, memorization
 
 
 def test_default_recipe_memorizes_all_ten_sentences():
@@ -67,7 +67,9 @@ def test_padding_is_masked_out_of_the_loss():
 def test_divergence_stops_with_a_reason():
     trainer = Trainer(train_config=TrainConfig(lr=1e6, epochs=50))
     events = list(trainer.events())
-    assert events[-1].done and "diverged" in events[-1].stop_reason and "lower the learning rate" in events[-1].stop_reason
+    assert (
+        events[-1].done and "diverged" in events[-1].stop_reason and "lower the learning rate" in events[-1].stop_reason
+    )
     assert len(events) < 50
     trainer = Trainer(train_config=TrainConfig(epochs=5))
     trainer.model.params["w_out"][0, 0] = math.nan  # a non-finite loss stops at once, without a step
