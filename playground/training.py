@@ -3,7 +3,7 @@ messages, and a `TrainingSession` that advances a few epochs per tick within a t
 
 The page keeps one TrainingSession per browser session (in `st.session_state`) and calls `advance`
 from a fragment that reruns every fraction of a second, so training never blocks the page. The
-session keeps the history the charts draw and stops a diverging run with the reason.
+session keeps the history the charts draw and the reason when lm stops a diverging run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 
 from lm.corpus import DEFAULT_CORPUS, CorpusError, parse_corpus
 from lm.model import LanguageModel
-from lm.train import MemorizationRow, TrainConfig, Trainer, TrainEvent, default_model_config, memorization
+from lm.train import (
+    DIVERGED_FACTOR,
+    MemorizationRow,
+    TrainConfig,
+    Trainer,
+    TrainEvent,
+    default_model_config,
+    memorization,
+)
 
 # Bounds of every setting: they keep one epoch (and one tick) short on a shared CPU.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -27,7 +35,6 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**31 - 1),
 }
 MAX_CORPUS_LINES = 100  # the page's bound (lm allows more, but an epoch must stay a fraction of a tick)
-DIVERGENCE_FACTOR = 4.0  # stop when the loss exceeds this many times its first value
 
 
 class SettingsError(ValueError):
@@ -211,17 +218,16 @@ class TrainingSession:
         return events
 
     def _diverged(self, event: TrainEvent) -> bool:
-        """Record why a run diverged (lm stops on a non-finite loss; we also stop a loss that explodes)."""
-        if event.stop_reason and event.stop_reason != "finished":
-            self.message = f"Training stopped: {event.stop_reason}."
-        elif self.history.losses and event.loss > DIVERGENCE_FACTOR * self.history.losses[0]:
-            self.message = (
-                f"Training stopped: diverging — the loss rose to {event.loss:.3g} at epoch {event.epoch}, more than "
-                f"{DIVERGENCE_FACTOR:g}× its first value {self.history.losses[0]:.3g}; lower the learning rate."
-            )
-        if self.message and math.isfinite(event.loss):
+        """Record why lm stopped a diverging run (a loss not finite, or above DIVERGED_FACTOR x its first)."""
+        if not event.stop_reason or event.stop_reason == "finished":
+            return False
+        self.message = (
+            f"Training stopped itself — the run {event.stop_reason}. A loss that is not finite or more than "
+            f"{DIVERGED_FACTOR:g}× its first value means the steps are too large."
+        )
+        if math.isfinite(event.loss):
             self.history.add(event)  # show the runaway loss on the curve
-        return self.message is not None
+        return True
 
     def _score(self, event: TrainEvent | None) -> None:
         """Memorization at the tick's last epoch (lm scored it already if that was the last epoch)."""

@@ -107,7 +107,7 @@ def test_a_diverging_run_stops_itself_and_says_why() -> None:
     while session.running:
         session.advance(budget_s=1.0)
     assert session.status == "diverged"
-    assert "diverging" in session.message and "lower the learning rate" in session.message
+    assert "diverged" in session.message and "lower the learning rate" in session.message
     assert session.epoch < 200
     session.start(replace(SMALL, optimizer="adamw", lr=10.0, epochs=200))  # Start again: a fresh run
     assert session.epoch == 0 and session.message is None

@@ -1,0 +1,203 @@
+"""The Train and Generate pages run headlessly with Streamlit's AppTest (one fragment tick per run()):
+a short training fills the loss curve with decreasing losses, Stop pauses, bad settings and a diverging
+run show messages; Generate continues 'the red' with the default model, draws heatmaps of the right
+shapes, and shows an unknown word or a bad weights file as an error element, not an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lm.weights import load
+
+HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
+TIMEOUT = 60  # seconds per run: the machine is shared
+DEFAULT_VOCAB = load().config.vocab_size
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception
+    return at
+
+
+def figures(at: AppTest) -> dict[str, dict]:
+    """Every plotly chart on the page, by its title, as the figure JSON sent to the browser."""
+    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    return {spec["layout"]["title"]["text"]: spec for spec in specs}
+
+
+def small_model(at: AppTest, epochs: int) -> AppTest:
+    """A narrow model on the default corpus, so a test trains in a second or two."""
+    at.number_input(key="train_d_model").set_value(16).run()
+    at.number_input(key="train_d_ff").set_value(32).run()
+    return at.number_input(key="train_epochs").set_value(epochs).run()
+
+
+def train_until_done(at: AppTest, max_ticks: int = 100) -> None:
+    for _ in range(max_ticks):
+        if not at.session_state["train_session"].running:
+            return
+        at.run()
+    raise AssertionError("training did not end")
+
+
+# ---------------------------------------------------------------- Train
+
+
+def test_a_short_training_draws_decreasing_losses_and_shows_results() -> None:
+    at = small_model(open_page("train"), epochs=40)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    train_until_done(at)
+    assert not at.exception and not at.error
+    loss = figures(at)["Loss (cross-entropy)"]["data"][0]
+    assert loss["x"] == list(range(1, 41))
+    losses = loss["y"]
+    assert losses == at.session_state["train_session"].history.losses
+    assert losses[-1] < 0.7 * losses[0]  # the loss falls
+    assert sum(b < a for a, b in zip(losses, losses[1:])) > 0.8 * (len(losses) - 1)  # mostly step by step
+    assert any("Memorized sentences" in title for title in figures(at))
+    assert "Gradient norm" in figures(at)
+    assert at.success and "Finished at epoch 40" in at.success[0].value
+    assert len(at.get("download_button")) == 1
+    table = at.dataframe[0].value
+    assert list(table["sentence"])[0] == "the red fox jumps high" and len(table) == 10
+
+
+def test_log_scale_toggle() -> None:
+    at = small_model(open_page("train"), epochs=3)
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    at.toggle(key="train_log_y").set_value(True).run()
+    assert figures(at)["Loss (cross-entropy)"]["layout"]["yaxis"]["type"] == "log"
+
+
+def test_stop_pauses_training_and_start_resumes_it() -> None:
+    at = small_model(open_page("train"), epochs=5000)
+    at.button(key="train_start").click().run()
+    at.run()
+    session = at.session_state["train_session"]
+    assert session.running and session.epoch > 0
+    at.button(key="train_stop").click().run()
+    stopped_at = session.epoch
+    assert session.status == "stopped" and not at.exception
+    at.run().run()
+    assert session.epoch == stopped_at  # no more ticks
+    assert at.button(key="train_stop").disabled and at.button(key="train_start").label == "▶ Resume"
+    assert at.success and "Stopped at epoch" in at.success[0].value
+    at.button(key="train_start").click().run()
+    assert session.running and session.epoch > stopped_at
+    at.button(key="train_reset").click().run()
+    assert at.session_state["train_session"].status == "idle" and not at.get("plotly_chart")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train_n_heads", 0, "at least 1 attention head"),
+        ("train_n_heads", 3, "do not divide d_model"),
+        ("train_corpus", "", "the corpus is empty"),
+    ],
+)
+def test_bad_settings_show_an_error_not_an_exception(key: str, value: object, message: str) -> None:
+    at = open_page("train")
+    widget = at.text_area(key=key) if key == "train_corpus" else at.number_input(key=key)
+    widget.set_value(value).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert at.error and message in at.error[0].value
+    assert at.session_state["train_session"].status == "idle"
+
+
+def test_a_diverging_run_stops_itself_and_says_why() -> None:
+    at = small_model(open_page("train"), epochs=500)
+    at.selectbox(key="train_optimizer").set_value("adamw").run()
+    at.number_input(key="train_lr").set_value(10.0).run()
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    assert not at.exception
+    assert at.error and "diverged" in at.error[0].value and "lower the learning rate" in at.error[0].value
+
+
+def test_each_session_trains_its_own_model() -> None:
+    first, second = small_model(open_page("train"), epochs=3), open_page("train")
+    first.button(key="train_start").click().run()
+    train_until_done(first)
+    assert first.session_state["train_session"].status == "finished"
+    second.run()
+    assert second.session_state["train_session"].status == "idle" and not second.get("plotly_chart")
+
+
+# ---------------------------------------------------------------- Generate
+
+
+def test_generate_continues_a_sentence_with_the_default_model() -> None:
+    at = open_page("generate")
+    at.text_input(key="gen_prompt").input("the red").run()
+    assert not at.exception and not at.error
+    text = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert text == [
+        "#### the red :orange-background[**fox**] :orange-background[**jumps**] :orange-background[**high**]"
+    ]
+    figs = figures(at)
+    probs = figs["Next-token distribution at every step (× = chosen)"]["data"]
+    assert len(probs[0]["z"]) == 3 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
+    assert probs[1]["x"] == ["fox", "jumps", "high"]  # the chosen-token markers
+    assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
+    attention = figs["layer 1 · head 1"]["data"][0]
+    assert len(attention["z"]) == 2 and attention["x"] == ["0:the", "1:red"]  # step 1 reads the 2 prompt words
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Same tokens?"] == "✅ yes" and "ms / token" in metrics["With KV cache"]
+
+
+def test_attention_of_a_later_step_is_causal() -> None:
+    at = open_page("generate")
+    at.select_slider(key="gen_step").set_value("3 → high").run()
+    attention = figures(at)["layer 1 · head 1"]["data"][0]
+    z = attention["z"]  # (4, 4): the prompt and two generated words
+    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps"] and len(z) == 4
+    assert all(z[q][k] is None for q in range(4) for k in range(q + 1, 4))  # NaN: the masked future, empty
+    assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
+    assert figures(at)["Next-token probabilities (top 10); chosen: high"]
+
+
+def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
+    at = open_page("generate")
+    at.text_input(key="gen_prompt").input("the purple fox").run()
+    assert not at.exception
+    assert at.error and "'purple'" in at.error[0].value and "Its vocabulary: a, above" in at.error[0].value
+    at.text_input(key="gen_prompt").input("teh red").run()
+    assert "did you mean 'the'" in at.error[0].value
+
+
+def test_a_bad_uploaded_file_shows_an_error() -> None:
+    at = open_page("generate")
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    at.file_uploader(key="gen_upload").upload("model.safetensors", b"\x00" * 100, "application/octet-stream").run()
+    assert not at.exception
+    assert at.error and "Cannot use this weights file" in at.error[0].value
+    assert not at.get("plotly_chart")
+
+
+def test_an_uploaded_weights_file_and_the_trained_model_can_be_used() -> None:
+    at = small_model(open_page("train"), epochs=3)
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    weights = at.get("download_button")[0].proto  # the same bytes the page offers
+    assert weights.label.startswith("Download weights")
+    at.switch_page("app_pages/generate.py").run()
+    at.radio(key="gen_model").set_value("Trained in this session").run()
+    assert not at.exception and not at.error
+    assert "d_model 16" in at.caption[0].value  # the session's small model, not the default one
+    from lm.weights import DEFAULT_WEIGHTS
+
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    at.file_uploader(key="gen_upload").upload("default.safetensors", DEFAULT_WEIGHTS.read_bytes(), "").run()
+    assert not at.exception and not at.error
+    assert "d_model 64" in at.caption[0].value and figures(at)
