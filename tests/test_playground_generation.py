@@ -1,0 +1,100 @@
+"""Tests of the Generate page's logic (playground/generation.py): prompt checks with helpful messages,
+bad weights files, both decoding modes agreeing, bounds on settings, and the highlighted text."""
+
+from __future__ import annotations
+
+import pytest
+
+from lm.generate import Trace
+from lm.weights import DEFAULT_WEIGHTS, to_bytes
+from playground.generation import (
+    GenerateError,
+    check_prompt,
+    default_model,
+    escape_markdown,
+    highlighted_markdown,
+    model_from_upload,
+    run_generation,
+    step_labels,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return default_model()
+
+
+def test_default_model_completes_a_sentence_and_both_modes_agree(model) -> None:
+    gen = run_generation(model, "the red", max_new_tokens=10, repeats=1)
+    assert gen.trace.text == "the red fox jumps high"
+    assert gen.same_tokens and gen.cached.tokens == ["fox", "jumps", "high"]
+    assert gen.cached.ms_per_token > 0 and gen.uncached.ms_per_token > 0
+    assert step_labels(gen.trace) == ["1 → fox", "2 → jumps", "3 → high"]
+    assert len(gen.vocab) == model.config.vocab_size
+
+
+def test_sampling_with_a_seed_is_repeatable_and_modes_agree(model) -> None:
+    runs = [run_generation(model, "a", 3, temperature=2.0, top_k=5, seed=7, repeats=1) for _ in range(2)]
+    assert runs[0].trace.new_tokens == runs[1].trace.new_tokens
+    assert all(run.same_tokens for run in runs)
+
+
+def test_the_uncached_trace_is_shown_when_the_cache_is_off(model) -> None:
+    gen = run_generation(model, "my old", use_cache=False, repeats=1)
+    assert gen.trace.text == "my old cat sleeps often"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("", "Type a prompt"),
+        ("   ", "Type a prompt"),
+        ("the purple", "'purple'.*Its vocabulary: a, above"),
+        ("teh red", "did you mean 'the'"),
+        ("<pad> red", "'<pad>'"),
+        ("the red fox jumps high", "at most 4"),
+        ("x" * 3000, "limit is 2,000"),
+    ],
+)
+def test_bad_prompts_give_a_clear_message(model, prompt: str, message: str) -> None:
+    with pytest.raises(GenerateError, match=message):
+        check_prompt(model, prompt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_new_tokens": 0}, "Max new tokens"),
+        ({"max_new_tokens": 1000}, "Max new tokens"),
+        ({"temperature": 50.0}, "Temperature"),
+        ({"temperature": 1.0, "top_k": 0}, "Top-k"),
+    ],
+)
+def test_settings_are_bounded(model, kwargs: dict, message: str) -> None:
+    with pytest.raises(GenerateError, match=message):
+        run_generation(model, "the red", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty or truncated"),
+        (b"\x00" * 64, "not a safetensors file|truncated"),
+        (DEFAULT_WEIGHTS.read_bytes()[:-10], "truncated"),
+        (b"x" * 20_000_001, "the limit is"),
+    ],
+)
+def test_bad_weights_files_give_a_clear_message(data: bytes, message: str) -> None:
+    with pytest.raises(GenerateError, match=message):
+        model_from_upload(data, "upload.safetensors")
+
+
+def test_a_good_weights_file_loads(model) -> None:
+    loaded = model_from_upload(to_bytes(model), "default.safetensors")
+    assert loaded.config == model.config
+
+
+def test_the_new_tokens_are_highlighted_and_user_text_is_escaped() -> None:
+    trace = Trace(["the", "red"], ["fox", "[x]*"])
+    assert highlighted_markdown(trace) == (r"the red :orange-background[**fox**] :orange-background[**\[x\]\***]")
+    assert escape_markdown("a_b:c") == r"a\_b\:c"
