@@ -5,12 +5,12 @@ Page files live in `app_pages/` (with `st.navigation`, Streamlit ignores a `page
 
 import streamlit as st
 
-st.set_page_config(page_title="Autodiff Playground", page_icon="∂", layout="wide")
+st.set_page_config(page_title="Autodiff Playground", page_icon=":material/functions:", layout="wide")
 
 pages = [
-    st.Page("app_pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("app_pages/graph.py", title="Graph", icon="🕸️"),
-    st.Page("app_pages/train.py", title="Train", icon="📉"),
-    st.Page("app_pages/generate.py", title="Generate", icon="✍️"),
+    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("app_pages/graph.py", title="Graph", icon=":material/account_tree:"),
+    st.Page("app_pages/train.py", title="Train", icon=":material/show_chart:"),
+    st.Page("app_pages/generate.py", title="Generate", icon=":material/edit_note:"),
 ]
 st.navigation(pages).run()

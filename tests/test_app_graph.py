@@ -55,8 +55,8 @@ def test_graph_page_draws_x1_times_x2_plus_x1():
         assert expected in dot
     assert 'label="backward (gradients)"' in dot and "∂out/∂x1" in dot and "∂out/∂x2" in dot
     assert "t0: f64[] = mul(x1, x2)" in at.code[0].value  # the text form
-    check = at.dataframe[1].value  # values table, then the gradient check
-    assert list(check["compared"]) == ["out", "∂out/∂x1", "∂out/∂x2"] and all(check[""] == "✅")
+    check = at.table[1].value  # values table, then the gradient check
+    assert list(check["compared"]) == ["out", "∂out/∂x1", "∂out/∂x2"] and all(check[""] == "✓")
 
 
 def test_a_bad_expression_shows_an_error_and_the_page_keeps_running():
@@ -85,7 +85,7 @@ def test_differentiate_again_adds_the_second_order_graph():
     at.selectbox[0].set_value("∂out/∂x1").run()
     dot = graph_dot(at)
     assert "cluster_2" in dot and "∂²out/∂x1∂x2" in dot
-    assert "∂²out/∂x1∂x1" in list(at.dataframe[1].value["compared"])
+    assert "∂²out/∂x1∂x1" in list(at.table[1].value["compared"])
 
 
 def test_the_input_survives_a_trip_to_another_page():

@@ -72,13 +72,13 @@ def check_ui(ex: Exploration) -> None:
     except Exception as err:  # the oracle is display only: never let it take the page down
         st.warning(f"torch could not run this expression: {err}")
         return
-    st.dataframe(
+    st.table(
         [
             {
-                "": "✅" if r.ok else "❌",
+                "": "✓" if r.ok else "✗ MISMATCH",
                 "compared": r.gradient,
                 "shape": str(list(r.shape)),
-                "max |diff|": r.max_abs_diff,
+                "max |diff|": f"{r.max_abs_diff:.1e}",
             }
             for r in rows
         ],
@@ -108,7 +108,7 @@ try:
     ex = explore(expression, declarations, seed, evaluate, second_of)
     dot = ex.dot()
 except ExprError as err:
-    st.error(str(err), icon="⚠️")
+    st.error(str(err), icon=":material/error:")
     st.code(err.caret(expression), language=None)
     st.stop()
 
@@ -120,7 +120,7 @@ if evaluate:
     table, checks = st.columns(2)
     with table:
         st.subheader("Values and gradients")
-        st.dataframe(values_table(ex), hide_index=True)
+        st.table(values_table(ex), hide_index=True)
     with checks:
         check_ui(ex)
 with st.expander("Text form (jaxpr-like): one line per node", expanded=True):

@@ -13,7 +13,7 @@ st.markdown(
 
 graph, train, generate = st.columns(3)
 with graph:
-    st.subheader("🕸️ Graph")
+    st.subheader(":material/account_tree: Graph")
     st.markdown(
         "Type any expression and see its **forward graph** and the **backward graph** that `gradients()` "
         "builds from it: reverse-mode autodiff is just more graph. Evaluate it, compare every gradient with "
@@ -24,12 +24,12 @@ with graph:
         st.switch_page("app_pages/graph.py")
     st.caption(f"`{EXAMPLES['attention head'][0]}`")
 with train:
-    st.subheader("📉 Train")
+    st.subheader(":material/show_chart: Train")
     st.markdown("Train a small transformer on the engine and watch the loss fall live.")
     if st.button("Open Train", key="home_train_example"):
         st.switch_page("app_pages/train.py")
 with generate:
-    st.subheader("✍️ Generate")
+    st.subheader(":material/edit_note: Generate")
     st.markdown("Sample text from the model and see what each attention head looks at.")
     if st.button("Open Generate", key="home_generate_example"):
         st.switch_page("app_pages/generate.py")
