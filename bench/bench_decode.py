@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--total", type=int, default=256, help="tokens for the end-to-end total (default: 256)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     tok = Tokenizer(["<pad>"] + [f"w{i}" for i in range(1, args.vocab)])
     cfg = ModelConfig(len(tok), args.context, args.d_model, 4 * args.d_model, args.layers, args.heads, 0, args.dtype)
     model = LanguageModel.create(cfg, tok)

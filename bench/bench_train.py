@@ -54,14 +54,17 @@ def run_torch(epochs: int) -> tuple[float, float]:
         loss = torch_loss(params, cfg, ids, targets)
         loss.backward()
         opt.step()
-    return time.perf_counter() - start, float(loss)
+    return time.perf_counter() - start, loss.item()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best time is reported")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads for both (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, best of {args.repeat}")
     ours, theirs = [], []
     for _ in range(args.repeat):  # interleaved, so a busy moment on a shared machine hits both

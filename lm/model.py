@@ -107,19 +107,56 @@ class ParamVars:
         return self.by_name[name]
 
 
-def _split_heads(x: Node, batch: int, cfg: ModelConfig) -> Node:
-    """(N, D) -> (B, H, T, dh)."""
-    if cfg.n_heads == 1:
-        return ad.reshape(x, (batch, 1, -1, cfg.d_model))  # one head: a single reshape, no permute
-    x = ad.reshape(x, (batch, -1, cfg.n_heads, cfg.d_head))  # (B, T, H, dh)
-    return ad.permute(x, (0, 2, 1, 3))  # (B, H, T, dh)
+# Two layouts for attention over a batch of B sequences of T positions (N = B * T rows):
+# - batched: heads (B, H, T, dh), scores (B, H, T, T), mask causal_mask(T);
+# - packed: heads (H, N, dh), scores (H, N, N) over all rows at once, mask packed_mask(B, T) that is
+#   causal within a sequence and blocks every other sequence. It wastes (B - 1) / B of the scores but
+#   needs fewer, larger matmuls and no reshapes for one head: faster for the small batches of this
+#   project, so it is used when B == 1 or N <= PACK_ROWS.
+PACK_ROWS = 256
 
 
-def _merge_heads(x: Node, cfg: ModelConfig) -> Node:
-    """(B, H, T, dh) -> (N, D)."""
+def use_packed(batch: int, T: int) -> bool:
+    return batch == 1 or batch * T <= PACK_ROWS
+
+
+def packed_mask(batch: int, T: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """(N, N) additive mask: causal_mask(T) blocks on the diagonal, NEG_INF between sequences."""
+    mask = torch.full((batch * T, batch * T), NEG_INF, dtype=dtype)
+    for b in range(batch):
+        mask[b * T : (b + 1) * T, b * T : (b + 1) * T] = causal_mask(T, dtype)
+    return mask
+
+
+def _split_heads(x: Node, batch: int, cfg: ModelConfig, packed: bool) -> Node:
+    """(N, D) -> (H, N, dh) packed, (B, H, T, dh) batched; one packed head stays (N, D)."""
+    H, dh = cfg.n_heads, cfg.d_head
+    if packed:
+        return x if H == 1 else ad.permute(ad.reshape(x, (-1, H, dh)), (1, 0, 2))  # (H, N, dh)
+    if H == 1:
+        return ad.reshape(x, (batch, 1, -1, dh))  # (B, 1, T, D): a single reshape, no permute
+    return ad.permute(ad.reshape(x, (batch, -1, H, dh)), (0, 2, 1, 3))  # (B, T, H, dh) -> (B, H, T, dh)
+
+
+def _merge_heads(x: Node, cfg: ModelConfig, packed: bool) -> Node:
+    """The inverse of _split_heads: back to (N, D)."""
     if cfg.n_heads == 1:
-        return ad.reshape(x, (-1, cfg.d_model))  # one head: (B, 1, T, D) is already row-major (N, D)
-    return ad.reshape(ad.permute(x, (0, 2, 1, 3)), (-1, cfg.d_model))  # (B, T, H, dh) -> (N, D)
+        return x if packed else ad.reshape(x, (-1, cfg.d_model))
+    dims = (1, 0, 2) if packed else (0, 2, 1, 3)  # to (N, H, dh) or (B, T, H, dh)
+    return ad.reshape(ad.permute(x, dims), (-1, cfg.d_model))
+
+
+def unpack_heads(x: Tensor, batch: int, T: int, cfg: ModelConfig, packed: bool) -> Tensor:
+    """A key or value tensor of either layout -> (B, H, T, dh)."""
+    return x.reshape(cfg.n_heads, batch, T, cfg.d_head).transpose(0, 1) if packed else x
+
+
+def unpack_attention(w: Tensor, batch: int, T: int, cfg: ModelConfig, packed: bool) -> Tensor:
+    """Attention weights of either layout -> (B, H, T, T) (packed: the diagonal blocks)."""
+    if not packed:
+        return w
+    blocks = w.reshape(cfg.n_heads, batch, T, batch, T).diagonal(dim1=1, dim2=3)  # (H, T, T, B)
+    return blocks.permute(3, 0, 1, 2)
 
 
 def _feed_forward(h: Node, pv: ParamVars, i: int, cfg: ModelConfig) -> Node:
@@ -132,20 +169,24 @@ def _feed_forward(h: Node, pv: ParamVars, i: int, cfg: ModelConfig) -> Node:
 class ForwardGraph:
     """The full forward pass over (B, T) ids: logits of every position, attention, keys and values.
 
-    Feed `ids` and `pos` as (N,) int64 (row-major B x T) and `mask` as causal_mask(T). Works for any T
-    up to the context: shapes are taken from the fed values."""
+    Feed `ids` and `pos` as (N,) int64 (row-major B x T) and `mask` as packed_mask(B, T) (packed) or
+    causal_mask(T) (batched). Works for any T up to the context: shapes come from the fed values."""
 
     ids: Node
     pos: Node
     mask: Node
+    packed: bool
     logits: Node  # (N, V)
     probs: Node  # (N, V)
-    attention: list[Node]  # per layer (B, H, T, T)
-    keys: list[Node]  # per layer (B, H, T, dh)
-    values: list[Node]  # per layer (B, H, T, dh)
+    attention: list[Node]  # per layer (H, N, N) packed (one head: (N, N)) or (B, H, T, T)
+    keys: list[Node]  # per layer (H, N, dh) packed (one head: (N, D)) or (B, H, T, dh)
+    values: list[Node]
+
+    def mask_for(self, batch: int, T: int, dtype: torch.dtype) -> Tensor:
+        return packed_mask(batch, T, dtype) if self.packed else causal_mask(T, dtype)
 
 
-def build_forward(pv: ParamVars, batch: int) -> ForwardGraph:
+def build_forward(pv: ParamVars, batch: int, packed: bool) -> ForwardGraph:
     """Graph of the full forward pass (post-LayerNorm decoder layers, learned positions)."""
     cfg = pv.config
     ids, pos, mask = Variable("ids"), Variable("pos"), Variable("mask")
@@ -153,25 +194,27 @@ def build_forward(pv: ParamVars, batch: int) -> ForwardGraph:
     scale = 1.0 / math.sqrt(cfg.d_head)
     attention, keys, values = [], [], []
     for i in range(cfg.n_layers):
-        q = _split_heads(x @ pv[f"layers.{i}.wq"], batch, cfg)  # (B, H, T, dh)
-        k = _split_heads(x @ pv[f"layers.{i}.wk"], batch, cfg)  # (B, H, T, dh)
-        v = _split_heads(x @ pv[f"layers.{i}.wv"], batch, cfg)  # (B, H, T, dh)
-        scores = ad.matmul(q, ad.transpose(k, -1, -2)) * scale + mask  # (B, H, T, T)
-        weights = ad.softmax(scores, -1)  # (B, H, T, T), rows = queries
-        attn = _merge_heads(ad.matmul(weights, v), cfg) @ pv[f"layers.{i}.wo"]  # (N, D)
+        # Shapes given packed | batched:
+        q = _split_heads(x @ pv[f"layers.{i}.wq"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
+        k = _split_heads(x @ pv[f"layers.{i}.wk"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
+        v = _split_heads(x @ pv[f"layers.{i}.wv"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
+        scores = ad.matmul(q, ad.transpose(k, -1, -2)) * scale + mask  # (H, N, N) | (B, H, T, T)
+        weights = ad.softmax(scores, -1)  # rows = queries
+        attn = _merge_heads(ad.matmul(weights, v), cfg, packed) @ pv[f"layers.{i}.wo"]  # (N, D)
         h = ad.layernorm(x + attn, (cfg.d_model,))  # (N, D)
         x = _feed_forward(h, pv, i, cfg)  # (N, D)
         attention.append(weights), keys.append(k), values.append(v)
     logits = x @ pv["w_out"]  # (N, V)
-    return ForwardGraph(ids, pos, mask, logits, ad.softmax(logits, -1), attention, keys, values)
+    return ForwardGraph(ids, pos, mask, packed, logits, ad.softmax(logits, -1), attention, keys, values)
 
 
 @dataclass
 class LossGraph:
     """Training: mean cross-entropy over non-pad targets, and the gradient of every parameter.
 
-    `targets` is fed as (N, V) one-hot rows divided by the number of non-pad targets, with all-zero
-    rows at padded targets: the loss -sum(targets * log_softmax(logits)) is then the masked mean."""
+    `targets` is fed as (N, V) one-hot rows divided by minus the number of non-pad targets, with
+    all-zero rows at padded targets: sum(targets * log_softmax(logits)) is then the masked mean of
+    -log p(target). (The minus sign lives in the fed tensor: two fewer nodes than a graph `neg`.)"""
 
     forward: ForwardGraph
     targets: Node
@@ -180,11 +223,11 @@ class LossGraph:
     evaluator: Evaluator
 
 
-def build_loss(pv: ParamVars, batch: int) -> LossGraph:
-    fwd = build_forward(pv, batch)
+def build_loss(pv: ParamVars, batch: int, packed: bool) -> LossGraph:
+    fwd = build_forward(pv, batch, packed)
     targets = Variable("targets")
     logp = ad.log_softmax(fwd.logits, -1)  # (N, V), stable
-    loss = -ad.sum_op(logp * targets)  # () masked mean cross-entropy
+    loss = ad.sum_op(logp * targets)  # () masked mean cross-entropy
     grads = ad.gradients(loss, list(pv.by_name.values()))
     return LossGraph(fwd, targets, loss, grads, Evaluator([loss, *grads]))
 
@@ -259,8 +302,8 @@ class LanguageModel:
         self.tokenizer = tokenizer
         self.params = params
         self.vars = ParamVars(config)
-        self._forward: dict[int, tuple[ForwardGraph, dict[tuple, Evaluator]]] = {}
-        self._loss: dict[int, LossGraph] = {}
+        self._forward: dict[tuple[int, bool], tuple[ForwardGraph, dict[tuple, Evaluator]]] = {}
+        self._loss: dict[tuple[int, int], LossGraph] = {}
         self._step: dict[int, StepGraph] = {}
 
     @classmethod
@@ -279,10 +322,11 @@ class LanguageModel:
         return {self.vars[name]: value for name, value in self.params.items()}
 
     # Graphs, built once per batch size.
-    def loss_graph(self, batch: int) -> LossGraph:
-        if batch not in self._loss:
-            self._loss[batch] = build_loss(self.vars, batch)
-        return self._loss[batch]
+    def loss_graph(self, batch: int, T: int) -> LossGraph:
+        """The loss graph for (batch, T) inputs (T picks the attention layout)."""
+        if (batch, T) not in self._loss:
+            self._loss[batch, T] = build_loss(self.vars, batch, use_packed(batch, T))
+        return self._loss[batch, T]
 
     def step_graph(self, batch: int = 1) -> StepGraph:
         if batch not in self._step:
@@ -291,13 +335,15 @@ class LanguageModel:
 
     def forward(self, ids: Tensor, outputs: tuple[str, ...] = ("logits",)) -> dict[str, Tensor | list[Tensor]]:
         """Run the full forward on (B, T) ids; `outputs` picks from logits, probs (each (B, T, V)),
-        attention, keys, values (each a per-layer list). One Evaluator per batch size and outputs."""
+        attention (per layer (B, H, T, T)), keys, values (per layer (B, H, T, dh)).
+        One graph per batch size and layout, one Evaluator per set of outputs."""
         B, T = ids.shape
         if T > self.config.context:
             raise ValueError(f"{T} positions exceed the model's context of {self.config.context}")
-        if B not in self._forward:
-            self._forward[B] = (build_forward(self.vars, B), {})
-        graph, evaluators = self._forward[B]
+        packed = use_packed(B, T)
+        if (B, packed) not in self._forward:
+            self._forward[B, packed] = (build_forward(self.vars, B, packed), {})
+        graph, evaluators = self._forward[B, packed]
         if outputs not in evaluators:
             nodes = []
             for name in outputs:
@@ -307,13 +353,15 @@ class LanguageModel:
         feed = self.param_feed()
         feed[graph.ids] = ids.reshape(-1)
         feed[graph.pos] = torch.arange(T).repeat(B)
-        feed[graph.mask] = causal_mask(T, self.config.torch_dtype)
+        feed[graph.mask] = graph.mask_for(B, T, self.config.torch_dtype)
         values = iter(evaluators[outputs].run(feed))
         result: dict[str, Tensor | list[Tensor]] = {}
-        L = self.config.n_layers
+        cfg = self.config
         for name in outputs:
             if name in ("logits", "probs"):
-                result[name] = next(values).reshape(B, T, -1)
-            else:
-                result[name] = [next(values) for _ in range(L)]
+                result[name] = next(values).reshape(B, T, -1)  # (B, T, V)
+            elif name == "attention":
+                result[name] = [unpack_attention(next(values), B, T, cfg, packed) for _ in range(cfg.n_layers)]
+            else:  # keys, values: (B, H, T, dh)
+                result[name] = [unpack_heads(next(values), B, T, cfg, packed) for _ in range(cfg.n_layers)]
         return result

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from lm.corpus import DEFAULT_CORPUS, parse_corpus
-from lm.model import LanguageModel, ModelConfig, causal_mask
+from lm.model import LanguageModel, ModelConfig
 from lm.optim import make_optimizer
 from lm.tokenizer import Tokenizer
 
@@ -146,15 +146,15 @@ class Trainer:
             self.config.optimizer, self.config.lr, self.config.weight_decay, self.config.betas, self.config.eps
         )
         B, T = self.batch.ids.shape
-        self.graph = self.model.loss_graph(B)
+        self.graph = self.model.loss_graph(B, T)
         # The feed is built once: parameters are updated in place, so the same tensors stay fed.
         self._feed = self.model.param_feed()
         fwd = self.graph.forward
         self._feed.update({
             fwd.ids: self.batch.ids.reshape(-1),  # (N,)
             fwd.pos: torch.arange(T).repeat(B),  # (N,)
-            fwd.mask: causal_mask(T, self.model.config.torch_dtype),  # (T, T)
-            self.graph.targets: self.batch.weights,  # (N, V)
+            fwd.mask: fwd.mask_for(B, T, self.model.config.torch_dtype),  # (N, N) packed or (T, T)
+            self.graph.targets: -self.batch.weights,  # (N, V) minus: see LossGraph
         })  # fmt: skip
         self._params = list(self.model.params.values())
         self.epoch = 0

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lm.generate import generate
-from lm.model import LanguageModel, ModelConfig
+from lm.model import LanguageModel, ModelConfig, build_loss
 from lm.tokenizer import Tokenizer
 from lm.train import make_batch
 
@@ -39,19 +39,20 @@ def reference_loss(params, cfg, ids, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
 
 
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
 @pytest.mark.parametrize("layers,heads", [(1, 1), (2, 4)])
-def test_loss_and_every_gradient_match_plain_torch(layers, heads):
+def test_loss_and_every_gradient_match_plain_torch(layers, heads, packed):
     tok = Tokenizer.from_corpus(CORPUS)
     cfg = ModelConfig(vocab_size=len(tok), context=5, d_model=16, d_ff=24, n_layers=layers, n_heads=heads)
     model = LanguageModel.create(cfg, tok, seed=3)
     batch = make_batch(tok, CORPUS)
     B, T = batch.ids.shape
-    graph = model.loss_graph(B)
+    graph = build_loss(model.vars, B, packed)  # both attention layouts (see lm.model.PACK_ROWS)
     fwd = graph.forward
     feed = model.param_feed()
     feed.update({
         fwd.ids: batch.ids.reshape(-1), fwd.pos: torch.arange(T).repeat(B),
-        fwd.mask: torch.full((T, T), -1e9, dtype=torch.float64).triu(1), graph.targets: batch.weights,
+        fwd.mask: fwd.mask_for(B, T, torch.float64), graph.targets: -batch.weights,
     })  # fmt: skip
     loss, *grads = graph.evaluator.run(feed)
 
@@ -78,3 +79,18 @@ def test_greedy_tokens_match_plain_torch():
     trace = generate(model, "the red", max_new_tokens=50)
     expected = ids[: ids.index(0)] if 0 in ids else ids  # decoding stops at <pad>
     assert tok.encode(trace.text) == expected
+
+
+def test_packed_and_batched_layouts_give_the_same_forward(monkeypatch):
+    tok = Tokenizer.from_corpus(CORPUS)
+    cfg = ModelConfig(vocab_size=len(tok), context=5, d_model=16, d_ff=24, n_layers=2, n_heads=4)
+    ids = make_batch(tok, CORPUS).ids  # (4, 5)
+    outputs = ("logits", "attention", "keys", "values")
+    packed = LanguageModel.create(cfg, tok, seed=5).forward(ids, outputs)
+    monkeypatch.setattr("lm.model.PACK_ROWS", 0)  # a fresh model builds the batched layout
+    batched = LanguageModel.create(cfg, tok, seed=5).forward(ids, outputs)
+    torch.testing.assert_close(packed["logits"], batched["logits"], rtol=0, atol=1e-12)
+    for name in ("attention", "keys", "values"):
+        for a, b in zip(packed[name], batched[name]):
+            assert a.shape == b.shape == ((4, 4, 5, 5) if name == "attention" else (4, 4, 5, 4))
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
