@@ -1,21 +1,21 @@
 """lm: a decoder-only transformer language model whose forward and backward passes are autodiff graphs.
 
-Train it (`lm.train.Trainer`, an iterator of progress events), generate with a trace of probabilities
-and attention (`lm.generate.generate`, with a KV cache), save and load it (`lm.weights`), or use the
-command line: `python -m lm train` and `python -m lm generate`.
+Train it (`Trainer`, an iterator of progress events), generate with a trace of probabilities and
+attention (`generate`, with a KV cache), save and load it (`lm.weights`), or use the command line:
+`python -m lm train` and `python -m lm generate`.
 """
 
 from lm.corpus import DEFAULT_CORPUS, CorpusError, load_corpus, parse_corpus
+from lm.generate import KVCache, Step, Trace, generate, sample_next_token
 from lm.model import LanguageModel, ModelConfig
+from lm.optim import SGD, AdamW
 from lm.tokenizer import Tokenizer, UnknownWordError
+from lm.train import MemorizationRow, TrainConfig, Trainer, TrainEvent, memorization
+from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, load_bytes, save, to_bytes
 
 __all__ = [
-    "DEFAULT_CORPUS",
-    "CorpusError",
-    "LanguageModel",
-    "ModelConfig",
-    "Tokenizer",
-    "UnknownWordError",
-    "load_corpus",
-    "parse_corpus",
-]
+    "DEFAULT_CORPUS", "DEFAULT_WEIGHTS", "AdamW", "CorpusError", "KVCache", "LanguageModel", "MemorizationRow",
+    "ModelConfig", "SGD", "Step", "Tokenizer", "Trace", "TrainConfig", "TrainEvent", "Trainer", "UnknownWordError",
+    "WeightsError", "generate", "load", "load_bytes", "load_corpus", "memorization", "parse_corpus",
+    "sample_next_token", "save", "to_bytes",
+]  # fmt: skip
