@@ -128,8 +128,9 @@ def attention_figure(weights: torch.Tensor, labels: Sequence[str], title: str) -
             hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.2f}<extra></extra>", hoverongaps=False,
         )
     )  # fmt: skip
-    size = 140 + 30 * len(ticks)
+    size = 150 + 36 * len(ticks)  # square cells: the same width and height
     _layout(fig, title, "key (attended to)", "query", height=size)
+    fig.update_layout(width=size + 40)
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", tickangle=-45)
     fig.update_layout(plot_bgcolor="rgba(0,0,0,0)")

@@ -149,22 +149,41 @@ def test_generate_continues_a_sentence_with_the_default_model() -> None:
     probs = figs["Next-token distribution at every step (× = chosen)"]["data"]
     assert len(probs[0]["z"]) == 3 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
     assert probs[1]["x"] == ["fox", "jumps", "high"]  # the chosen-token markers
-    assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
+    # The last step is shown first: its query positions are the prompt and the two words generated before it.
+    assert figs["Next-token probabilities (top 10); chosen: high"]["data"][0]["y"][-1] == "high"
     attention = figs["layer 1 · head 1"]["data"][0]
-    assert len(attention["z"]) == 2 and attention["x"] == ["0:the", "1:red"]  # step 1 reads the 2 prompt words
+    z = attention["z"]
+    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps"] and attention["x"] == attention["y"]
+    assert len(z) == 4 and all(len(row) == 4 for row in z)
+    assert all(z[q][k] is None for q in range(4) for k in range(q + 1, 4))  # NaN: the masked future, drawn empty
+    assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Same tokens?"] == "✅ yes" and "ms / token" in metrics["With KV cache"]
 
 
-def test_attention_of_a_later_step_is_causal() -> None:
+def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
     at = open_page("generate")
-    at.select_slider(key="gen_step").set_value("3 → high").run()
-    attention = figures(at)["layer 1 · head 1"]["data"][0]
-    z = attention["z"]  # (4, 4): the prompt and two generated words
-    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps"] and len(z) == 4
-    assert all(z[q][k] is None for q in range(4) for k in range(q + 1, 4))  # NaN: the masked future, empty
-    assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
-    assert figures(at)["Next-token probabilities (top 10); chosen: high"]
+    at.select_slider(key="gen_step").set_value("1 → fox").run()
+    figs = figures(at)
+    assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
+    attention = figs["layer 1 · head 1"]["data"][0]
+    assert attention["x"] == ["0:the", "1:red"] and len(attention["z"]) == 2  # step 1 reads the prompt only
+    at.text_input(key="gen_prompt").input("my old").run()  # new steps: the choice goes back to the last step
+    assert not at.exception
+    assert "Next-token probabilities (top 10); chosen: often" in figures(at)
+
+
+def test_more_heads_and_layers_draw_one_heatmap_each() -> None:
+    at = small_model(open_page("train"), epochs=2)
+    at.number_input(key="train_n_layers").set_value(2).run()
+    at.number_input(key="train_n_heads").set_value(2).run()
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    at.switch_page("app_pages/generate.py").run()
+    at.radio(key="gen_model").set_value("Trained in this session").run()
+    assert not at.exception
+    titles = [t for t in figures(at) if t.startswith("layer")]
+    assert titles == ["layer 1 · head 1", "layer 1 · head 2", "layer 2 · head 1", "layer 2 · head 2"]
 
 
 def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:

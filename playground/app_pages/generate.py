@@ -151,22 +151,16 @@ def cache_ui(gen: Generation, use_cache: bool) -> None:
 
 
 def trace_ui(gen: Generation) -> None:
-    """Per-step probabilities and, for the chosen step, one attention heatmap per layer and head."""
+    """For a chosen step: top-k bars and one attention heatmap per layer and head; then every step's
+    distribution as a steps x vocabulary heatmap."""
     trace = gen.trace
     if not trace.steps:
         st.info("The model's context is already full: there is no room for a new token.")
         return
     labels = step_labels(trace)
-    st.subheader("Next-token probabilities")
-    st.plotly_chart(
-        charts.probability_heatmap(
-            gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps], labels
-        ),
-        key="gen_prob_heatmap",
-    )
     index = 0
     if len(labels) > 1:
-        chosen = st.select_slider("Step", labels, key="gen_step")
+        chosen = st.select_slider("Step to inspect", labels, value=labels[-1], key="gen_step")
         index = labels.index(chosen) if chosen in labels else 0
     step = trace.steps[index]
     bars_col, attn_col = st.columns([2, 3])
@@ -174,7 +168,7 @@ def trace_ui(gen: Generation) -> None:
         st.plotly_chart(charts.topk_figure(gen.vocab, step.probs, step.token_id, k=10), key="gen_topk")
     with attn_col:
         st.markdown(
-            f"**Causal attention at step {index + 1}** — each query position (row) mixes the values of the "
+            f"**Causal attention at step {index + 1}**: each query position (row) mixes the values of the "
             "positions it may see (columns); the upper triangle is the future, masked out."
         )
         for layer, weights in enumerate(step.attention):  # (H, t, t)
@@ -184,7 +178,14 @@ def trace_ui(gen: Generation) -> None:
                     st.plotly_chart(
                         charts.attention_figure(weights[head], step.labels, f"layer {layer + 1} · head {head + 1}"),
                         key=f"gen_attention_{layer}_{head}",
+                        width="content",
                     )
+    st.plotly_chart(
+        charts.probability_heatmap(
+            gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps], labels
+        ),
+        key="gen_prob_heatmap",
+    )
 
 
 st.title("Generate")

@@ -14,7 +14,7 @@ from playground.page_state import persistent, training_session
 from playground.training import LIMITS, MAX_CORPUS_LINES, SettingsError, TrainingSession, TrainSettings
 
 TICK_S = 0.5  # a fragment rerun every TICK_S seconds ...
-BUDGET_S = 0.3  # ... trains for BUDGET_S of it, leaving the rest for drawing and the user's clicks
+BUDGET_S = 0.4  # ... trains for BUDGET_S of it, leaving the rest for drawing and the user's clicks
 DEFAULTS = TrainSettings()
 
 
@@ -99,7 +99,7 @@ def controls_ui(session: TrainingSession) -> tuple[bool, bool, bool]:
     start_col, stop_col, reset_col, _ = st.columns([1, 1, 1, 3])
     label = "▶ Resume" if session.status == "stopped" else "▶ Start"
     start = start_col.button(label, type="primary", disabled=session.running, width="stretch", key="train_start")
-    stop = stop_col.button("⏸ Stop", disabled=not session.running, width="stretch", key="train_stop")
+    stop = stop_col.button("■ Stop", disabled=not session.running, width="stretch", key="train_stop")
     reset = reset_col.button("↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset")
     return start, stop, reset
 

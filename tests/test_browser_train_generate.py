@@ -1,0 +1,98 @@
+"""End to end in a real headless chromium (marker `browser`, fixtures in conftest.py): press Start on
+the Train page and watch the plotly loss curve grow until the default corpus is memorized, then type a
+prompt on the Generate page and see the sentence come back with its heatmaps. Screenshots (the README's)
+go to `test-output/train-page.png` and `test-output/generate-page.png`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+EPOCHS = 150  # the page's default recipe
+TRAIN_TIMEOUT_S = 240  # on a shared 2-core machine
+
+
+def assert_no_error(app) -> None:
+    exceptions = app.page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def plot_points(app, title: str) -> int:
+    """Points in the first trace of the plotly chart with this title, read from plotly's own data."""
+    return app.page.evaluate(
+        """(title) => {
+            for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+                // Streamlit's theme wraps a title in <b> tags: match the text inside.
+                const text = plot.layout && plot.layout.title && plot.layout.title.text;
+                if (text && text.replace(/<[^>]*>/g, '') === title) {
+                    return plot.data[0].y.length;
+                }
+            }
+            return 0;
+        }""",
+        title,
+    )
+
+
+def wait_until(predicate, timeout_s: float, what: str, app) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            app.screenshot(f"timeout-{what.replace(' ', '-')}")
+            raise TimeoutError(f"{what} did not happen within {timeout_s} s")
+        app.page.wait_for_timeout(200)
+
+
+def test_train_live_then_generate_with_the_trained_model(app):
+    page = app.page
+    app.open("train")
+    assert_no_error(app)
+    page.get_by_role("button", name="▶ Start").click()
+    start = time.monotonic()
+
+    # The loss curve appears and keeps growing while the fragment ticks.
+    wait_until(lambda: plot_points(app, "Loss (cross-entropy)") > 0, 60, "the loss curve appearing", app)
+    first = plot_points(app, "Loss (cross-entropy)")
+    wait_until(lambda: plot_points(app, "Loss (cross-entropy)") > first, 60, "the loss curve updating", app)
+    assert page.get_by_role("button", name="■ Stop").is_enabled()
+
+    memorized = page.get_by_text("10 / 10", exact=True)
+    wait_until(lambda: memorized.count() > 0, TRAIN_TIMEOUT_S, "memorizing 10/10", app)
+    to_full = time.monotonic() - start
+    finished = page.get_by_text(f"Finished at epoch {EPOCHS}")
+    wait_until(lambda: finished.count() > 0, TRAIN_TIMEOUT_S, "training finishing", app)
+    total = time.monotonic() - start
+    app.wait_idle()
+    assert_no_error(app)
+    assert plot_points(app, "Loss (cross-entropy)") == EPOCHS
+    assert page.get_by_role("button", name="Download weights (.safetensors)").count() == 1
+    print(
+        f"default recipe in the browser: 10/10 memorized {to_full:.1f} s after Start; {EPOCHS} epochs in {total:.1f} s"
+    )
+    app.screenshot("train-page")  # the whole page: conftest grows the viewport
+
+    # Same browser session: the Generate page offers the model just trained.
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Generate").click()
+    page.get_by_role("heading", name="Generate").wait_for()
+    app.wait_idle()
+    page.get_by_text("Trained in this session").click()
+    app.wait_idle()
+    prompt = page.get_by_role("textbox", name="Prompt")
+    prompt.fill("a small")
+    prompt.press("Enter")
+    app.wait_idle()
+    page.get_by_text("sings").first.wait_for()
+    assert_no_error(app)
+    main = page.locator('[data-testid="stMain"]')
+    assert "a small" in main.inner_text() and "bird sings softly" in main.inner_text().replace("\n", " ")
+    heatmaps = page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text.replace(/<[^>]*>/g, ''))"
+    )
+    assert "layer 1 · head 1" in heatmaps and any(t.startswith("Next-token distribution") for t in heatmaps)
+    timing = page.locator('[data-testid="stMetric"]').all_inner_texts()
+    print("KV cache metrics:", [" ".join(t.split()) for t in timing])
+    app.screenshot("generate-page")
