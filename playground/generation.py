@@ -58,8 +58,10 @@ def check_prompt(model: LanguageModel, prompt: str) -> list[str]:
     try:
         model.tokenizer.encode(prompt)
     except UnknownWordError as err:
+        n_words = len(model.tokenizer) - 1
         raise GenerateError(
-            f"The model does not know every word: {err}. Its vocabulary: {vocabulary_hint(model.tokenizer)}."
+            f"{str(err)[:1].upper()}{str(err)[1:]}. The model's vocabulary ({n_words} words): "
+            f"{vocabulary_hint(model.tokenizer)}."
         ) from None
     if len(words) > model.config.context:
         raise GenerateError(
@@ -128,6 +130,12 @@ STOP_REASONS = {
     "context": "the model's context is full",
     "pad": "the model predicted the end of the sentence (<pad>)",
 }
+
+
+def fingerprint(model: LanguageModel) -> tuple:
+    """A cheap identity of a model's current weights, to reuse a generation until they change
+    (the session's model changes in place when its training resumes)."""
+    return (id(model), *(float(p.sum()) for p in model.params.values()))
 
 
 def step_labels(trace: Trace) -> list[str]:

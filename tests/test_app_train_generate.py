@@ -163,7 +163,9 @@ def test_generate_continues_a_sentence_with_the_default_model() -> None:
 
 def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
     at = open_page("generate")
+    generated = at.session_state["gen_last"][1]
     at.select_slider(key="gen_step").set_value("1 → fox").run()
+    assert at.session_state["gen_last"][1] is generated  # inspecting a step does not generate again
     figs = figures(at)
     assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
     attention = figs["layer 1 · head 1"]["data"][0]
@@ -190,7 +192,11 @@ def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
     at = open_page("generate")
     at.text_input(key="gen_prompt").input("the purple fox").run()
     assert not at.exception
-    assert at.error and "'purple'" in at.error[0].value and "Its vocabulary: a, above" in at.error[0].value
+    assert (
+        at.error
+        and "'purple'" in at.error[0].value
+        and "The model's vocabulary (45 words): a, above" in at.error[0].value
+    )
     at.text_input(key="gen_prompt").input("teh red").run()
     assert "did you mean 'the'" in at.error[0].value
 

@@ -49,7 +49,7 @@ def test_the_uncached_trace_is_shown_when_the_cache_is_off(model) -> None:
     [
         ("", "Type a prompt"),
         ("   ", "Type a prompt"),
-        ("the purple", "'purple'.*Its vocabulary: a, above"),
+        ("the purple", r"'purple'.*The model's vocabulary \(45 words\): a, above"),
         ("teh red", "did you mean 'the'"),
         ("<pad> red", "'<pad>'"),
         ("the red fox jumps high", "at most 4"),
