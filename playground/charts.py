@@ -29,9 +29,26 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = HEIGHT) ->
 # ---------------------------------------------------------------- training
 
 
+MAX_POINTS = 1000  # a curve sent to the browser twice a second stays small: longer runs are thinned
+MAX_COLUMNS = 80  # the probability heatmap shows at most this many tokens of a large vocabulary
+
+
+def thin(xs: Sequence, ys: Sequence, max_points: int = MAX_POINTS) -> tuple[list, list]:
+    """At most about max_points evenly spaced points, always keeping the last one."""
+    xs, ys = list(xs), list(ys)
+    if len(xs) <= max_points:
+        return xs, ys
+    stride = math.ceil(len(xs) / max_points)
+    keep = list(range(0, len(xs), stride))
+    if keep[-1] != len(xs) - 1:
+        keep.append(len(xs) - 1)
+    return [xs[i] for i in keep], [ys[i] for i in keep]
+
+
 def loss_figure(epochs: Sequence[int], losses: Sequence[float], log_y: bool = False) -> go.Figure:
     """The training loss per epoch; `log_y` shows the slow tail of the fall."""
-    fig = go.Figure(go.Scatter(x=list(epochs), y=list(losses), mode="lines", name="loss", line=dict(color=LINE)))
+    x, y = thin(epochs, losses)
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="loss", line=dict(color=LINE)))
     _layout(fig, "Loss (cross-entropy)", "epoch", "loss" + (" (log scale)" if log_y else ""))
     if log_y:
         fig.update_yaxes(type="log")
@@ -48,7 +65,8 @@ def memorization_figure(epochs: Sequence[int], scores: Sequence[int], n_sentence
 
 def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float]) -> go.Figure:
     """The global L2 norm of all gradients per epoch (log scale: it spans decades)."""
-    fig = go.Figure(go.Scatter(x=list(epochs), y=list(norms), mode="lines", line=dict(color="#ff7f0e")))
+    x, y = thin(epochs, norms)
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e")))
     _layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
     fig.update_yaxes(type="log")
     return fig
@@ -84,11 +102,24 @@ def topk_figure(vocab: Sequence[str], probs: torch.Tensor | Sequence[float], cho
 
 
 def probability_heatmap(
-    vocab: Sequence[str], probs: Sequence[torch.Tensor], chosen: Sequence[int], step_labels: Sequence[str]
+    vocab: Sequence[str],
+    probs: Sequence[torch.Tensor],
+    chosen: Sequence[int],
+    step_labels: Sequence[str],
+    max_columns: int = MAX_COLUMNS,
 ) -> go.Figure:
-    """Steps x vocabulary: each row is one step's softmax distribution; a marker on the chosen token."""
-    z = torch.stack([torch.as_tensor(p, dtype=torch.float64) for p in probs]).tolist()  # (steps, V)
-    x = [_label(v) for v in vocab]
+    """Steps x vocabulary: each row is one step's softmax distribution; a marker on the chosen token.
+    A vocabulary above max_columns shows its tokens most likely at some step (the chosen ones always)."""
+    p = torch.stack([torch.as_tensor(q, dtype=torch.float64) for q in probs])  # (steps, V)
+    columns = list(range(p.shape[1]))
+    title = "Next-token distribution at every step (× = chosen)"
+    if len(columns) > max_columns:
+        ranked = p.max(0).values.argsort(descending=True).tolist()  # by the highest probability at any step
+        keep = set(chosen) | set(ranked[: max(0, max_columns - len(set(chosen)))])
+        columns = sorted(keep)
+        title += f": the {len(columns)} likeliest of {p.shape[1]} tokens"
+    z = p[:, columns].tolist()  # (steps, columns)
+    x = [_label(vocab[i]) for i in columns]
     y = list(step_labels)
     fig = go.Figure(
         go.Heatmap(
@@ -98,12 +129,12 @@ def probability_heatmap(
     )  # fmt: skip
     fig.add_trace(
         go.Scatter(
-            x=[x[c] for c in chosen], y=y, mode="markers", name="chosen",
+            x=[_label(vocab[c]) for c in chosen], y=y, mode="markers", name="chosen",
             marker=dict(symbol="x", color=CHOSEN, size=10, line=dict(width=1)),
             hovertemplate="chosen: %{x}<extra></extra>",
         )
     )  # fmt: skip
-    _layout(fig, "Next-token distribution at every step (× = chosen)", "token", "step", height=120 + 28 * len(y))
+    _layout(fig, title, "token", "step", height=120 + 28 * len(y))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", tickangle=-60)
     return fig

@@ -219,10 +219,26 @@ def test_an_uploaded_weights_file_and_the_trained_model_can_be_used() -> None:
     at.switch_page("app_pages/generate.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
     assert not at.exception and not at.error
-    assert "d_model 16" in at.caption[0].value  # the session's small model, not the default one
+    assert any("d_model 16" in c.value for c in at.caption)  # the session's small model, not the default one
     from lm.weights import DEFAULT_WEIGHTS
 
     at.radio(key="gen_model").set_value("Upload a weights file").run()
     at.file_uploader(key="gen_upload").upload("default.safetensors", DEFAULT_WEIGHTS.read_bytes(), "").run()
     assert not at.exception and not at.error
-    assert "d_model 64" in at.caption[0].value and figures(at)
+    assert any("d_model 64" in c.value for c in at.caption) and figures(at)
+
+
+def test_leaving_a_running_training_pauses_it_and_generate_uses_its_model() -> None:
+    at = small_model(open_page("train"), epochs=5000)
+    at.button(key="train_start").click().run()
+    session = at.session_state["train_session"]
+    assert session.running
+    at.switch_page("app_pages/generate.py").run()
+    at.radio(key="gen_model").set_value("Trained in this session").run()
+    assert not at.exception and not at.error
+    assert session.status == "stopped" and any("d_model 16" in c.value for c in at.caption)
+    assert any("paused" in c.value for c in at.caption)
+    at.switch_page("app_pages/train.py").run()
+    assert at.button(key="train_start").label == "▶ Resume"
+    at.number_input(key="train_seed").set_value(1).run()  # changed settings: Start begins a new run
+    assert at.button(key="train_start").label == "▶ Start"

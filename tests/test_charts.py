@@ -71,3 +71,24 @@ def test_attention_heatmap_leaves_the_future_empty_and_labels_both_axes() -> Non
     # repeated tokens stay distinct positions on a category axis
     assert list(heat.x) == ["0:the", "1:red", "2:the"] and list(heat.y) == list(heat.x)
     assert fig.layout.title.text == "layer 1 · head 1"
+
+
+def test_long_runs_are_thinned_keeping_the_last_point() -> None:
+    epochs = list(range(1, 5001))
+    fig = charts.loss_figure(epochs, [1.0 / e for e in epochs])
+    x = list(fig.data[0].x)
+    assert len(x) <= charts.MAX_POINTS + 1 and x[0] == 1 and x[-1] == 5000
+    assert charts.thin([1, 2], [3, 4]) == ([1, 2], [3, 4])
+
+
+def test_a_large_vocabulary_shows_its_likeliest_tokens_and_every_chosen_one() -> None:
+    vocab = [f"w{i}" for i in range(500)]
+    probs = [torch.softmax(torch.randn(500, dtype=torch.float64, generator=torch.Generator().manual_seed(s)), 0)
+             for s in range(2)]  # fmt: skip
+    chosen = [int(probs[0].argmin()), 7]  # a sampled unlikely token is still shown
+    fig = charts.probability_heatmap(vocab, probs, chosen, ["1", "2"], max_columns=20)
+    heat, marks = fig.data
+    assert len(heat.x) == 20 and all(len(row) == 20 for row in heat.z)
+    assert set(marks.x) <= set(heat.x) and "of 500 tokens" in fig.layout.title.text
+    top = f"w{int(probs[1].argmax())}"
+    assert top in heat.x

@@ -29,6 +29,7 @@ from playground.generation import (
 )
 from playground.page_state import persistent, training_session
 
+MAX_LAYERS_SHOWN, MAX_HEADS_SHOWN = 4, 8  # an uploaded model may be bigger than the page can draw
 DEFAULT, TRAINED, UPLOADED = "Pretrained default", "Trained in this session", "Upload a weights file"
 
 
@@ -71,11 +72,13 @@ def model_ui() -> LanguageModel | None:
         return session_model("gen_default_model", default_model)
     if choice == TRAINED:
         training = training_session()
+        if training.running:  # its ticks run only on the Train page: leaving it pauses the run
+            training.stop()
+            st.caption("Training was paused when you left the Train page; press Resume there to go on.")
         if training.status in ("stopped", "finished"):
             return training.model
         reason = {
             "idle": "No model has been trained in this session yet",
-            "running": "Training is still running",
             "diverged": "The last training run diverged",
         }[training.status]
         st.info(f"{reason}: train one on the **Train** page (press Start, then let it finish or press Stop).")
@@ -172,15 +175,19 @@ def trace_ui(gen: Generation) -> None:
             f"**Causal attention at step {index + 1}**: each query position (row) mixes the values of the "
             "positions it may see (columns); the upper triangle is the future, masked out."
         )
-        for layer, weights in enumerate(step.attention):  # (H, t, t)
-            heads = st.columns(min(weights.shape[0], 4))
-            for head in range(weights.shape[0]):
+        for layer, weights in enumerate(step.attention[:MAX_LAYERS_SHOWN]):  # (H, t, t)
+            n_heads = min(weights.shape[0], MAX_HEADS_SHOWN)
+            heads = st.columns(min(n_heads, 4))
+            for head in range(n_heads):
                 with heads[head % len(heads)]:
                     st.plotly_chart(
                         charts.attention_figure(weights[head], step.labels, f"layer {layer + 1} · head {head + 1}"),
                         key=f"gen_attention_{layer}_{head}",
                         width="content",
                     )
+        hidden = len(step.attention) > MAX_LAYERS_SHOWN or step.attention[0].shape[0] > MAX_HEADS_SHOWN
+        if hidden:
+            st.caption(f"Showing the first {MAX_LAYERS_SHOWN} layers and {MAX_HEADS_SHOWN} heads of each.")
     st.plotly_chart(
         charts.probability_heatmap(
             gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps], labels

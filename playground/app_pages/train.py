@@ -94,10 +94,10 @@ def settings_ui(disabled: bool) -> TrainSettings:
     )
 
 
-def controls_ui(session: TrainingSession) -> tuple[bool, bool, bool]:
-    """Start (or Resume), Stop and Reset; returns which was clicked."""
+def controls_ui(session: TrainingSession, settings: TrainSettings) -> tuple[bool, bool, bool]:
+    """Start (Resume when the stopped run's settings are unchanged), Stop and Reset; returns which was clicked."""
     start_col, stop_col, reset_col, _ = st.columns([1, 1, 1, 3])
-    label = "▶ Resume" if session.status == "stopped" else "▶ Start"
+    label = "▶ Resume" if session.status == "stopped" and settings == session.settings else "▶ Start"
     start = start_col.button(label, type="primary", disabled=session.running, width="stretch", key="train_start")
     stop = stop_col.button("■ Stop", disabled=not session.running, width="stretch", key="train_stop")
     reset = reset_col.button("↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset")
@@ -178,7 +178,7 @@ st.markdown(
 )
 session = training_session()
 settings = settings_ui(disabled=session.running)
-start, stop, reset = controls_ui(session)
+start, stop, reset = controls_ui(session, settings)
 if start:
     try:
         session.start(settings)
