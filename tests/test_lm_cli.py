@@ -1,5 +1,5 @@
-"""The command line: a short training run and a generation as a user runs them (subprocess), and help
-and errors in-process (each subprocess pays torch's import time, so only two are spawned)."""
+"""The command line: a short training run as a user runs it (`python -m lm` in a subprocess), then
+generation, help and errors in-process (each subprocess pays torch's import time, so only one runs)."""
 
 import subprocess
 import sys
@@ -14,7 +14,7 @@ def _lm(*args):
     return subprocess.run([sys.executable, "-m", "lm", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_train_then_generate(tmp_path):
+def test_train_then_generate(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the cat sat down\n\nthe dog ran far away\n", encoding="utf-8")
     out = tmp_path / "m.safetensors"
@@ -24,9 +24,9 @@ def test_train_then_generate(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "epoch 5/5" in result.stderr and "memorized" in result.stdout and str(out) in result.stdout
     assert load(out).config.n_heads == 2
-    result = _lm("generate", "--weights", str(out), "the dog", "--max-new-tokens", "2")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("the dog") and "top-3" in result.stdout
+    assert main(["generate", "--weights", str(out), "the dog", "--max-new-tokens", "2", "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the dog") and out.count("top-3") == 2
 
 
 @pytest.mark.parametrize("cmd,needle", [([], "train"), (["train"], "--d-model"), (["generate"], "--weights")])
