@@ -61,8 +61,12 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--total", type=int, default=256, help="tokens for the end-to-end total (default: 256)")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice (default: 1, see below)"
+    )
     args = parser.parse_args()
+    # One thread by default: on a busy shared 2-core machine, two OpenMP threads stall at every
+    # parallel region whenever a neighbour holds a core (measured: 2 ms steps taking 100-600 ms).
     if args.threads:
         torch.set_num_threads(args.threads)
     tok = Tokenizer(["<pad>"] + [f"w{i}" for i in range(1, args.vocab)])

@@ -61,8 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best time is reported")
-    parser.add_argument("--threads", type=int, help="torch intra-op threads for both (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice (default: 1, see below)"
+    )
     args = parser.parse_args()
+    # One thread by default: on a busy shared 2-core machine, two OpenMP threads stall at every
+    # parallel region whenever a neighbour holds a core (measured: 2 ms steps taking 100-600 ms).
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, best of {args.repeat}")
