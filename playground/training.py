@@ -144,6 +144,7 @@ class TrainingSession:
         self.first_full_s: float | None = None  # and the compute time it took
         self.busy_s = 0.0  # time spent in advance(): epochs and memorization scoring
         self._table: list[MemorizationRow] | None = None
+        self._unscored_s = 0.0  # training time since memorization was last scored
 
     # -- state
     @property
@@ -192,9 +193,10 @@ class TrainingSession:
     def stop(self) -> None:
         self.running = False
 
-    def advance(self, budget_s: float = 0.3, max_epochs: int = 1000) -> list[TrainEvent]:
+    def advance(self, budget_s: float = 0.3, score_every_s: float = 0.0, max_epochs: int = 1000) -> list[TrainEvent]:
         """Train until `budget_s` seconds have passed (at least one epoch), the run ends or it diverges;
-        then score memorization once. Returns the new events (none when not running)."""
+        then score memorization (it costs a few epochs) if `score_every_s` of training passed since the
+        last score, or on the first and last epochs. Returns the new events (none when not running)."""
         if not self.running or self.trainer is None:
             return []
         trainer, events = self.trainer, []
@@ -208,8 +210,11 @@ class TrainingSession:
             self.history.add(event)
             if time.perf_counter() >= deadline:
                 break
-        if self.message is None:
+        self._unscored_s += time.perf_counter() - start
+        due = not self.history.mem_epochs or trainer.done or self._unscored_s >= score_every_s
+        if self.message is None and due:
             self._score(events[-1] if events else None)
+            self._unscored_s = 0.0
         self.busy_s += time.perf_counter() - start
         if self.first_full_epoch is not None and self.first_full_s is None:
             self.first_full_s = self.busy_s
@@ -247,7 +252,8 @@ class TrainingSession:
         """Each sentence with what the model generates from its first two words, for a table."""
         if self.trainer is None:
             return []
-        rows = self._table or memorization(self.trainer.model, self.trainer.sentences)
+        fresh = self._table is not None and self.history.mem_epochs and self.history.mem_epochs[-1] == self.epoch
+        rows = self._table if fresh else memorization(self.trainer.model, self.trainer.sentences)
         self._table = rows
         return [
             {

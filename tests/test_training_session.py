@@ -120,3 +120,18 @@ def test_a_nan_loss_stops_the_run_with_lms_reason() -> None:
     session.advance()
     assert session.status == "diverged" and "the loss became nan" in session.message
     assert session.history.losses == []  # a NaN is not drawn
+
+
+def test_memorization_scoring_can_be_spaced_out() -> None:
+    session = TrainingSession()
+    session.start(replace(SMALL, epochs=5))
+    while session.running:
+        session.advance(budget_s=0.0, score_every_s=3600.0)
+    # scored on the first tick and the last epoch only; the table is computed for the current weights
+    assert session.history.mem_epochs == [1, 5]
+    session2 = TrainingSession()
+    session2.start(replace(SMALL, epochs=5))
+    session2.advance(budget_s=0.0)
+    session2.advance(budget_s=0.0, score_every_s=3600.0)
+    assert session2.history.mem_epochs == [1] and session2.epoch == 2
+    assert len(session2.memorization_table()) == 10

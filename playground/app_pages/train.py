@@ -13,8 +13,9 @@ from playground import charts
 from playground.page_state import persistent, training_session
 from playground.training import LIMITS, MAX_CORPUS_LINES, SettingsError, TrainingSession, TrainSettings
 
-TICK_S = 0.5  # a fragment rerun every TICK_S seconds ...
-BUDGET_S = 0.4  # ... trains for BUDGET_S of it, leaving the rest for drawing and the user's clicks
+TICK_S = 0.4  # a fragment rerun every TICK_S seconds ...
+BUDGET_S = 0.25  # ... trains for BUDGET_S of it (a click waits at most about this), leaving time to draw
+SCORE_EVERY_S = 0.5  # memorization costs a few epochs: score it after this much training, not every tick
 DEFAULTS = TrainSettings()
 
 
@@ -94,20 +95,43 @@ def settings_ui(disabled: bool) -> TrainSettings:
     )
 
 
-def controls_ui(session: TrainingSession, settings: TrainSettings) -> tuple[bool, bool, bool]:
-    """Start (Resume when the stopped run's settings are unchanged), Stop and Reset; returns which was clicked."""
+FIELDS = ("corpus", "n_layers", "n_heads", "d_model", "d_ff", "optimizer", "lr", "epochs", "seed")
+ERROR = "train_error"  # a Start callback's message, shown once by the next run
+
+
+def settings_from_state() -> TrainSettings:
+    """The settings widgets' values as a button callback sees them (before the page runs)."""
+    values = {name: st.session_state.get(f"train_{name}", getattr(DEFAULTS, name)) for name in FIELDS}
+    return TrainSettings(**values)
+
+
+def on_start() -> None:
+    try:
+        training_session().start(settings_from_state())
+    except SettingsError as err:
+        st.session_state[ERROR] = str(err)
+
+
+def controls_ui(session: TrainingSession, settings: TrainSettings) -> None:
+    """Start (Resume when the stopped run's settings are unchanged), Stop and Reset. They act in callbacks,
+    before the page runs, so the page draws the new state in the same run (one rerun per click)."""
     start_col, stop_col, reset_col, _ = st.columns([1, 1, 1, 3])
     label = "▶ Resume" if session.status == "stopped" and settings == session.settings else "▶ Start"
-    start = start_col.button(label, type="primary", disabled=session.running, width="stretch", key="train_start")
-    stop = stop_col.button("■ Stop", disabled=not session.running, width="stretch", key="train_stop")
-    reset = reset_col.button("↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset")
-    return start, stop, reset
+    start_col.button(
+        label, type="primary", disabled=session.running, width="stretch", key="train_start", on_click=on_start
+    )
+    stop_col.button("■ Stop", disabled=not session.running, width="stretch", key="train_stop", on_click=session.stop)
+    reset_col.button(
+        "↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset", on_click=session.reset
+    )
+    if ERROR in st.session_state:
+        st.error(st.session_state.pop(ERROR), icon="⚠️")
 
 
 def live_ui(session: TrainingSession) -> None:
     """One tick: train a little, then draw progress and charts. Reruns the whole page when the run ends."""
     was_running = session.running
-    session.advance(budget_s=BUDGET_S)
+    session.advance(budget_s=BUDGET_S, score_every_s=SCORE_EVERY_S)
     h = session.history
     if session.epochs:
         st.progress(
@@ -178,19 +202,7 @@ st.markdown(
 )
 session = training_session()
 settings = settings_ui(disabled=session.running)
-start, stop, reset = controls_ui(session, settings)
-if start:
-    try:
-        session.start(settings)
-        st.rerun()  # redraw the controls (Start disabled, Stop enabled) and start ticking
-    except SettingsError as err:
-        st.error(str(err), icon="⚠️")
-if stop:
-    session.stop()
-    st.rerun()
-if reset:
-    session.reset()
-    st.rerun()
+controls_ui(session, settings)
 
 st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session)
 results_ui(session)
