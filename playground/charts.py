@@ -68,7 +68,7 @@ def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float]) -> go.Figure
     x, y = thin(epochs, norms)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e")))
     _layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick="D2")  # label 1, 2, 5 of each decade, not every digit
     return fig
 
 

@@ -28,7 +28,7 @@ def test_default_model_completes_a_sentence_and_both_modes_agree(model) -> None:
     gen = run_generation(model, "the red", max_new_tokens=10, repeats=1)
     assert gen.trace.text == "the red fox jumps high"
     assert gen.same_tokens and gen.cached.tokens == ["fox", "jumps", "high"]
-    assert gen.cached.ms_per_token > 0 and gen.uncached.ms_per_token > 0
+    assert gen.cached.ms_per_token > 0 and gen.uncached.ms_per_token > 0 and gen.cached.first_ms > 0
     assert step_labels(gen.trace) == ["1 → fox", "2 → jumps", "3 → high"]
     assert len(gen.vocab) == model.config.vocab_size
 

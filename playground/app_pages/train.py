@@ -136,7 +136,7 @@ def live_ui(session: TrainingSession) -> None:
     if session.epochs:
         st.progress(
             min(1.0, session.epoch / session.epochs),
-            text=f"epoch {session.epoch} / {session.epochs} · {session.elapsed_s:.1f} s",
+            text=f"epoch {session.epoch} / {session.epochs} · {session.elapsed_s:.1f} s of training",
         )
     if h.epochs:
         loss_col, mem_col, grad_col = st.columns(3)
