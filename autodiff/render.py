@@ -1,9 +1,9 @@
 """Graphs as pictures and as text: DOT for Graphviz, and a jaxpr-like listing one line per node.
 
 A drawing is made of sections (forward, backward, second order...): each section holds the nodes its
-outputs need that no earlier section holds, drawn in its own styled cluster; an edge from an earlier
-section (the backward pass reading a forward value) is dashed. Nodes are numbered t0, t1... in the
-same order in both forms, so the picture and the text can be read side by side.
+outputs need that no earlier section holds, drawn in its own styled cluster; a value it reads from an
+earlier section (the backward pass reading a forward value) appears in it as a dashed ghost node.
+Nodes are numbered t0, t1... in the same order in both forms, so picture and text read side by side.
 """
 
 from __future__ import annotations
@@ -109,7 +109,11 @@ def to_dot(
     notes: dict[Node, str] | None = None,
 ) -> str:
     """DOT source: one cluster per section; every node shows id, op, name, shape, and when given a
-    value summary, what it is the gradient of, and a note (e.g. `out`, `∂out/∂x`)."""
+    value summary, what it is the gradient of, and a note (e.g. `out`, `∂out/∂x`).
+
+    A value that a section reads from an earlier one appears in it as a dashed "ghost" of that node,
+    not as an edge between clusters: such edges cross everything and make Graphviz's layout take
+    tens of seconds past a few hundred nodes, while ghosts keep it well under a second."""
     shapes, values, notes = shapes or {}, values or {}, notes or {}
     lay = layout(sections)
     dot_id = {node: f"n{i}" for i, node in enumerate(lay.section_of)}
@@ -119,12 +123,14 @@ def to_dot(
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.08,0.04"];',
         '  edge [color="#5f6368", arrowsize=0.6];',
     ]
+    edges = []
     for index, (section, nodes) in enumerate(zip(lay.sections, lay.nodes)):
         fill, border = STYLES[min(index, len(STYLES) - 1)]
         lines.append(f"  subgraph cluster_{index} {{")
         lines.append(
             f'    label={_quote(section.title)}; style="rounded,dashed"; color="{border}"; fontcolor="{border}";'
         )
+        ghosts: dict[Node, str] = {}
         for node in nodes:
             label = _label(node, lay.ids, shapes.get(node), values.get(node), notes.get(node))
             if not node.inputs:
@@ -134,12 +140,21 @@ def to_dot(
             if node in notes:
                 attrs += ", penwidth=2"
             lines.append(f"    {dot_id[node]} [label={_quote(label)}, {attrs}];")
+            for inp in node.inputs:
+                source = dot_id[inp]
+                if lay.section_of[inp] < index:  # a value from an earlier section: draw its ghost here
+                    if inp not in ghosts:
+                        ghosts[inp] = f"{dot_id[inp]}_in{index}"
+                        home = lay.sections[lay.section_of[inp]].title.split(" ")[0]
+                        shape = "ellipse" if not inp.inputs else "box"
+                        lines.append(
+                            f"    {ghosts[inp]} [label={_quote(f'{lay.ids[inp]} (from {home})')}, shape={shape}, "
+                            'style="rounded,dashed", color="#9aa0a6", fontcolor="#5f6368", fontsize=9];'
+                        )
+                    source = ghosts[inp]
+                edges.append(f"  {source} -> {dot_id[node]};")
         lines.append("  }")
-    for node in lay.section_of:
-        for inp in node.inputs:
-            reused = lay.section_of[inp] < lay.section_of[node]
-            style = ' [style=dashed, color="#9aa0a6"]' if reused else ""
-            lines.append(f"  {dot_id[inp]} -> {dot_id[node]}{style};")
+    lines.extend(edges)
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,10 @@ from autodiff.expr import ExprError, Program, compile_program, infer_shapes
 from autodiff.graph import Tensor
 from autodiff.render import Section, listing, to_dot
 
-MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the drawing stays drawable
+MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the text form stays readable
+# Graphviz (WASM, in the browser) lays out a few hundred nodes in about a second on a shared CPU;
+# past this many the page draws the forward graph only unless asked (the text form has it all).
+DRAW_LIMIT = 200
 
 EXAMPLES = {  # label -> (expression, declarations)
     "scalar": ("x1 * x2 + x1", ""),
@@ -58,8 +61,10 @@ class Exploration:
             notes[node] = f"∂²out/∂{self.second_of}∂{name}"
         return notes
 
-    def dot(self) -> str:
-        return to_dot(self.sections(), self.shapes, self.values, self.notes())
+    def dot(self, forward_only: bool = False) -> str:
+        """The DOT of every section, or of the forward graph only (quick to lay out when big)."""
+        sections = self.sections()[:1] if forward_only else self.sections()
+        return to_dot(sections, self.shapes, self.values, self.notes())
 
     def text(self) -> str:
         return listing(self.sections(), self.shapes)

@@ -94,3 +94,14 @@ def test_the_input_survives_a_trip_to_another_page():
     at.switch_page("app_pages/train.py").run()
     at.switch_page("app_pages/graph.py").run()
     assert at.text_input(key="graph_expression").value == "exp(x1) * 3"
+
+
+def test_a_big_graph_draws_the_forward_part_until_asked():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_declarations").set_value("x: 4x4, W: 4x4, y: 4x4").run()
+    at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 12)).run()
+    assert not at.exception
+    assert "Showing the forward graph only" in at.info[0].value
+    assert "cluster_1" not in graph_dot(at)
+    at.toggle[1].set_value(True).run()  # the first toggle is "Evaluate"
+    assert not at.info and "cluster_1" in graph_dot(at)

@@ -92,6 +92,7 @@ def test_explore_shapes_values_sections_and_notes():
     assert set(ex.notes().values()) >= {"out", "seed: ∂out/∂out = 1", "∂out/∂x", "∂²out/∂W∂b"}
     assert "cluster_2" in ex.dot() and "second order" in ex.text()
     assert not explore("x * 2", evaluate=False).values
+    assert "cluster_1" not in ex.dot(forward_only=True) and "t0 = matmul" in ex.dot(forward_only=True)
 
 
 def test_explore_errors_are_expr_errors():
@@ -110,9 +111,10 @@ def hundred_node_expression() -> tuple[str, str]:
 def test_a_hundred_node_expression_is_fast():
     expression, declarations = hundred_node_expression()
     explore(expression, declarations)  # warm up torch
-    start = time.perf_counter()
+    # CPU time, not wall time: the machine is shared, and waiting for a core is not our cost.
+    start = time.process_time()
     ex = explore(expression, declarations)
     ex.dot(), ex.text(), check(ex)
-    seconds = time.perf_counter() - start
+    seconds = time.process_time() - start
     assert len(ex.program.shapes) >= 100
     assert seconds < 1.0, f"{len(ex.program.shapes)} forward nodes took {seconds:.2f} s"

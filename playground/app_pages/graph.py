@@ -9,7 +9,7 @@ import streamlit as st
 
 from autodiff.expr import ExprError, parse, variables_of
 from autodiff.render import shape_text, summarize
-from playground.explore import EXAMPLES, Exploration, explore
+from playground.explore import DRAW_LIMIT, EXAMPLES, Exploration, explore
 from playground.gradcheck import check
 from playground.state import DECLARATIONS, EXPRESSION, request_example, restore_inputs, save_input
 
@@ -99,22 +99,30 @@ def export_ui(ex: Exploration, dot: str) -> None:
 st.title("Graph")
 st.markdown(
     "Type an expression: the engine builds its **forward** graph, and `gradients()` builds the **backward** "
-    "graph — more nodes, evaluated by the same evaluator. Dashed edges show the backward pass reading "
-    "forward values."
+    "graph — more nodes, evaluated by the same evaluator. Dashed nodes in the backward graph are forward "
+    "values it reads. Hover the graph for its fullscreen button."
 )
 expression, declarations, seed, evaluate, second_of = inputs_ui()
 start = time.perf_counter()
 try:
     ex = explore(expression, declarations, seed, evaluate, second_of)
-    dot = ex.dot()
 except ExprError as err:
     st.error(str(err), icon=":material/error:")
     st.code(err.caret(expression), language=None)
     st.stop()
 
-st.caption(
-    f"{ex.node_count()} nodes · built, evaluated and laid out as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms"
+total = ex.node_count()
+draw_all = total <= DRAW_LIMIT or st.toggle(
+    f"Draw all {total} nodes", help="Laying out several hundred nodes takes the browser a few seconds."
 )
+dot = ex.dot(forward_only=not draw_all)
+st.caption(f"{total} nodes · built, evaluated and laid out as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms")
+if not draw_all:
+    st.info(
+        f"Showing the forward graph only: all {total} nodes would take the browser seconds to lay out. "
+        "Turn on *Draw all* above, or read every node in the text form below.",
+        icon=":material/info:",
+    )
 st.graphviz_chart(dot)
 if evaluate:
     table, checks = st.columns(2)
@@ -125,4 +133,4 @@ if evaluate:
         check_ui(ex)
 with st.expander("Text form (jaxpr-like): one line per node", expanded=True):
     st.code(ex.text(), language=None)
-export_ui(ex, dot)
+export_ui(ex, ex.dot() if not draw_all else dot)
