@@ -96,3 +96,24 @@ def test_train_live_then_generate_with_the_trained_model(app):
     timing = page.locator('[data-testid="stMetric"]').all_inner_texts()
     print("KV cache metrics:", [" ".join(t.split()) for t in timing])
     app.screenshot("generate-page")
+
+
+def test_stop_halts_a_live_run(app):
+    page = app.page
+    app.open("train")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("5000")
+    epochs.press("Enter")
+    app.wait_idle()
+    page.get_by_role("button", name="▶ Start").click()
+    wait_until(lambda: plot_points(app, "Loss (cross-entropy)") > 0, 60, "the loss curve appearing", app)
+    clicked = time.monotonic()
+    page.get_by_role("button", name="■ Stop").click()
+    page.get_by_text("Stopped at epoch").wait_for(timeout=30_000)
+    print(f"Stop took effect in {time.monotonic() - clicked:.2f} s")
+    app.wait_idle()
+    stopped_at = plot_points(app, "Loss (cross-entropy)")
+    page.wait_for_timeout(2000)  # no tick runs any more
+    assert plot_points(app, "Loss (cross-entropy)") == stopped_at < 5000
+    assert page.get_by_role("button", name="▶ Resume").is_enabled()
+    assert_no_error(app)
