@@ -5,7 +5,6 @@ without the KV cache to show the trace, the time per token of each, and that the
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from lm.generate import Trace, generate
@@ -72,8 +71,9 @@ def check_prompt(model: LanguageModel, prompt: str) -> list[str]:
 
 @dataclass
 class Timing:
-    """One decoding mode's speed (medians of a few runs). Step 1 reads the whole prompt in both modes;
-    the cache changes the later steps, so those are what `ms_per_token` averages."""
+    """One decoding mode's speed, the best of a few runs (a server's other threads only ever add time, as
+    with `timeit`). Step 1 reads the whole prompt in both modes; the cache changes the later steps, so
+    those are what `ms_per_token` averages."""
 
     ms_per_token: float  # mean over steps 2.. (step 1 alone if it is the only one)
     first_ms: float  # step 1: the prompt's forward pass
@@ -97,8 +97,8 @@ class Generation:
 def _timed(model: LanguageModel, prompt: str, kwargs: dict, use_cache: bool, repeats: int) -> tuple[Trace, Timing]:
     traces = [generate(model, prompt, use_cache=use_cache, **kwargs) for _ in range(repeats)]
     later = [[s.seconds for s in t.steps[1:]] or [s.seconds for s in t.steps] or [0.0] for t in traces]
-    per_token = statistics.median(1e3 * sum(x) / len(x) for x in later)
-    first = statistics.median(1e3 * t.steps[0].seconds if t.steps else 0.0 for t in traces)
+    per_token = min(1e3 * sum(x) / len(x) for x in later)
+    first = min(1e3 * t.steps[0].seconds if t.steps else 0.0 for t in traces)
     return traces[-1], Timing(per_token, first, traces[-1].new_tokens)
 
 
@@ -110,7 +110,7 @@ def run_generation(
     top_k: int | None = None,
     seed: int = 0,
     use_cache: bool = True,
-    repeats: int = 3,
+    repeats: int = 5,
 ) -> Generation:
     """Generate `prompt`'s continuation with both decoding modes (the same seed, so the same tokens) and
     return the chosen mode's trace. Raises GenerateError for a bad prompt or setting."""
