@@ -8,6 +8,7 @@ Nodes are numbered t0, t1... in the same order in both forms, so picture and tex
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -116,7 +117,11 @@ def to_dot(
     tens of seconds past a few hundred nodes, while ghosts keep it well under a second."""
     shapes, values, notes = shapes or {}, values or {}, notes or {}
     lay = layout(sections)
-    dot_id = {node: f"n{i}" for i, node in enumerate(lay.section_of)}
+    # Ids carry a digest of the structure: Graphviz in the browser matches nodes of the previous
+    # drawing by id and would morph a box into an ellipse badly; a new structure gets new ids.
+    structure = "|".join(f"{lay.ids[n]}:{n.op.name}:{lay.section_of[n]}" for n in lay.section_of)
+    digest = hashlib.sha1(structure.encode()).hexdigest()[:6]
+    dot_id = {node: f"n{digest}_{i}" for i, node in enumerate(lay.section_of)}
     lines = [
         "digraph G {",
         '  rankdir=TB; nodesep=0.25; ranksep=0.35; fontname="Helvetica"; fontsize=11;',

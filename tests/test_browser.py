@@ -28,6 +28,7 @@ def test_every_page_opens(app, name):
 
 
 def test_graph_page_renders_a_typed_expression(app):
+    app.page.set_viewport_size({"width": 1700, "height": 1000})  # room for the graphs side by side
     app.open("graph")
     box = app.page.get_by_role("textbox", name="Expression")
     box.fill("relu(x @ W) * y")

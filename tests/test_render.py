@@ -25,13 +25,14 @@ def small_graph():
 def labels(dot: str) -> dict[str, str]:
     """DOT node id -> label text (with real newlines)."""
     return {
-        m[0]: m[1].replace("\\n", "\n") for m in re.findall(r"^\s+(n\d+) \[label=\"((?:[^\"\\]|\\.)*)\"", dot, re.M)
+        m[0]: m[1].replace("\\n", "\n")
+        for m in re.findall(r"^\s+(n[0-9a-f]{6}_\d+) \[label=\"((?:[^\"\\]|\\.)*)\"", dot, re.M)
     }
 
 
 def edges(dot: str) -> list[tuple[str, str]]:
     """(from, to) for every edge."""
-    return re.findall(r"^\s+(n\d+(?:_in\d+)?) -> (n\d+);$", dot, re.M)
+    return re.findall(r"^\s+(n[0-9a-f]{6}_\d+(?:_in\d+)?) -> (n[0-9a-f]{6}_\d+);$", dot, re.M)
 
 
 def test_forward_dot_of_x1_times_x2_plus_x1():
@@ -62,11 +63,13 @@ def test_backward_graph_is_its_own_cluster_and_reads_forward_values():
     assert any("∂ x2 via t0 mul" in text for text in found.values())
     # Backward nodes read forward values (x1, x2, t0, t1) through dashed ghosts in their own cluster:
     # no edge crosses between clusters (those make Graphviz's layout very slow).
-    ghosts = re.findall(r"^\s+(n\d+_in1) \[label=\"([^\"]*)\".*dashed", dot, re.M)
+    ghosts = re.findall(r"^\s+(n[0-9a-f]{6}_\d+_in1) \[label=\"([^\"]*)\".*dashed", dot, re.M)
     assert sorted(label for _, label in ghosts) == sorted(f"{n} (from forward)" for n in ["x1", "x2", "t0", "t1"])
     cluster_of = {}
     for index, body in enumerate(re.findall(r"subgraph cluster_\d+ \{(.*?)\n  \}", dot, re.S)):
-        cluster_of.update({node_id: index for node_id in re.findall(r"^\s+(n\d+(?:_in\d+)?) \[", body, re.M)})
+        cluster_of.update(
+            {node_id: index for node_id in re.findall(r"^\s+(n[0-9a-f]{6}_\d+(?:_in\d+)?) \[", body, re.M)}
+        )
     assert all(cluster_of[a] == cluster_of[b] for a, b in edges(dot))
 
 
