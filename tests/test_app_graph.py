@@ -5,6 +5,7 @@ input from an example, differentiates again, and keeps its input across page swi
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,14 @@ def test_a_big_graph_draws_the_forward_part_until_asked():
     assert "cluster_1" not in graph_dot(at)
     at.toggle[1].set_value(True).run()  # the first toggle is "Evaluate"
     assert not at.info and "cluster_1" in graph_dot(at)
+
+
+def test_exports_dot_and_svg_only_where_the_dot_program_exists(monkeypatch):
+    at = open_page("app_pages/graph.py")
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert "Download DOT" in labels
+    assert ("Download SVG" in labels) == (shutil.which("dot") is not None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # AppTest runs the page in this process
+    at.run()
+    assert [b.proto.label for b in at.get("download_button")] == ["Download DOT"]
+    assert any("needs the Graphviz `dot` program" in c.value for c in at.caption)
