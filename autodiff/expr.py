@@ -377,7 +377,13 @@ def variables_of(tree: Expr) -> list[str]:
     return list(names)
 
 
-def interpret(tree: Expr, env: dict, call: Callable[[str, list, dict], object], on_error=None, on_value=None):
+def interpret(
+    tree: Expr,
+    env: dict,
+    call: Callable[[str, list, dict], object],
+    on_error: Callable[[Exception, Expr], Exception] | None = None,
+    on_value: Callable[[object, Expr], None] | None = None,
+):
     """Evaluate the tree with values from `env` (nodes, tensors...): operators via Python's own,
     functions via `call(name, args, attrs)`. `on_error(err, expr)` may turn a failure into another
     exception; `on_value(value, expr)` sees the result of every operator and call."""

@@ -100,7 +100,8 @@ st.title("Graph")
 st.markdown(
     "Type an expression: the engine builds its **forward** graph, and `gradients()` builds the **backward** "
     "graph — more nodes, evaluated by the same evaluator. Dashed nodes in the backward graph are forward "
-    "values it reads. Hover the graph for its fullscreen button."
+    "values it reads. Gradients are of the sum of the output (the backward pass starts from ones), which is "
+    "why the softmax and layernorm examples multiply by a random `y`. Hover the graph for its fullscreen button."
 )
 expression, declarations, seed, evaluate, second_of = inputs_ui()
 start = time.perf_counter()
