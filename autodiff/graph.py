@@ -209,18 +209,34 @@ class _Schedule:
         order = _order_with_feeds(eval_nodes, fed)
         slot = {id(n): i for i, n in enumerate(order)}
         self.order = order
-        self.output_slots = [slot[id(n)] for n in eval_nodes]
         self.fed = [(i, n) for i, n in enumerate(order) if id(n) in fed]
         self.unfed_placeholders = [n for n in order if id(n) not in fed and n.op is placeholder]
         # A fed node reads nothing: its value comes from the feed.
         input_slots = [[] if id(n) in fed else [slot[id(i)] for i in n.inputs] for n in order]
 
+        # Common subexpressions: a node with the same op, inputs and attrs as an earlier one (gradient
+        # rules often rebuild `transpose(x)` for several weights) reads the earlier one's slot instead.
+        same_as: dict[int, int] = {}
+        first_of: dict[tuple, int] = {}
+        for i, n in enumerate(order):
+            if id(n) in fed or not n.inputs:
+                continue
+            input_slots[i] = [same_as.get(s, s) for s in input_slots[i]]
+            attrs = _attrs_key(n.attrs)
+            if attrs is not None:
+                key = (n.op, tuple(input_slots[i]), attrs)
+                if key in first_of:
+                    same_as[i] = first_of[key]
+                else:
+                    first_of[key] = i
+        self.output_slots = [same_as.get(slot[id(n)], slot[id(n)]) for n in eval_nodes]
+
         # Gradient shape checks run as soon as both the gradient and its input have been computed.
         checks_after: list[list[tuple[int, int, Node | None]]] = [[] for _ in order]
-        for step, node in enumerate(order):
+        for i, node in enumerate(order):
             for wrt, via in node.gradient_of:
                 if id(wrt) in slot:
-                    other = slot[id(wrt)]
+                    step, other = same_as.get(i, i), same_as.get(slot[id(wrt)], slot[id(wrt)])
                     checks_after[max(step, other)].append((step, other, via))
 
         # A value is freed after its last reader (or shape check), unless it is a requested output.
@@ -240,8 +256,18 @@ class _Schedule:
         self.steps = [
             (i, n, n.op.compute, input_slots[i], free_after[i], checks_after[i])
             for i, n in enumerate(order)
-            if id(n) not in fed
+            if id(n) not in fed and i not in same_as
         ]
+
+
+def _attrs_key(attrs: dict) -> tuple | None:
+    """A hashable form of a node's attrs, or None if some value is not hashable (then no sharing)."""
+    key = tuple(sorted(attrs.items()))
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _order_with_feeds(eval_nodes: list[Node], fed: frozenset[int]) -> list[Node]:
@@ -327,6 +353,21 @@ def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
     and sums the contributions a node receives from all its users."""
     from autodiff import ops
 
+    seed = ops.ones_like(output_node)
+    seed.name = f"grad_{output_node.name}"
+    return _backward(output_node, seed, nodes, stop_at_nodes=False)
+
+
+def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:
+    """The vector-Jacobian product of `expr` with `upstream`, w.r.t. `inputs` taken as independent
+    leaves (paths between them are not followed). A fused op's gradient rule writes its formula with
+    primitive ops and returns this, so second order works without deriving it by hand."""
+    return _backward(expr, upstream, inputs, stop_at_nodes=True)
+
+
+def _backward(output_node: Node, seed: Node, nodes: Sequence[Node], stop_at_nodes: bool) -> list[Node]:
+    from autodiff import ops
+
     order = topological_sort([output_node])
     wanted = {id(n) for n in nodes}
     # Only propagate into nodes that lead to a requested one.
@@ -335,8 +376,6 @@ def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
         if id(node) in wanted or any(id(i) in leads_to_wanted for i in node.inputs):
             leads_to_wanted.add(id(node))
 
-    seed = ops.ones_like(output_node)
-    seed.name = f"grad_{output_node.name}"
     contributions: dict[int, list[Node]] = {id(output_node): [seed]}
     grad_of: dict[int, Node] = {}
     for node in reversed(order):
@@ -349,7 +388,7 @@ def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
         if len(parts) > 1:
             grad.gradient_of.append((node, None))
         grad_of[id(node)] = grad
-        if not node.inputs:
+        if not node.inputs or (stop_at_nodes and id(node) in wanted):
             continue
         input_grads = node.op.gradient(node, grad)
         if len(input_grads) != len(node.inputs):

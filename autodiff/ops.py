@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from autodiff.graph import Node, Op, placeholder
+from autodiff.graph import Node, Op, local_vjp, placeholder
 
 __all__ = [  # every op instance, in the order of the sections below (the op test table uses this)
     "placeholder",
@@ -26,7 +26,8 @@ __all__ = [  # every op instance, in the order of the sections below (the op tes
     "reshape", "reshape_as", "unsqueeze", "squeeze", "transpose", "permute",
     "slice_op", "slice_backward", "concat", "concat_part", "embedding", "embedding_backward",
     "masked_fill", "where",
-    "matmul", "softmax", "log_softmax", "layernorm",
+    "matmul", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "layernorm",
+    "layernorm_backward",
 ]  # fmt: skip
 
 
@@ -925,9 +926,28 @@ class SoftmaxOp(Op):
         return torch.softmax(input_values[0], dim=node.dim)
 
     def gradient(self, node, output_grad):
-        # da = y * (g - sum(g * y, dim))
-        y = node
-        return [mul(y, sub(output_grad, sum_op(mul(output_grad, y), node.dim, keepdim=True)))]
+        return [softmax_backward(output_grad, node, node.dim)]
+
+
+class SoftmaxBackwardOp(Op):
+    """softmax's input gradient from upstream g and its output y, in one node: y * (g - sum(g * y))."""
+
+    name = "softmax_backward"
+
+    def __call__(self, node_g: Node, node_y: Node, dim: int) -> Node:
+        _check_node(node_g, self.name), _check_node(node_y, self.name)
+        return Node([node_g, node_y], self, {"dim": dim}, name=f"softmax_backward({node_g.name})")
+
+    def compute(self, node, input_values):
+        g, y = input_values
+        # torch's fused kernel for exactly y * (g - sum(g * y, dim)): one pass instead of four
+        return torch._softmax_backward_data(g, y, node.dim, y.dtype)
+
+    def gradient(self, node, output_grad):
+        # Second order: the same formula in primitive ops, differentiated by the engine.
+        g, y = node.inputs
+        formula = mul(y, sub(g, sum_op(mul(g, y), node.dim, keepdim=True)))
+        return local_vjp(formula, [g, y], output_grad)
 
 
 class LogSoftmaxOp(Op):
@@ -943,8 +963,28 @@ class LogSoftmaxOp(Op):
         return torch.log_softmax(input_values[0], dim=node.dim)
 
     def gradient(self, node, output_grad):
-        # da = g - softmax(a) * sum(g, dim), with softmax(a) = exp(y)
-        return [sub(output_grad, mul(exp(node), sum_op(output_grad, node.dim, keepdim=True)))]
+        return [log_softmax_backward(output_grad, node, node.dim)]
+
+
+class LogSoftmaxBackwardOp(Op):
+    """log_softmax's input gradient from upstream g and its output y, in one node:
+    g - exp(y) * sum(g) (exp(y) is the softmax)."""
+
+    name = "log_softmax_backward"
+
+    def __call__(self, node_g: Node, node_y: Node, dim: int) -> Node:
+        _check_node(node_g, self.name), _check_node(node_y, self.name)
+        return Node([node_g, node_y], self, {"dim": dim}, name=f"log_softmax_backward({node_g.name})")
+
+    def compute(self, node, input_values):
+        g, y = input_values
+        # torch's fused kernel for exactly g - exp(y) * sum(g, dim)
+        return torch._log_softmax_backward_data(g, y, node.dim, y.dtype)
+
+    def gradient(self, node, output_grad):
+        g, y = node.inputs
+        formula = sub(g, mul(exp(y), sum_op(g, node.dim, keepdim=True)))
+        return local_vjp(formula, [g, y], output_grad)
 
 
 class LayerNormOp(Op):
@@ -963,13 +1003,36 @@ class LayerNormOp(Op):
         return F.layer_norm(input_values[0], node.normalized_shape, eps=node.eps)
 
     def gradient(self, node, output_grad):
-        # da = rstd * (g - mean(g) - y * mean(g * y)), means over the normalized dims
-        a, y, g = node.inputs[0], node, output_grad
+        return [layernorm_backward(output_grad, node.inputs[0], node.normalized_shape, node.eps)]
+
+
+class LayerNormBackwardOp(Op):
+    """layernorm's input gradient from upstream g and its input a, in one node:
+    rstd * (g - mean(g) - y * mean(g * y)), with y = layernorm(a) and means over the normalized dims."""
+
+    name = "layernorm_backward"
+
+    def __call__(self, node_g: Node, node_a: Node, normalized_shape: Sequence[int], eps: float) -> Node:
+        _check_node(node_g, self.name), _check_node(node_a, self.name)
+        attrs = {"normalized_shape": tuple(normalized_shape), "eps": eps}
+        return Node([node_g, node_a], self, attrs, name=f"layernorm_backward({node_g.name})")
+
+    def compute(self, node, input_values):
+        g, a = input_values
+        # torch's fused kernels: the statistics of a, then exactly the formula above in one pass
+        shape = list(node.normalized_shape)
+        _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, node.eps)
+        return torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, None, None, [True, False, False])[0]
+
+    def gradient(self, node, output_grad):
+        # Second order: the same formula in primitive ops, differentiated by the engine.
+        g, a = node.inputs
         dims = tuple(range(-len(node.normalized_shape), 0))
         centered = sub(a, mean(a, dims, keepdim=True))
         rstd = power(add_by_const(mean(mul(centered, centered), dims, keepdim=True), node.eps), -0.5)
+        y = mul(centered, rstd)
         inner = sub(sub(g, mean(g, dims, keepdim=True)), mul(y, mean(mul(g, y), dims, keepdim=True)))
-        return [mul(rstd, inner)]
+        return local_vjp(mul(rstd, inner), [g, a], output_grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1025,5 +1088,8 @@ masked_fill = MaskedFillOp()
 where = WhereOp()
 matmul = MatMulOp()
 softmax = SoftmaxOp()
+softmax_backward = SoftmaxBackwardOp()
 log_softmax = LogSoftmaxOp()
+log_softmax_backward = LogSoftmaxBackwardOp()
 layernorm = LayerNormOp()
+layernorm_backward = LayerNormBackwardOp()

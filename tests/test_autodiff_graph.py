@@ -281,3 +281,13 @@ def test_matmul_of_vectors_says_how_to_fix_it():
 def test_evaluator_rejects_what_is_not_a_node():
     with pytest.raises(TypeError, match="Nodes"):
         ad.Evaluator(["x"])
+
+
+def test_identical_subexpressions_are_computed_once():
+    """Gradient rules rebuild the same node (e.g. transpose(x) for several weights); the plan shares it."""
+    count = CountingOp()
+    x = ad.Variable("x")
+    y = count(x) * 2 + count(x)  # two distinct nodes, the same computation
+    (y_v,) = ad.Evaluator([y]).run({x: torch.ones(2)})
+    torch.testing.assert_close(y_v, torch.full((2,), 3.0))
+    assert count.calls == 1

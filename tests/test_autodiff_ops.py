@@ -66,6 +66,16 @@ def sum_to(a: torch.Tensor, shape) -> torch.Tensor:
     return a.sum(dims, keepdim=True) if dims else a
 
 
+def layernorm_vjp(g: torch.Tensor, a: torch.Tensor, shape, eps) -> torch.Tensor:
+    """Torch reference for layernorm_backward, written out in torch ops. (Not torch's own layer_norm
+    double backward: its third derivative disagrees with finite differences, ours does not.)"""
+    dims = tuple(range(-len(shape), 0))
+    centered = a - a.mean(dims, keepdim=True)
+    rstd = ((centered * centered).mean(dims, keepdim=True) + eps) ** -0.5
+    y = centered * rstd
+    return rstd * (g - g.mean(dims, keepdim=True) - y * (g * y).mean(dims, keepdim=True))
+
+
 causal = In((3, 3), "mask")
 F64 = dict(dtype=torch.float64)
 
@@ -269,6 +279,14 @@ CASES = [
     Case("softmax", ops.softmax, ops.softmax, lambda a: torch.softmax(a, -1), [In((2, 3, 4))], True),
     Case("softmax_dim0", ops.softmax, lambda a: ops.softmax(a, 0), lambda a: torch.softmax(a, 0), [In((3, 4))], True),
     Case("softmax_big", ops.softmax, ops.softmax, lambda a: torch.softmax(a, -1), [In((2, 5), "big")]),
+    Case(
+        "softmax_backward",
+        ops.softmax_backward,
+        lambda g, y: ops.softmax_backward(g, y, -1),
+        lambda g, y: y * (g - (g * y).sum(-1, keepdim=True)),
+        [In((2, 3, 4)), In((2, 3, 4))],
+        True,
+    ),
     Case("log_softmax", ops.log_softmax, ops.log_softmax, lambda a: torch.log_softmax(a, -1), [In((2, 4))], True),
     Case(
         "log_softmax_big",
@@ -276,6 +294,14 @@ CASES = [
         lambda a: ops.log_softmax(a, 0),
         lambda a: torch.log_softmax(a, 0),
         [In((5, 2), "big")],
+    ),
+    Case(
+        "log_softmax_backward",
+        ops.log_softmax_backward,
+        lambda g, y: ops.log_softmax_backward(g, y, 0),
+        lambda g, y: g - torch.exp(y) * g.sum(0, keepdim=True),
+        [In((3, 4)), In((3, 4))],
+        True,
     ),
     Case(
         "layernorm",
@@ -291,6 +317,14 @@ CASES = [
         lambda a: ops.layernorm(a, (3, 4), eps=1e-3),
         lambda a: F.layer_norm(a, (3, 4), eps=1e-3),
         [In((2, 3, 4))],
+        True,
+    ),
+    Case(
+        "layernorm_backward",
+        ops.layernorm_backward,
+        lambda g, a: ops.layernorm_backward(g, a, (4,), 1e-5),
+        lambda g, a: layernorm_vjp(g, a, (4,), 1e-5),
+        [In((2, 3, 4)), In((2, 3, 4))],
         True,
     ),
 ]
