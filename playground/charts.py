@@ -45,6 +45,16 @@ def thin(xs: Sequence, ys: Sequence, max_points: int = MAX_POINTS) -> tuple[list
     return [xs[i] for i in keep], [ys[i] for i in keep]
 
 
+def log_ticks(values: Sequence[float]) -> list[float]:
+    """1-2-5 ticks spanning the positive values, for a log axis whose labels read as plain numbers
+    (plotly's own minor labels on a short log axis are bare digits: '2  1  5  2')."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        return []
+    low, high = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    return [m * 10.0**e for e in range(low, high + 1) for m in (1, 2, 5)]
+
+
 def loss_figure(epochs: Sequence[int], losses: Sequence[float], log_y: bool = False) -> go.Figure:
     """The training loss per epoch; `log_y` shows the slow tail of the fall."""
     x, y = thin(epochs, losses)
@@ -68,7 +78,8 @@ def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float]) -> go.Figure
     x, y = thin(epochs, norms)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e")))
     _layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
-    fig.update_yaxes(type="log", dtick="D2")  # label 1, 2, 5 of each decade, not every digit
+    ticks = log_ticks(y)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 

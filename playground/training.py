@@ -145,6 +145,7 @@ class TrainingSession:
         self.busy_s = 0.0  # time spent in advance(): epochs and memorization scoring
         self._table: list[MemorizationRow] | None = None
         self._unscored_s = 0.0  # training time since memorization was last scored
+        self._score_cost = 0.0  # what the last score took
 
     # -- state
     @property
@@ -193,31 +194,35 @@ class TrainingSession:
     def stop(self) -> None:
         self.running = False
 
-    def advance(self, budget_s: float = 0.3, score_every_s: float = 0.0, max_epochs: int = 1000) -> list[TrainEvent]:
-        """Train until `budget_s` seconds have passed (at least one epoch), the run ends or it diverges;
-        then score memorization (it costs a few epochs) if `score_every_s` of training passed since the
-        last score, or on the first and last epochs. Returns the new events (none when not running)."""
+    def advance(self, budget_s: float = 0.3, max_epochs: int = 1000) -> list[TrainEvent]:
+        """Train until `budget_s` seconds have passed (at least one epoch), `max_epochs` are done, the run
+        ends or it diverges. Returns the new events (none when not running).
+
+        Memorization (a greedy decode of every sentence) costs a few epochs, so it is scored after the
+        first epoch, after the last, and whenever the training since the last score took twice what that
+        score cost: at most about a third of the time, as often as that allows on any machine."""
         if not self.running or self.trainer is None:
             return []
         trainer, events = self.trainer, []
         start = time.perf_counter()
         deadline = start + budget_s
         while not trainer.done and len(events) < max_epochs:
+            epoch_start = time.perf_counter()
             event = trainer.step()
             events.append(event)
             if self._diverged(event):
                 break
             self.history.add(event)
+            self._unscored_s += time.perf_counter() - epoch_start
+            if trainer.done or not self.history.mem_epochs or self._unscored_s >= 2 * self._score_cost:
+                score_start = time.perf_counter()
+                self._score(event)
+                self._score_cost, self._unscored_s = time.perf_counter() - score_start, 0.0
+                if self.first_full_epoch is not None and self.first_full_s is None:
+                    self.first_full_s = self.busy_s + time.perf_counter() - start
             if time.perf_counter() >= deadline:
                 break
-        self._unscored_s += time.perf_counter() - start
-        due = not self.history.mem_epochs or trainer.done or self._unscored_s >= score_every_s
-        if self.message is None and due:
-            self._score(events[-1] if events else None)
-            self._unscored_s = 0.0
         self.busy_s += time.perf_counter() - start
-        if self.first_full_epoch is not None and self.first_full_s is None:
-            self.first_full_s = self.busy_s
         if trainer.done or self.message:
             self.running = False
         return events
@@ -234,9 +239,9 @@ class TrainingSession:
             self.history.add(event)  # show the runaway loss on the curve
         return True
 
-    def _score(self, event: TrainEvent | None) -> None:
-        """Memorization at the tick's last epoch (lm scored it already if that was the last epoch)."""
-        if event is None or self.trainer is None:
+    def _score(self, event: TrainEvent) -> None:
+        """Memorization after this epoch (lm scored it already if it was the last one)."""
+        if self.trainer is None:
             return
         score = event.memorization
         if score is None:

@@ -25,6 +25,8 @@ def test_memorization_and_grad_norm_figures() -> None:
     assert "10" in fig.layout.title.text
     grad = charts.grad_norm_figure([1, 2], [0.5, 0.25])
     assert list(grad.data[0].y) == [0.5, 0.25] and grad.layout.yaxis.type == "log"
+    assert list(grad.layout.yaxis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5"]
+    assert charts.log_ticks([0.0, math.nan]) == []
 
 
 def test_topk_bars_are_sorted_and_mark_the_chosen_token() -> None:

@@ -122,16 +122,18 @@ def test_a_nan_loss_stops_the_run_with_lms_reason() -> None:
     assert session.history.losses == []  # a NaN is not drawn
 
 
-def test_memorization_scoring_can_be_spaced_out() -> None:
+def test_memorization_is_scored_at_the_first_and_last_epochs_and_between() -> None:
     session = TrainingSession()
-    session.start(replace(SMALL, epochs=5))
+    session.start(replace(SMALL, epochs=40))
     while session.running:
-        session.advance(budget_s=0.0, score_every_s=3600.0)
-    # scored on the first tick and the last epoch only; the table is computed for the current weights
-    assert session.history.mem_epochs == [1, 5]
-    session2 = TrainingSession()
-    session2.start(replace(SMALL, epochs=5))
-    session2.advance(budget_s=0.0)
-    session2.advance(budget_s=0.0, score_every_s=3600.0)
-    assert session2.history.mem_epochs == [1] and session2.epoch == 2
-    assert len(session2.memorization_table()) == 10
+        session.advance(budget_s=0.05)
+    epochs = session.history.mem_epochs
+    assert epochs[0] == 1 and epochs[-1] == 40 and epochs == sorted(set(epochs))
+    assert len(epochs) == len(session.history.mem_scores) >= 3
+    assert len(session.memorization_table()) == 10
+
+
+def test_max_epochs_paces_a_tick() -> None:
+    session = TrainingSession()
+    session.start(SMALL)
+    assert len(session.advance(budget_s=60.0, max_epochs=3)) == 3 and session.running
