@@ -192,7 +192,11 @@ class TrainingSession:
         self.trainer, self.settings, self.running = trainer, settings, True
 
     def stop(self) -> None:
+        """Pause; the history ends with the memorization of the weights as they are now."""
         self.running = False
+        if self.trainer is not None and self.trainer.history and self.message is None:
+            if not self.history.mem_epochs or self.history.mem_epochs[-1] != self.epoch:
+                self._score(self.trainer.history[-1], self.busy_s)
 
     def advance(self, budget_s: float = 0.3, max_epochs: int = 1000) -> list[TrainEvent]:
         """Train until `budget_s` seconds have passed (at least one epoch), `max_epochs` are done, the run
@@ -216,10 +220,8 @@ class TrainingSession:
             self._unscored_s += time.perf_counter() - epoch_start
             if trainer.done or not self.history.mem_epochs or self._unscored_s >= 2 * self._score_cost:
                 score_start = time.perf_counter()
-                self._score(event)
+                self._score(event, self.busy_s + score_start - start)
                 self._score_cost, self._unscored_s = time.perf_counter() - score_start, 0.0
-                if self.first_full_epoch is not None and self.first_full_s is None:
-                    self.first_full_s = self.busy_s + time.perf_counter() - start
             if time.perf_counter() >= deadline:
                 break
         self.busy_s += time.perf_counter() - start
@@ -239,8 +241,8 @@ class TrainingSession:
             self.history.add(event)  # show the runaway loss on the curve
         return True
 
-    def _score(self, event: TrainEvent) -> None:
-        """Memorization after this epoch (lm scored it already if it was the last one)."""
+    def _score(self, event: TrainEvent, elapsed_s: float) -> None:
+        """Memorization after this epoch (lm scored it already if it was the last one), `elapsed_s` into the run."""
         if self.trainer is None:
             return
         score = event.memorization
@@ -251,7 +253,7 @@ class TrainingSession:
             self._table = None
         self.history.add_memorization(event.epoch, score)
         if score == self.n_sentences and self.first_full_epoch is None:
-            self.first_full_epoch = event.epoch
+            self.first_full_epoch, self.first_full_s = event.epoch, elapsed_s
 
     def memorization_table(self) -> list[dict]:
         """Each sentence with what the model generates from its first two words, for a table."""

@@ -72,11 +72,13 @@ def test_stop_pauses_and_start_resumes_the_same_run() -> None:
     session = TrainingSession()
     session.start(SMALL)
     session.advance(budget_s=0.0)
+    session.advance(budget_s=0.0)
     session.stop()
     assert session.status == "stopped" and session.advance() == []
+    assert session.history.mem_epochs[-1] == 2  # stopping scores the weights as they are
     session.start(SMALL)  # same settings: resume
     session.advance(budget_s=0.0)
-    assert session.epoch == 2 and session.history.epochs == [1, 2]
+    assert session.epoch == 3 and session.history.epochs == [1, 2, 3]
     session.stop()
     session.start(replace(SMALL, seed=1))  # new settings: a new run
     assert session.epoch == 0 and session.history.epochs == []
