@@ -166,6 +166,8 @@ def live_ui(session: TrainingSession) -> None:
             )
         with grad_col:
             st.plotly_chart(charts.grad_norm_figure(h.epochs, h.grad_norms), key="train_grad_chart")
+    else:  # an empty curve before the first run: the browser loads its charting code before Start is pressed
+        st.plotly_chart(charts.loss_figure([], []), key="train_loss_chart")
     if was_running and not session.running:
         st.rerun(scope="app")  # the run ended in this tick: stop ticking and show the results
 
