@@ -12,10 +12,14 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from lm.corpus import DEFAULT_CORPUS, CorpusError, parse_corpus
 from lm.model import LanguageModel
+from lm.tokenizer import Tokenizer
 from lm.train import (
     DIVERGED_FACTOR,
+    Batch,
     MemorizationRow,
     TrainConfig,
     Trainer,
@@ -34,6 +38,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "lr": (1e-6, 10.0),
     "seed": (0, 2**31 - 1),
 }
+MAX_TABLE_DECODES = 20  # missed sentences decoded step by step for the table (each costs a full decode)
 MAX_CORPUS_LINES = 100  # the page's bound (lm allows more, but an epoch must stay a fraction of a tick)
 
 
@@ -102,6 +107,20 @@ def make_trainer(settings: TrainSettings) -> Trainer:
         raise SettingsError(str(err)) from None
 
 
+def reproduced(model: LanguageModel, batch: Batch, prompt_words: int = 2) -> list[bool]:
+    """Which sentences greedy decoding reproduces from their first words, in ONE forward pass.
+
+    Greedy decoding reproduces a sentence exactly when, fed the sentence's own words, the model's argmax
+    at every position after the prompt is the next word: then each greedy step sees the true prefix, and
+    at the first miss it does not. So this equals `lm.train.memorization` (a test checks it), which
+    decodes step by step: one forward over the training batch instead of one per generated word."""
+    logits = model.forward(batch.ids)["logits"]  # (B, T, V); position t predicts word t + 1
+    predicted = logits.argmax(-1)  # (B, T)
+    T = batch.targets.shape[1]
+    checked = (batch.targets != Tokenizer.PAD_ID) & (torch.arange(T) >= prompt_words - 1)  # (B, T)
+    return ((predicted == batch.targets) | ~checked).all(1).tolist()
+
+
 @dataclass
 class History:
     """What the charts draw: one entry per epoch, and memorization at the epochs it was measured."""
@@ -143,7 +162,7 @@ class TrainingSession:
         self.first_full_epoch: int | None = None  # the first epoch at which every sentence was reproduced
         self.first_full_s: float | None = None  # and the compute time it took
         self.busy_s = 0.0  # time spent in advance(): epochs and memorization scoring
-        self._table: list[MemorizationRow] | None = None
+        self._table: tuple[int, list[MemorizationRow]] | None = None  # (epoch, rows) of the last table
         self._unscored_s = 0.0  # training time since memorization was last scored
         self._score_cost = 0.0  # what the last score took
 
@@ -247,21 +266,31 @@ class TrainingSession:
             return
         score = event.memorization
         if score is None:
-            self._table = memorization(self.trainer.model, self.trainer.sentences)
-            score = sum(row.correct for row in self._table)
-        else:
-            self._table = None
+            score = sum(reproduced(self.trainer.model, self.trainer.batch))
         self.history.add_memorization(event.epoch, score)
         if score == self.n_sentences and self.first_full_epoch is None:
             self.first_full_epoch, self.first_full_s = event.epoch, elapsed_s
 
     def memorization_table(self) -> list[dict]:
-        """Each sentence with what the model generates from its first two words, for a table."""
+        """Each sentence with what the model generates from its first two words, for a table. Only the
+        sentences it gets wrong are decoded step by step (a right one generates itself)."""
         if self.trainer is None:
             return []
-        fresh = self._table is not None and self.history.mem_epochs and self.history.mem_epochs[-1] == self.epoch
-        rows = self._table if fresh else memorization(self.trainer.model, self.trainer.sentences)
-        self._table = rows
+        if self._table is None or self._table[0] != self.epoch:
+            trainer = self.trainer
+            right = reproduced(trainer.model, trainer.batch)
+            missed = [s for s, ok in zip(trainer.sentences, right) if not ok][:MAX_TABLE_DECODES]
+            wrong = iter(memorization(trainer.model, missed) if missed else [])
+            rows = []
+            for sentence, ok in zip(trainer.sentences, right):
+                text = trainer.tokenizer.decode(trainer.tokenizer.encode(sentence))
+                prompt = " ".join(text.split()[:2])
+                if ok:
+                    rows.append(MemorizationRow(sentence, prompt, text, True))
+                else:
+                    undecoded = f"(not decoded: only the first {MAX_TABLE_DECODES} misses are)"
+                    rows.append(next(wrong, None) or MemorizationRow(sentence, prompt, undecoded, False))
+            self._table = (self.epoch, rows)
         return [
             {
                 "": "✅" if r.correct else "❌",
@@ -269,5 +298,5 @@ class TrainingSession:
                 "prompt": r.prompt,
                 "model generates": r.generated,
             }
-            for r in rows
+            for r in self._table[1]
         ]

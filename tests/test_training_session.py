@@ -8,7 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from playground.training import SettingsError, TrainingSession, TrainSettings, make_trainer
+from lm.corpus import DEFAULT_CORPUS
+from lm.train import memorization
+from playground.training import SettingsError, TrainingSession, TrainSettings, make_trainer, reproduced
 
 SMALL = TrainSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a model that trains fast
 
@@ -139,3 +141,38 @@ def test_max_epochs_paces_a_tick() -> None:
     session = TrainingSession()
     session.start(SMALL)
     assert len(session.advance(budget_s=60.0, max_epochs=3)) == 3 and session.running
+
+
+@pytest.mark.parametrize("epochs", [0, 8, 25, 60])
+def test_one_pass_score_equals_lms_step_by_step_decoding(epochs: int) -> None:
+    """`reproduced` (teacher forcing, one forward) agrees with lm's greedy decoding, row by row, at every
+    stage of training, also on sentences of different lengths."""
+    corpus = "\n".join([*DEFAULT_CORPUS[:6], "the red fox jumps over the wall", "a b c"])
+    trainer = make_trainer(replace(SMALL, corpus=corpus, d_model=32, d_ff=64, epochs=100, optimizer="adamw", lr=0.01))
+    for _ in range(epochs):
+        trainer.step()
+    expected = [row.correct for row in memorization(trainer.model, trainer.sentences)]
+    assert reproduced(trainer.model, trainer.batch) == expected
+
+
+def test_the_table_decodes_the_missed_sentences_like_lm() -> None:
+    session = TrainingSession()
+    session.start(replace(SMALL, epochs=200, optimizer="adamw", lr=0.01))
+    for _ in range(10):  # 9 of 10 by now
+        session.advance(budget_s=0.0)
+    rows = session.memorization_table()
+    assert 0 < sum(r[""] == "✅" for r in rows) < 10  # both kinds of rows
+    lm_rows = memorization(session.model, session.trainer.sentences)
+    assert [(r[""] == "✅", r["prompt"], r["model generates"]) for r in rows] == [
+        (r.correct, r.prompt, r.generated) for r in lm_rows
+    ]
+
+
+def test_the_table_decodes_a_bounded_number_of_misses(monkeypatch) -> None:
+    monkeypatch.setattr("playground.training.MAX_TABLE_DECODES", 2)
+    session = TrainingSession()
+    session.start(SMALL)
+    session.advance(budget_s=0.0)  # one epoch: every sentence is missed
+    generated = [row["model generates"] for row in session.memorization_table()]
+    assert all(not g.startswith("(not decoded") for g in generated[:2])
+    assert all(g.startswith("(not decoded") for g in generated[2:])
