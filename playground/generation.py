@@ -71,9 +71,9 @@ def check_prompt(model: LanguageModel, prompt: str) -> list[str]:
 
 @dataclass
 class Timing:
-    """One decoding mode's speed, the best of a few runs (a server's other threads only ever add time, as
-    with `timeit`). Step 1 reads the whole prompt in both modes; the cache changes the later steps, so
-    those are what `ms_per_token` averages."""
+    """One decoding mode's speed: each step's best time over a few runs (interruptions only ever add
+    time, as with `timeit`). Step 1 reads the whole prompt in both modes; the cache changes the later
+    steps, so those are what `ms_per_token` averages."""
 
     ms_per_token: float  # mean over steps 2.. (step 1 alone if it is the only one)
     first_ms: float  # step 1: the prompt's forward pass
@@ -96,10 +96,13 @@ class Generation:
 
 def _timed(model: LanguageModel, prompt: str, kwargs: dict, use_cache: bool, repeats: int) -> tuple[Trace, Timing]:
     traces = [generate(model, prompt, use_cache=use_cache, **kwargs) for _ in range(repeats)]
-    later = [[s.seconds for s in t.steps[1:]] or [s.seconds for s in t.steps] or [0.0] for t in traces]
-    per_token = min(1e3 * sum(x) / len(x) for x in later)
-    first = min(1e3 * t.steps[0].seconds if t.steps else 0.0 for t in traces)
-    return traces[-1], Timing(per_token, first, traces[-1].new_tokens)
+    # Each step's best time over the runs: a shared CPU stalls single steps for ~10 ms at random, and a
+    # per-step minimum drops those stalls where a per-run one needs a run without any.
+    best = [1e3 * min(step.seconds for step in steps) for steps in zip(*(t.steps for t in traces))]
+    if not best:
+        return traces[-1], Timing(0.0, 0.0, traces[-1].new_tokens)
+    later = best[1:] or best
+    return traces[-1], Timing(sum(later) / len(later), best[0], traces[-1].new_tokens)
 
 
 def run_generation(

@@ -158,7 +158,7 @@ def cache_ui(gen: Generation, use_cache: bool) -> None:
     )
     same_col.metric("Same tokens?", "✅ yes" if gen.same_tokens else "❌ no")
     st.caption(
-        f"Showing the {'cached' if use_cache else 'uncached'} run. Time per token after the first (best of "
+        f"Showing the {'cached' if use_cache else 'uncached'} run. Time per token after the first (each step's best of "
         f"5 runs); the first step reads the whole prompt in both modes: {gen.cached.first_ms:.2f} ms with the "
         f"cache, {gen.uncached.first_ms:.2f} ms without. At these small sizes each step costs mostly the "
         "engine's per-op overhead, so the cache saves little; it pays off as the text and the model grow "
