@@ -187,7 +187,7 @@ class Trainer:
             if self.epoch == cfg.epochs:
                 stop_reason = "finished"
             if self.epoch == cfg.epochs or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
-                memorization = memorization_score(self.model, self.sentences)
+                memorization = sum(reproduced(self.model, self.batch))
         self.done = stop_reason is not None
         self.elapsed_s += time.perf_counter() - start
         event = TrainEvent(
@@ -231,12 +231,26 @@ def memorization(model: LanguageModel, sentences: Sequence[str], prompt_words: i
     return rows
 
 
+def reproduced(model: LanguageModel, batch: Batch, prompt_words: int = 2) -> list[bool]:
+    """Which sentences greedy decoding reproduces from their first words, in ONE forward pass.
+
+    Greedy decoding reproduces a sentence exactly when, fed the sentence's own words, the model's argmax
+    at every position after the prompt is the next word: then each greedy step sees the true prefix, and
+    at the first miss it does not. So this equals `memorization` (a test checks it), which decodes step
+    by step: one forward over the training batch instead of one per generated word."""
+    logits = model.forward(batch.ids)["logits"]  # (B, T, V); position t predicts word t + 1
+    predicted = logits.argmax(-1)  # (B, T)
+    T = batch.targets.shape[1]
+    checked = (batch.targets != Tokenizer.PAD_ID) & (torch.arange(T) >= prompt_words - 1)  # (B, T)
+    return ((predicted == batch.targets) | ~checked).all(1).tolist()
+
+
 def memorization_score(model: LanguageModel, sentences: Sequence[str]) -> int:
     """How many sentences greedy decoding reproduces exactly from their first two words."""
-    return sum(row.correct for row in memorization(model, sentences))
+    return sum(reproduced(model, make_batch(model.tokenizer, sentences, model.config.torch_dtype)))
 
 
 __all__ = [
     "Batch", "MemorizationRow", "TrainConfig", "TrainEvent", "Trainer",
-    "default_model_config", "get_lr", "make_batch", "memorization", "memorization_score",
+    "default_model_config", "get_lr", "make_batch", "memorization", "memorization_score", "reproduced",
 ]  # fmt: skip

@@ -12,20 +12,17 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import torch
-
 from lm.corpus import DEFAULT_CORPUS, CorpusError, parse_corpus
 from lm.model import LanguageModel
-from lm.tokenizer import Tokenizer
 from lm.train import (
     DIVERGED_FACTOR,
-    Batch,
     MemorizationRow,
     TrainConfig,
     Trainer,
     TrainEvent,
     default_model_config,
     memorization,
+    reproduced,
 )
 
 # Bounds of every setting: they keep one epoch (and one tick) short on a shared CPU.
@@ -105,20 +102,6 @@ def make_trainer(settings: TrainSettings) -> Trainer:
         return Trainer(sentences, default_model_config(sentences, overrides), train)
     except ValueError as err:  # a config lm refuses: say it, do not crash the page
         raise SettingsError(str(err)) from None
-
-
-def reproduced(model: LanguageModel, batch: Batch, prompt_words: int = 2) -> list[bool]:
-    """Which sentences greedy decoding reproduces from their first words, in ONE forward pass.
-
-    Greedy decoding reproduces a sentence exactly when, fed the sentence's own words, the model's argmax
-    at every position after the prompt is the next word: then each greedy step sees the true prefix, and
-    at the first miss it does not. So this equals `lm.train.memorization` (a test checks it), which
-    decodes step by step: one forward over the training batch instead of one per generated word."""
-    logits = model.forward(batch.ids)["logits"]  # (B, T, V); position t predicts word t + 1
-    predicted = logits.argmax(-1)  # (B, T)
-    T = batch.targets.shape[1]
-    checked = (batch.targets != Tokenizer.PAD_ID) & (torch.arange(T) >= prompt_words - 1)  # (B, T)
-    return ((predicted == batch.targets) | ~checked).all(1).tolist()
 
 
 @dataclass

@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from lm.corpus import DEFAULT_CORPUS
 from lm.model import LanguageModel
 from lm.tokenizer import Tokenizer
-from lm.train import TrainConfig, Trainer, get_lr, make_batch, memorization
+from lm.train import TrainConfig, Trainer, default_model_config, get_lr, make_batch, memorization, reproduced
 
 
 def test_default_recipe_memorizes_all_ten_sentences():
@@ -105,3 +106,16 @@ def test_make_batch_targets_are_one_hot_over_real_targets():
     batch = make_batch(tok, ["a b c", "d e"])
     assert batch.ids.tolist() == [[1, 2], [4, 0]] and batch.targets.tolist() == [[2, 3], [5, 0]]
     assert batch.weights.sum().item() == pytest.approx(1.0) and batch.weights[3].sum() == 0
+
+
+@pytest.mark.parametrize("epochs", [0, 8, 25, 60])
+def test_one_pass_score_equals_step_by_step_greedy_decoding(epochs: int):
+    """`reproduced` (teacher forcing, one forward) agrees with greedy decoding (`memorization`), row by
+    row, at every stage of training, also on sentences of different lengths."""
+    corpus = [*DEFAULT_CORPUS[:6], "the red fox jumps over the wall", "a b c"]
+    overrides = {"d_model": 32, "d_ff": 64}
+    trainer = Trainer(corpus, default_model_config(corpus, overrides), TrainConfig(optimizer="adamw", lr=0.01))
+    for _ in range(epochs):
+        trainer.step()
+    expected = [row.correct for row in memorization(trainer.model, trainer.sentences)]
+    assert reproduced(trainer.model, trainer.batch) == expected
