@@ -4,6 +4,11 @@ Page files live in `app_pages/` (with `st.navigation`, Streamlit ignores a `page
 """
 
 import streamlit as st
+import torch
+
+# Every tensor in the app is tiny: waking torch's intra-op worker threads costs more than they save
+# (one thread trains the default model about 6x faster in the server on a busy 2-core machine).
+torch.set_num_threads(1)
 
 st.set_page_config(page_title="Autodiff Playground", page_icon=":material/functions:", layout="wide")
 

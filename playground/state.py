@@ -1,13 +1,21 @@
-"""The Graph page's inputs in Streamlit's session state, kept across page switches.
+"""Per-browser-session state, all in `st.session_state` (never module globals, so two users never
+share a model or an input): widget values kept across page switches, the Graph page's inputs and
+examples, and the Train page's TrainingSession (whose model the Generate page can use).
 
-Streamlit forgets a widget's value when its page is not shown, so each input also lives under a
-plain key that the page copies back before drawing the widget; examples are requested the same way.
+Streamlit forgets a widget's value when its page is not shown, so each persistent widget's value is
+also saved under a plain key and copied back before the widget is drawn.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
 from playground.explore import EXAMPLES
+from playground.training import TrainingSession
 
+TRAINING = "train_session"
 EXPRESSION, DECLARATIONS = "graph_expression", "graph_declarations"
 DEFAULT_EXAMPLE = "scalar"
 
@@ -16,18 +24,35 @@ def _saved(key: str) -> str:
     return f"saved_{key}"
 
 
-def restore_inputs() -> None:
-    """Before the widgets are drawn: put back the saved inputs (the default example at first)."""
-    expression, declarations = EXAMPLES[DEFAULT_EXAMPLE]
-    st.session_state.setdefault(_saved(EXPRESSION), expression)
-    st.session_state.setdefault(_saved(DECLARATIONS), declarations)
-    for key in (EXPRESSION, DECLARATIONS):
-        st.session_state[key] = st.session_state[_saved(key)]
+def restore(key: str, default: Any) -> str:
+    """Before drawing the widget with this key: put back its saved value (the default at first).
+    Returns the key; pass `on_change=remember, args=(key,)` to the widget."""
+    st.session_state.setdefault(_saved(key), default)
+    st.session_state[key] = st.session_state[_saved(key)]
+    return key
 
 
-def save_input(key: str) -> None:
-    """on_change callback of an input widget: remember what was typed."""
+def remember(key: str) -> None:
+    """on_change callback: save what the widget holds."""
     st.session_state[_saved(key)] = st.session_state[key]
+
+
+def persistent(key: str, default: Any) -> dict[str, Any]:
+    """Keyword arguments for a widget whose value survives page switches: `st.slider(..., **persistent(k, 3))`."""
+    return {"key": restore(key, default), "on_change": remember, "args": (key,)}
+
+
+def training_session() -> TrainingSession:
+    """This browser session's training (created on first use)."""
+    if TRAINING not in st.session_state:
+        st.session_state[TRAINING] = TrainingSession()
+    return st.session_state[TRAINING]
+
+
+def graph_input(key: str) -> dict[str, Any]:
+    """`persistent` for the Graph page's expression or declarations, defaulting to the first example."""
+    expression, declarations = EXAMPLES[DEFAULT_EXAMPLE]
+    return persistent(key, expression if key == EXPRESSION else declarations)
 
 
 def request_example(label: str) -> None:

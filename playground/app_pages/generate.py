@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 
 import streamlit as st
-import torch
 
 from lm.model import LanguageModel
 from playground import charts
@@ -28,11 +27,7 @@ from playground.generation import (
     run_generation,
     step_labels,
 )
-from playground.page_state import persistent, training_session
-
-# The model's tensors are tiny: waking torch's intra-op worker threads on a busy CPU costs more than
-# they save (one thread trains the default model about 6x faster in the server). Process-wide setting.
-torch.set_num_threads(1)
+from playground.state import persistent, training_session
 
 MAX_LAYERS_SHOWN, MAX_HEADS_SHOWN = 4, 8  # an uploaded model may be bigger than the page can draw
 DEFAULT, TRAINED, UPLOADED = "Pretrained default", "Trained in this session", "Upload a weights file"

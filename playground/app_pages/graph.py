@@ -11,7 +11,7 @@ from autodiff.expr import ExprError, parse, variables_of
 from autodiff.render import shape_text, summarize
 from playground.explore import DRAW_LIMIT, EXAMPLES, Exploration, explore
 from playground.gradcheck import check
-from playground.state import DECLARATIONS, EXPRESSION, request_example, restore_inputs, save_input
+from playground.state import DECLARATIONS, EXPRESSION, graph_input, request_example
 
 NO_SECOND = "—"
 
@@ -21,20 +21,15 @@ def inputs_ui() -> tuple[str, str, int, bool, str | None]:
     st.caption("Examples")
     for column, label in zip(st.columns(len(EXAMPLES)), EXAMPLES):
         column.button(label, key=f"example_{label}", on_click=request_example, args=(label,), width="stretch")
-    restore_inputs()
     left, right = st.columns([3, 2])
     expression = left.text_input(
         "Expression",
-        key=EXPRESSION,
-        on_change=save_input,
-        args=(EXPRESSION,),
+        **graph_input(EXPRESSION),
         help="Operators + - * / @ ** and functions like relu, softmax(a, dim=-1), layernorm(a, [4]), sum(a, dim=0).",
     )
     declarations = right.text_input(
         "Variables: shapes and optional values",
-        key=DECLARATIONS,
-        on_change=save_input,
-        args=(DECLARATIONS,),
+        **graph_input(DECLARATIONS),
         help="`x: 2x3, W: 3x4` or `x = [[1, 2], [3, 4]]`. An undeclared variable is a scalar; missing values "
         "are random (seeded).",
     )

@@ -9,16 +9,11 @@ from __future__ import annotations
 import math
 
 import streamlit as st
-import torch
 
 from lm.weights import to_bytes
 from playground import charts
-from playground.page_state import persistent, training_session
+from playground.state import persistent, training_session
 from playground.training import LIMITS, MAX_CORPUS_LINES, SettingsError, TrainingSession, TrainSettings
-
-# The model's tensors are tiny: waking torch's intra-op worker threads on a busy CPU costs more than
-# they save (one thread trains the default model about 6x faster in the server). Process-wide setting.
-torch.set_num_threads(1)
 
 TICK_S = 0.4  # a fragment rerun every TICK_S seconds ...
 BUDGET_S = 0.25  # ... trains for BUDGET_S of it (a click waits at most about this), leaving time to draw
