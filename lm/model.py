@@ -1,6 +1,6 @@
 """The decoder-only transformer: its config, its parameters, and the autodiff graphs it runs on.
 
-Forward and backward are `autodiff` graphs (no torch.autograd). Each graph is built once per batch
+Forward and backward are `autodiff` graphs (not PyTorch's autograd). Each graph is built once per batch
 size (and attention layout) and reused with its Evaluator: the training loss, the full forward
 (logits, attention weights, keys and values) and the KV-cached step that computes one new position.
 Activations are kept as (N, D) rows, N = B * T, so every weight matmul and its gradient is a plain

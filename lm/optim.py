@@ -1,6 +1,6 @@
 """Optimizers on plain tensors: SGD and AdamW, each `.step(params, grads)` updating params in place.
 
-They take the gradients the autodiff graph computed (no torch.autograd). AdamW follows the same
+They take the gradients the autodiff graph computed (not PyTorch's autograd). AdamW follows the same
 update as `torch.optim.AdamW` (decoupled weight decay, bias-corrected moments); a test checks it.
 """
 
