@@ -18,6 +18,7 @@ from playground.training import TrainingSession
 TRAINING = "train_session"
 EXPRESSION, DECLARATIONS = "graph_expression", "graph_declarations"
 DEFAULT_EXAMPLE = "scalar"
+GEN_MODEL, GEN_PROMPT = "gen_model", "gen_prompt"  # the Generate page's model choice and prompt widgets
 
 
 def _saved(key: str) -> str:
@@ -35,6 +36,11 @@ def restore(key: str, default: Any) -> str:
 def remember(key: str) -> None:
     """on_change callback: save what the widget holds."""
     st.session_state[_saved(key)] = st.session_state[key]
+
+
+def preset(key: str, value: Any) -> None:
+    """Set a persistent widget's value before its page is shown (a one-click example)."""
+    st.session_state[_saved(key)] = value
 
 
 def persistent(key: str, default: Any) -> dict[str, Any]:
@@ -58,5 +64,5 @@ def graph_input(key: str) -> dict[str, Any]:
 def request_example(label: str) -> None:
     """Fill the Graph page's inputs with an example (a button callback, or before switching pages)."""
     expression, declarations = EXAMPLES[label]
-    st.session_state[_saved(EXPRESSION)] = expression
-    st.session_state[_saved(DECLARATIONS)] = declarations
+    preset(EXPRESSION, expression)
+    preset(DECLARATIONS, declarations)

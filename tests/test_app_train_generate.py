@@ -244,3 +244,21 @@ def test_leaving_a_running_training_pauses_it_and_generate_uses_its_model() -> N
     assert at.button(key="train_start").label == "▶ Resume"
     at.number_input(key="train_seed").set_value(1).run()  # changed settings: Start begins a new run
     assert at.button(key="train_start").label == "▶ Start"
+
+
+def test_home_page_examples_start_training_and_continue_a_prompt() -> None:
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    at.button(key="home_train_example").click().run()
+    assert not at.exception
+    assert at.title[0].value == "Train"
+    assert not at.button(key="train_stop").disabled  # the default run is under way
+    assert figures(at)["Loss (cross-entropy)"]["data"][0]["y"]  # and has drawn losses
+
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    at.button(key="home_generate_example").click().run()
+    assert not at.exception and not at.error
+    assert at.title[0].value == "Generate"
+    text = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert text == [
+        "#### a bright :orange-background[**star**] :orange-background[**shines**] :orange-background[**above**]"
+    ]

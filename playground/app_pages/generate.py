@@ -13,11 +13,14 @@ import streamlit as st
 from lm.model import LanguageModel
 from playground import charts
 from playground.generation import (
+    DEFAULT,
     MAX_NEW_TOKENS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
     MAX_UPLOAD_BYTES,
     STOP_REASONS,
+    TRAINED,
+    UPLOADED,
     GenerateError,
     Generation,
     default_model,
@@ -27,10 +30,9 @@ from playground.generation import (
     run_generation,
     step_labels,
 )
-from playground.state import persistent, training_session
+from playground.state import GEN_MODEL, GEN_PROMPT, persistent, training_session
 
 MAX_LAYERS_SHOWN, MAX_HEADS_SHOWN = 4, 8  # an uploaded model may be bigger than the page can draw
-DEFAULT, TRAINED, UPLOADED = "Pretrained default", "Trained in this session", "Upload a weights file"
 
 
 def session_model(key: str, make) -> LanguageModel:
@@ -67,7 +69,7 @@ def uploaded_model() -> LanguageModel | None:
 
 def model_ui() -> LanguageModel | None:
     """Which model to generate with; None (with a message) when that one is not available."""
-    choice = st.radio("Model", [DEFAULT, TRAINED, UPLOADED], horizontal=True, **persistent("gen_model", DEFAULT))
+    choice = st.radio("Model", [DEFAULT, TRAINED, UPLOADED], horizontal=True, **persistent(GEN_MODEL, DEFAULT))
     if choice == DEFAULT:
         return session_model("gen_default_model", default_model)
     if choice == TRAINED:
@@ -93,7 +95,7 @@ def options_ui(model: LanguageModel) -> dict:
         "Prompt",
         max_chars=2000,
         help="Words of the model's vocabulary, e.g. the first two words of a sentence.",
-        **persistent("gen_prompt", "the red"),
+        **persistent(GEN_PROMPT, "the red"),
     )
     max_new = max_col.number_input(
         "Max new tokens",

@@ -3,7 +3,11 @@
 import streamlit as st
 
 from playground.explore import EXAMPLES
-from playground.state import request_example
+from playground.generation import DEFAULT
+from playground.state import GEN_MODEL, GEN_PROMPT, preset, request_example, training_session
+from playground.training import TrainSettings
+
+GENERATE_EXAMPLE = "a bright"  # the first two words of a default-corpus sentence
 
 st.title("Autodiff Playground")
 st.markdown(
@@ -25,11 +29,22 @@ with graph:
     st.caption(f"`{EXAMPLES['attention head'][0]}`")
 with train:
     st.subheader(":material/show_chart: Train")
-    st.markdown("Train a small transformer on the engine and watch the loss fall live.")
-    if st.button("Open Train", key="home_train_example"):
+    st.markdown(
+        "Train a small transformer whose every forward and backward pass is an `autodiff` graph, and watch "
+        "the loss fall live while it learns to complete ten sentences from their first two words."
+    )
+    if st.button("Try: train the default model", key="home_train_example"):
+        training_session().start(TrainSettings())
         st.switch_page("app_pages/train.py")
+    st.caption("SGD, lr 0.05, d_model 64, 1 layer, 1 head")
 with generate:
     st.subheader(":material/edit_note: Generate")
-    st.markdown("Sample text from the model and see what each attention head looks at.")
-    if st.button("Open Generate", key="home_generate_example"):
+    st.markdown(
+        "Type the first words of a sentence and watch the model continue it: the probability of every "
+        "next word at each step, and what each attention head looked at."
+    )
+    if st.button(f"Try: continue “{GENERATE_EXAMPLE}”", key="home_generate_example"):
+        preset(GEN_MODEL, DEFAULT)
+        preset(GEN_PROMPT, GENERATE_EXAMPLE)
         st.switch_page("app_pages/generate.py")
+    st.caption("with the pretrained default model")
