@@ -261,13 +261,22 @@ class _Schedule:
 
 
 def _attrs_key(attrs: dict) -> tuple | None:
-    """A hashable form of a node's attrs, or None if some value is not hashable (then no sharing)."""
-    key = tuple(sorted(attrs.items()))
+    """A hashable form of a node's attrs, or None if some value is not hashable (then no sharing).
+    Types and the sign of zero are part of the key: `x + 1` and `x + 1.0` differ on integer tensors."""
+    key = tuple(sorted((name, _value_key(value)) for name, value in attrs.items()))
     try:
         hash(key)
     except TypeError:
         return None
     return key
+
+
+def _value_key(value):
+    if isinstance(value, float):
+        return (float, value, math.copysign(1.0, value))
+    if isinstance(value, tuple):
+        return (tuple, tuple(_value_key(v) for v in value))
+    return (type(value), value)
 
 
 def _order_with_feeds(eval_nodes: list[Node], fed: frozenset[int]) -> list[Node]:

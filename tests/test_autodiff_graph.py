@@ -291,3 +291,13 @@ def test_identical_subexpressions_are_computed_once():
     (y_v,) = ad.Evaluator([y]).run({x: torch.ones(2)})
     torch.testing.assert_close(y_v, torch.full((2,), 3.0))
     assert count.calls == 1
+
+
+def test_sharing_never_merges_constants_of_different_types_or_signs():
+    x = ad.Variable("x")
+    as_int, as_float = x + 1, x + 1.0
+    pos, negz = ops.mul_by_const(x, 0.0), ops.mul_by_const(x, -0.0)
+    a, b, c, d = ad.Evaluator([as_int, as_float, pos, negz]).run({x: torch.tensor([1, 2])})
+    assert a.dtype == torch.int64 and b.dtype == torch.float32
+    y = ad.Evaluator([pos, negz]).run({x: torch.tensor([1.0])})
+    assert torch.signbit(y[1]).item() and not torch.signbit(y[0]).item()
