@@ -32,12 +32,17 @@ __all__ = [  # every op instance, in the order of the sections below (the op tes
 
 
 def _dims(dim, ndim: int) -> tuple[int, ...]:
-    """Normalize an int, a sequence of ints or None (all dims) to sorted non-negative dims."""
-    if dim is None:
-        return tuple(range(ndim))
+    """Normalize an int, a sequence of ints or None to sorted non-negative dims, as torch reads them:
+    None or an empty sequence means every dim, and a 0-d tensor takes dim 0 or -1 (and has none)."""
     if isinstance(dim, int):
         dim = (dim,)
-    return tuple(sorted(d % ndim if ndim else 0 for d in dim))
+    if not dim:
+        return tuple(range(ndim))
+    bound = max(ndim, 1)  # a 0-d tensor accepts the dims of a 1-d one
+    for d in dim:
+        if not -bound <= d < bound:
+            raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dims (use -{bound} to {bound - 1})")
+    return tuple(sorted(d % bound for d in dim)) if ndim else ()
 
 
 def _as_dim_attr(dim):

@@ -301,3 +301,11 @@ def test_sharing_never_merges_constants_of_different_types_or_signs():
     assert a.dtype == torch.int64 and b.dtype == torch.float32
     y = ad.Evaluator([pos, negz]).run({x: torch.tensor([1.0])})
     assert torch.signbit(y[1]).item() and not torch.signbit(y[0]).item()
+
+
+def test_a_dim_out_of_range_is_an_error_like_in_torch():
+    x = ad.Variable("x")
+    with pytest.raises(ad.OpError, match="dim 5 is out of range for a tensor of 0 dims"):
+        ad.Evaluator([ops.sum_op(x, dim=5)]).run({x: torch.tensor(1.0)})
+    with pytest.raises(ad.OpError, match="dim -3 is out of range for a tensor of 2 dims"):
+        ad.Evaluator([ops.mean(x, dim=-3)]).run({x: rand(2, 3)})

@@ -133,6 +133,8 @@ CASES = [
         [In((2, 3, 4))],
         True,
     ),
+    Case("mean_empty_dims", ops.mean, lambda a: ops.mean(a, []), lambda a: a.mean(dim=[]), [In((2, 3))], True),
+    Case("sum_0d_dim", ops.sum_op, lambda a: ops.sum_op(a, -1, True), lambda a: a.sum(-1, True), [In(())], True),
     Case("max_dim", ops.max_op, lambda a: ops.max_op(a, -1), lambda a: a.amax(-1), [In((2, 3, 4))], True),
     Case(
         "max_ties_keepdim",
