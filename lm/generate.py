@@ -60,11 +60,13 @@ def sample_next_token(
         raise ValueError(f"top_k must be at least 1 or None, got {top_k}")
     if temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits / temperature  # (V,)
+    # Shift so the largest logit is 0 before dividing: a tiny temperature then sends the others to -inf
+    # (a near-greedy choice), never every logit to -inf (which softmax would turn into NaN).
+    logits = (logits.double() - logits.max()) / temperature  # (V,) float64: sampling identical across dtypes
     if top_k is not None and top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))  # keep the top_k (and ties)
-    probs = torch.softmax(logits.double(), -1)  # float64 so sampling is identical across dtypes
+    probs = torch.softmax(logits, -1)
     return int(torch.multinomial(probs, 1, generator=generator))
 
 

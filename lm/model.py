@@ -20,6 +20,9 @@ from lm.tokenizer import Tokenizer
 
 Tensor = torch.Tensor
 
+# Upper bounds a config must respect: far above anything trained here, low enough that a config read
+# from an uploaded file cannot make the program loop over a billion layers before failing.
+MAX_SIZES = {"vocab_size": 1_000_000, "context": 8192, "d_model": 8192, "d_ff": 32768, "n_layers": 64, "n_heads": 128}
 NEG_INF = -1e9  # the causal mask value: large and negative, but finite so softmax never sees inf - inf
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -53,6 +56,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
+            if value > MAX_SIZES[name]:
+                raise ValueError(f"{name} must be at most {MAX_SIZES[name]:,}, got {value:,}")
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be at least 2 (<pad> and one word), got {self.vocab_size}")
         if self.d_model % self.n_heads:

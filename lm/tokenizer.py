@@ -18,6 +18,9 @@ class UnknownWordError(ValueError):
         self.words = words
         hints = []
         for word in words:
+            if word == Tokenizer.PAD:
+                hints.append(f"'{word}' (the padding token, not a word)")
+                continue
             close = difflib.get_close_matches(word, [v for v in vocab if v != Tokenizer.PAD], n=3)
             hints.append(f"'{word}'" + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""))
         plural = "s are" if len(words) > 1 else " is"
@@ -41,6 +44,9 @@ class Tokenizer:
             raise ValueError(f"a vocabulary must start with '{self.PAD}' (id 0)")
         if len(set(vocab)) != len(vocab):
             raise ValueError("a vocabulary must not repeat a word")
+        for word in vocab[1:]:  # every word must be one a prompt can spell: split_words makes no others
+            if not isinstance(word, str) or split_words(word) != [word]:
+                raise ValueError(f"vocabulary entry {word!r} is not a lowercase word without spaces")
         self.vocab = vocab
         self.ids = {word: i for i, word in enumerate(vocab)}
 
@@ -51,6 +57,8 @@ class Tokenizer:
         seen = {cls.PAD}
         for sentence in sentences:
             for word in split_words(sentence):
+                if word == cls.PAD:
+                    raise ValueError(f"'{cls.PAD}' is reserved for padding and cannot be a word of the corpus")
                 if word not in seen:
                     seen.add(word)
                     vocab.append(word)

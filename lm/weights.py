@@ -75,7 +75,7 @@ def load_bytes(data: bytes, source: str = "the uploaded file") -> LanguageModel:
     """A model from safetensors bytes (an uploaded file); raises WeightsError if they are not ours."""
     header = _read_header(data, source)
     metadata = header.get("__metadata__") or {}
-    if metadata.get("format") != FORMAT:
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise WeightsError(
             f"{source} is a safetensors file but not an autodiff-playground language model "
             f"(its metadata has no format '{FORMAT}'): use a file saved by `python -m lm train`"
@@ -85,7 +85,7 @@ def load_bytes(data: bytes, source: str = "the uploaded file") -> LanguageModel:
     try:
         config = ModelConfig.from_dict(json.loads(metadata["config"]))
         tokenizer = Tokenizer(json.loads(metadata["vocab"]))
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
         raise WeightsError(f"{source} has a broken config or vocabulary in its metadata: {err}") from None
     if len(tokenizer) != config.vocab_size:
         raise WeightsError(
@@ -131,13 +131,13 @@ def _read_header(data: bytes, source: str) -> dict:
         raise WeightsError(f"{source} is truncated: its header needs {n} bytes but only {len(data) - 8} follow")
     try:
         header = json.loads(data[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise WeightsError(f"{source} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{source} is not a safetensors file (its header is not a JSON object)")
     try:  # the end of the last tensor's bytes
         end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    except (TypeError, KeyError, IndexError, ValueError):
+    except (TypeError, KeyError, IndexError, ValueError, OverflowError):
         raise WeightsError(f"{source} is not a safetensors file (its header does not list tensors)") from None
     if 8 + n + end > len(data):
         raise WeightsError(

@@ -69,6 +69,8 @@ def test_sampling_is_deterministic_for_a_seed():
     assert picks == {1, 2}
     with pytest.raises(ValueError):
         sample_next_token(logits, -1.0)
+    # A denormal temperature is (nearly) greedy, not a NaN distribution.
+    assert sample_next_token(logits - 1e3, 1e-310, generator=torch.Generator().manual_seed(0)) == 1
 
 
 def test_stops_at_pad_and_bad_prompts_are_explained():

@@ -59,3 +59,17 @@ def test_parse_drops_blank_lines_and_normalizes_spaces(tmp_path):
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(CorpusError, match="UTF-8"):
         load_corpus(path)
+
+
+def test_pad_is_not_a_word():
+    with pytest.raises(ValueError, match="reserved for padding"):
+        Tokenizer.from_corpus(["the <PAD> sat"])
+    tok = Tokenizer.from_corpus(["the cat sat"])
+    with pytest.raises(UnknownWordError, match="the padding token, not a word"):
+        tok.encode("the <pad>")
+
+
+@pytest.mark.parametrize("word", ["", "Cat", "a b", 7, None])
+def test_a_vocabulary_holds_only_words_a_prompt_can_spell(word):
+    with pytest.raises(ValueError, match="not a lowercase word without spaces"):
+        Tokenizer(["<pad>", "cat", word])

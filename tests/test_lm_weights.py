@@ -87,3 +87,28 @@ def test_bad_files_are_explained(tmp_path):
                 load_bytes(data)
     with pytest.raises(WeightsError, match="not a file"):
         load(tmp_path)
+
+
+def _raw(header: dict, body: bytes = b"") -> bytes:
+    """Safetensors bytes from a hand-written header (for headers no writer would produce)."""
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + body
+
+
+def test_hostile_files_are_explained_not_crashed_on():
+    good = to_bytes(_model())
+    meta = _header(good)["__metadata__"]
+    config = _model().config.to_dict()
+    deep = "[" * 100_000 + "]" * 100_000
+    cases = {
+        "huge offsets": (_raw({"w": {"dtype": "F64", "shape": [1], "data_offsets": [0, 1e400]}}), "header"),
+        "deep header": (struct.pack("<Q", len(deep) + 6) + b'{"a":' + deep.encode() + b"}", "header is not JSON"),
+        "metadata list": (_raw({"__metadata__": ["x"]}), "not an autodiff-playground"),
+        "deep config": (_with_metadata(good, config=deep), "broken config"),
+        "a billion layers": (_with_metadata(good, config=json.dumps({**config, "n_layers": 10**9})), "at most 64"),
+        "number in vocab": (_with_metadata(good, vocab=json.dumps([*json.loads(meta["vocab"])[:-1], 1])), "entry 1"),
+        "untypeable word": (_with_metadata(good, vocab=json.dumps([*json.loads(meta["vocab"])[:-1], "A b"])), "'A b'"),
+    }
+    for data, needle in cases.values():
+        with pytest.raises(WeightsError, match=needle):
+            load_bytes(data)
