@@ -26,6 +26,10 @@ MAX_DECLARATION_CHARS = 20_000
 MAX_DEPTH = 200  # nesting of the expression tree (the engine is iterative; our walkers recurse)
 MAX_NODES = 400  # nodes of the forward graph
 MAX_ELEMENTS = 1_000_000  # elements of any one tensor, declared or computed
+# Bounds on the total work (and memory: every node's value is kept for display), summed over the
+# forward graph; the Graph page applies larger bounds to forward + backward + second order together.
+MAX_TOTAL_ELEMENTS = 4_000_000  # elements summed over every node of the forward graph
+MAX_MATMUL_MACS = 250_000_000  # multiply-adds summed over every matmul of the forward graph
 MAX_RANK = 8
 MAX_EXPONENT = 64  # |p| in `a ** p`
 DTYPE = torch.float64
@@ -445,7 +449,8 @@ def parse_shape(text: str, where: str) -> tuple[int, ...]:
         return ()
     s = s.strip("()[]")
     parts = [p for p in re.split(r"\s*(?:x|×|,)\s*", s) if p != ""]
-    if not parts or not all(p.isdigit() and len(p) < 10 for p in parts):
+    # ASCII digits only: str.isdigit() also accepts '²' (which int() rejects) and '٣' (which it reads).
+    if not parts or not all(re.fullmatch(r"[0-9]{1,9}", p) for p in parts):
         raise ExprError(f"{where}: cannot read the shape '{text.strip()}': write it like 2x3, 5 or scalar")
     shape = tuple(int(p) for p in parts)
     if len(shape) > MAX_RANK or min(shape) < 1:
@@ -473,11 +478,15 @@ def _value(text: str, where: str) -> Tensor:
                 raise ExprError(f"{where}: a sign goes before a number, not a list")
             return -v if isinstance(n.op, ast.USub) else v
         if isinstance(n, ast.Constant) and isinstance(n.value, (int, float)) and not isinstance(n.value, bool):
-            return float(n.value)
+            try:
+                return float(n.value)
+            except OverflowError:  # an int with hundreds of digits
+                raise ExprError(f"{where}: a number is too large: float64 goes up to about 1.8e308") from None
         raise ExprError(f"{where}: values are numbers or nested lists of numbers, like [[1, 2], [3, 4]]")
 
+    data = walk(node, 0)  # outside the try below: its own ExprErrors are ValueErrors too
     try:
-        return torch.tensor(walk(node, 0), dtype=DTYPE)
+        return torch.tensor(data, dtype=DTYPE)
     except (ValueError, TypeError) as err:  # ragged lists
         raise ExprError(f"{where}: the rows of the value must all have the same length ({err})") from None
 
@@ -529,11 +538,21 @@ class Program:
         return {node: self.values[name] for name, node in self.variables.items()}
 
 
-def infer_shapes(outputs: list[Node], feed_shapes: dict[Node, tuple[int, ...]], where=None) -> dict:
-    """Every node's shape, computed on the `meta` device (no memory, no arithmetic); checks sizes.
-    `where(node)` gives the column of a node for error messages."""
+def infer_shapes(
+    outputs: list[Node],
+    feed_shapes: dict[Node, tuple[int, ...]],
+    where=None,
+    max_total: int = MAX_TOTAL_ELEMENTS,
+    max_macs: int = MAX_MATMUL_MACS,
+    graph: str = "the expression",
+) -> dict:
+    """Every node's shape, computed on the `meta` device (no memory, no arithmetic); checks sizes:
+    each tensor's, the elements summed over all nodes (`max_total`) and the multiply-adds summed over
+    all matmuls (`max_macs`). `where(node)` gives the column of a node for error messages; `graph`
+    names what is measured in them."""
     shapes: dict[Node, tuple[int, ...]] = {}
     metas: dict[int, Tensor] = {}
+    total = macs = 0
     for node in topological_sort(outputs):
         if node in feed_shapes:
             metas[id(node)] = torch.empty(feed_shapes[node], dtype=DTYPE, device="meta")
@@ -554,6 +573,22 @@ def infer_shapes(outputs: list[Node], feed_shapes: dict[Node, tuple[int, ...]], 
                 "use smaller shapes",
                 where(node) if where else None,
             )
+        total += math.prod(shape)
+        if total > max_total:
+            raise ExprError(
+                f"{graph} would compute more than {max_total:,} tensor elements in all (every node counts) — too "
+                "much work to evaluate and check here: use smaller shapes or a shorter expression",
+                where(node) if where else None,
+            )
+        if node.op is ops.matmul:
+            inner = shapes[node.inputs[0]][-1:] or (1,)  # the summed dimension (a 0-d input has none)
+            macs += math.prod(shape) * inner[0]
+            if macs > max_macs:
+                raise ExprError(
+                    f"{graph} would need more than {max_macs:,} multiply-adds in matmuls — too much work to "
+                    "evaluate and check here: use smaller shapes or fewer matmuls",
+                    where(node) if where else None,
+                )
     return shapes
 
 
@@ -601,12 +636,13 @@ def compile_program(text: str, declarations: str = "", seed: int = 0) -> Program
     if len(nodes) > MAX_NODES:
         raise ExprError(f"the graph has {len(nodes)} nodes; the limit is {MAX_NODES}: use a shorter expression")
 
+    # Shapes first (no memory, no arithmetic), so an expression too big to run costs nothing to refuse.
+    declared = {name: decls.get(name, Declaration()) for name in names}
+    feed_shapes = {variables[n]: d.shape or () for n, d in declared.items()}
+    shapes = infer_shapes([output], feed_shapes, lambda node: columns.get(id(node)) or None)
     generator = torch.Generator().manual_seed(seed)
     values: dict[str, Tensor] = {}
-    for name in names:
-        decl = decls.get(name, Declaration())
+    for name, decl in declared.items():
         shape = decl.shape or ()
         values[name] = decl.value if decl.value is not None else torch.randn(shape, generator=generator, dtype=DTYPE)
-    feed_shapes = {variables[n]: tuple(values[n].shape) for n in names}
-    shapes = infer_shapes([output], feed_shapes, lambda node: columns.get(id(node)) or None)
     return Program(text, tree, output, variables, values, shapes)

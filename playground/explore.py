@@ -15,6 +15,11 @@ from autodiff.graph import Tensor
 from autodiff.render import Section, listing, to_dot
 
 MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the text form stays readable
+# Work over forward + backward + second order together. Every node's value is kept (the drawing shows
+# a summary of each), so MAX_GRAPH_ELEMENTS also bounds memory: 20M float64 = 160 MB, and about as
+# much again for the torch.autograd check. Measured worst cases evaluate, check and render in ~1 s.
+MAX_GRAPH_ELEMENTS = 20_000_000
+MAX_GRAPH_MACS = 1_000_000_000
 # Graphviz (WASM, in the browser) lays out a few hundred nodes in about a second on a shared CPU;
 # past this many the page draws the forward graph only unless asked (the text form has it all).
 DRAW_LIMIT = 200
@@ -95,7 +100,10 @@ def explore(
             f"the graphs have {total} nodes together; the limit is {MAX_TOTAL_NODES}: shorten the expression"
         )
     feed = program.feed()
-    result.shapes = infer_shapes(outputs, {node: tuple(v.shape) for node, v in feed.items()})
+    graphs = "the forward and backward graphs" + (" with the second order" if second_of is not None else "")
+    result.shapes = infer_shapes(
+        outputs, {node: tuple(v.shape) for node, v in feed.items()}, None, MAX_GRAPH_ELEMENTS, MAX_GRAPH_MACS, graphs
+    )
     if evaluate:
         nodes = topological_sort(outputs)
         try:

@@ -1,5 +1,5 @@
 """The app run headlessly with Streamlit's AppTest: every page renders without an exception, and the
-Graph page draws `x1 * x2 + x1`, shows a bad expression as an error (not an exception), fills the
+Graph page draws `x1 * x2 + x1`, shows a bad or hostile input as an error (not an exception), fills the
 input from an example, differentiates again, and keeps its input across page switches.
 """
 
@@ -71,6 +71,17 @@ def test_a_bad_expression_shows_an_error_and_the_page_keeps_running():
     assert "matmul cannot take inputs of shapes [2, 3] and [2, 4]" in at.error[0].value
     at.text_input(key="graph_declarations").set_value("x: 2x3, W: 3x4").run()
     assert not at.error and not at.exception and "relu" in graph_dot(at)
+
+
+def test_hostile_inputs_show_an_error_quickly_and_the_page_keeps_running():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_declarations").set_value("x: 1000x1000").run()
+    at.text_input(key="graph_expression").set_value("gelu(" * 190 + "x" + ")" * 190).run()  # 19 GB before
+    assert not at.exception and "tensor elements in all" in at.error[0].value
+    at.text_input(key="graph_expression").set_value("@".join(["x"] * 30)).run()  # 7.8 s before
+    assert not at.exception and "multiply-adds" in at.error[0].value
+    at.text_input(key="graph_declarations").set_value("x: 2x²").run()  # a ValueError from int() before
+    assert not at.exception and "cannot read the shape" in at.error[0].value
 
 
 def test_an_example_button_fills_the_input():

@@ -155,6 +155,19 @@ REJECTED = [  # expression, declarations, fragment of the message, column (None:
     ("x\x00", "", "", None),
     ("x" + " + x" * 450, "", "nests deeper", None),
     (balanced("2**x", 256), "", "nodes; the limit", None),
+    # Total work: each tensor is within MAX_ELEMENTS, but all the nodes together are too much.
+    ("gelu(" * 190 + "x" + ")" * 190, "x: 1000x1000", "more than 4,000,000 tensor elements in all", None),
+    ("+".join(["x"] * 150), "x: 1000x1000", "use smaller shapes or a shorter expression", 1),
+    ("@".join(["x"] * 30), "x: 1000x1000", "more than 250,000,000 multiply-adds", 1),
+    ("relu(x @ x)", "x: 700x700", "use smaller shapes or fewer matmuls", 6),
+    # Declarations: only ASCII digits in shapes; numbers float64 can hold; no bools or complex numbers.
+    ("x", "x: ²", "cannot read the shape", None),
+    ("x", "x: 2x²", "cannot read the shape", None),
+    ("x", "x: ٣", "cannot read the shape", None),
+    ("x", "x = " + "9" * 400, "too large", None),
+    ("x", "x = [1, -" + "9" * 400 + "]", "too large", None),
+    ("x", "x = 1j", "numbers or nested lists", None),
+    ("x", "x = [True, 1]", "numbers or nested lists", None),
 ]
 
 
@@ -165,6 +178,25 @@ def test_rejected_forms_give_a_clean_error(text, declarations, fragment, column)
     assert fragment in str(info.value)
     if column is not None:
         assert info.value.column == column
+
+
+def test_declaration_errors_say_what_is_wrong_not_that_rows_are_ragged():
+    for declarations in ["x = 1j", "x = True", "x = [[1, None]]", "x = 'a'"]:
+        with pytest.raises(ExprError) as info:
+            parse_declarations(declarations)
+        assert "numbers or nested lists" in str(info.value) and "same length" not in str(info.value)
+
+
+def test_the_work_limits_accept_big_but_bounded_expressions():
+    assert compile_program("x @ x", "x: 500x500").shapes  # 125M multiply-adds
+    assert compile_program("gelu(x) * y", "x: 1000x1000, y: 1000x1000").shapes  # 4M elements in all
+    assert parse_declarations("x: 002x3")["x"].shape == (2, 3)  # leading zeros are still digits
+
+
+def test_a_too_big_expression_is_refused_before_any_value_is_made(monkeypatch):
+    monkeypatch.setattr(torch, "randn", lambda *a, **k: pytest.fail("made random values first"))
+    with pytest.raises(ExprError, match="tensor elements in all"):
+        compile_program("exp(" * 150 + "x" + ")" * 150, "x: 1000x1000")
 
 
 INJECTIONS = [

@@ -1,7 +1,9 @@
 """The Graph page's logic: `explore` builds forward, backward and second-order graphs with shapes and
 values, and the torch.autograd oracle agrees with the engine on every example and every language
-function, catches a wrong gradient, and treats NaN and infinity sensibly. Also the speed promise:
-a ~100-node expression is built, evaluated, checked and rendered in well under a second.
+function, catches a wrong gradient, and treats NaN and infinity sensibly. Also the speed promises:
+a ~100-node expression is built, evaluated, checked and rendered in well under a second, and so is
+the biggest one the work limits accept. Fuzzing `explore` + `check` as the page calls them finds no
+exception other than ExprError.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ import time
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from autodiff.expr import FUNCTIONS, ExprError
+from autodiff.expr import ALL_NAMES, FUNCTIONS, ExprError
 from playground.explore import EXAMPLES, explore
 from playground.gradcheck import TORCH, check, max_abs_diff
 
@@ -118,3 +122,75 @@ def test_a_hundred_node_expression_is_fast():
     seconds = time.process_time() - start
     assert len(ex.program.shapes) >= 100
     assert seconds < 1.0, f"{len(ex.program.shapes)} forward nodes took {seconds:.2f} s"
+
+
+def test_the_graph_limits_count_backward_and_second_order_work():
+    # 4M elements forward passes compile_program; its backward and second order are ~10x more.
+    explore("gelu(x) * y", "x: 1000x1000, y: 1000x1000", evaluate=False)
+    with pytest.raises(ExprError, match="forward and backward graphs with the second order would compute more"):
+        explore("gelu(x) * y", "x: 1000x1000, y: 1000x1000", second_of="x", evaluate=False)
+    with pytest.raises(ExprError, match="multiply-adds in matmuls .* fewer matmuls"):
+        explore("relu(x @ x @ x)", "x: 450x450", second_of="x", evaluate=False)
+
+
+@pytest.mark.parametrize(
+    "expression, declarations, second_of",
+    [
+        ("gelu(x) * y", "x: 1000x1000, y: 1000x1000", None),  # 20M elements over all graphs, the limit
+        ("exp(x) * y", "x: 1000x1000, y: 1000x1000", "x"),  # 19M elements with the second order
+        ("x @ x", "x: 500x500", "x"),  # 625M multiply-adds with the second order
+    ],
+)
+def test_the_biggest_accepted_expressions_stay_quick(expression, declarations, second_of):
+    explore("relu(x @ W)", "x: 2x3, W: 3x4", second_of="x")  # warm up torch
+    start = time.process_time()  # CPU time of all threads: up to twice the wall time on 2 cores
+    ex = explore(expression, declarations, second_of=second_of)
+    ex.dot(), ex.text(), check(ex)
+    seconds = time.process_time() - start
+    assert seconds < 4.0, f"{expression} took {seconds:.2f} s of CPU"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fuzzing the page's calls: explore, then (when evaluated) the gradient check, DOT and text form
+# ---------------------------------------------------------------------------------------------
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def explore_like_the_page(expression: str, declarations: str) -> None:
+    """What graph.py does, first without then with a second order: only ExprError from explore is
+    caught; check() must not raise either (the page would only show its error as a warning)."""
+    for second in (False, True):
+        try:
+            names = list(explore(expression, declarations, evaluate=False).grads)
+            ex = explore(expression, declarations, 0, True, names[0] if second else None)
+        except ExprError:
+            return
+        ex.dot(), ex.text(), check(ex)
+
+
+@FUZZ
+@given(st.text(max_size=30), st.text(max_size=30))
+def test_fuzz_explore_on_any_unicode(expression, declarations):
+    explore_like_the_page(expression, declarations)
+
+
+TENSORS = st.sampled_from(["x", "y"])
+LEAVES = TENSORS | st.sampled_from(["2", "-1", "0.5", "0", "1e308", "1e-308", "True"])
+KWARGS = st.sampled_from(["", ", dim=0", ", dim=-1", ", [2]", ", 0, 1", ", keepdim=True", ", -5", ", 1, None"])
+DECLARATIONS = st.sampled_from(  # mostly valid, so most examples reach the evaluator and the check
+    ["x: 2x2, y: 2", "x = [[0, 1], [-1, 1e308]]", "x: 2x3, y: 3x2", "x = [], y = [[]]", "x = 1e400", "y: 1x1x1", ""]
+) | st.text(alphabet="xy:=,;[]()0123456789.-e×x ²٣\n", max_size=24)
+
+
+def expression_trees(leaves):
+    binary = st.tuples(leaves, st.sampled_from(["+", "-", "*", "/", "@", "**"]), leaves).map(" ".join)
+    call = st.tuples(st.sampled_from(ALL_NAMES), leaves, KWARGS).map(lambda t: f"{t[0]}({t[1]}{t[2]})")
+    concat = st.tuples(leaves, TENSORS).map(lambda t: f"concat([{t[1]}, {t[0]}])")
+    return st.one_of(binary.map(lambda s: f"({s})"), call, concat)
+
+
+@FUZZ
+@given(st.recursive(LEAVES, expression_trees, max_leaves=8).filter(lambda e: "x" in e or "y" in e), DECLARATIONS)
+def test_fuzz_explore_on_expression_trees(expression, declarations):
+    explore_like_the_page(expression, declarations)
