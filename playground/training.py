@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lm.corpus import DEFAULT_CORPUS, CorpusError, parse_corpus
 from lm.model import LanguageModel
+from lm.tokenizer import split_words
 from lm.train import (
     DIVERGED_FACTOR,
     MemorizationRow,
@@ -25,7 +26,9 @@ from lm.train import (
     reproduced,
 )
 
-# Bounds of every setting: they keep one epoch (and one tick) short on a shared CPU.
+# Bounds of every setting: with the corpus bounds below, they keep one epoch (and one tick) short on a
+# shared CPU. Measured on 2 cores, the largest allowed run (4 layers, 8 heads, d_model 256, d_ff 512,
+# 1,000 word slots, 500 distinct words) takes about 0.3 s an epoch and 0.5 s for `advance(0.25)`.
 LIMITS: dict[str, tuple[float, float]] = {
     "n_layers": (1, 4),
     "n_heads": (1, 8),
@@ -37,6 +40,11 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 MAX_TABLE_DECODES = 20  # missed sentences decoded step by step for the table (each costs a full decode)
 MAX_CORPUS_LINES = 100  # the page's bound (lm allows more, but an epoch must stay a fraction of a tick)
+# An epoch runs on every sentence padded to the longest one, so its work grows with sentences x longest
+# sentence (the "word slots"), and the logits and one-hot targets with word slots x vocabulary: 100
+# lines of 64 distinct words took 6 s and 3.4 GB a tick before these bounds.
+MAX_CORPUS_WORDS = 1_000  # sentences x words of the longest sentence
+MAX_VOCABULARY = 500  # distinct words
 
 
 class SettingsError(ValueError):
@@ -75,6 +83,19 @@ def make_trainer(settings: TrainSettings) -> Trainer:
         raise SettingsError(f"Corpus: {err}") from None
     if len(sentences) > MAX_CORPUS_LINES:
         raise SettingsError(f"Corpus: {len(sentences)} sentences; this page trains on at most {MAX_CORPUS_LINES}")
+    longest = max(len(s.split()) for s in sentences)
+    if len(sentences) * longest > MAX_CORPUS_WORDS:
+        raise SettingsError(
+            f"Corpus: {len(sentences)} sentences padded to the longest ({longest} words) make "
+            f"{len(sentences) * longest:,} words to train on; this page trains on at most {MAX_CORPUS_WORDS:,}: "
+            "use fewer or shorter sentences"
+        )
+    distinct = len({word for s in sentences for word in split_words(s)})  # as the tokenizer sees them
+    if distinct > MAX_VOCABULARY:
+        raise SettingsError(
+            f"Corpus: {distinct:,} distinct words; this page trains on at most {MAX_VOCABULARY:,}: "
+            "repeat words more, or use fewer sentences"
+        )
     if settings.n_heads == 0:
         raise SettingsError("Heads: a model needs at least 1 attention head (each head is a slice of d_model)")
     layers = _check_int("n_layers", settings.n_layers, "Layers")

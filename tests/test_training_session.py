@@ -4,6 +4,7 @@ training in bounded ticks, stop/resume/reset, divergence stopping itself, the me
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 
 import pytest
@@ -26,6 +27,10 @@ SMALL = TrainSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a m
         ({"corpus": "  \n\n "}, "the corpus is empty"),
         ({"corpus": "one two"}, "at least 3"),
         ({"corpus": "a b c\n" * 101}, "at most 100"),
+        # padded: 16 lines of up to 64 words are 1,024 words to train on (one long line pads the rest)
+        ({"corpus": "a b c\n" * 15 + " ".join(["w"] * 64)}, "padded to the longest .64 words. make 1,024 words"),
+        ({"corpus": "\n".join(f"w{i} w{i + 1} w{i + 2} w{i + 3}" for i in range(0, 504, 4))}, "at most 100"),
+        ({"corpus": "\n".join(" ".join(f"w{i}{j}" for j in range(10)) for i in range(51))}, "510 distinct words"),
         ({"lr": 0.0}, "Learning rate"),
         ({"lr": math.nan}, "Learning rate"),
         ({"lr": 1e6}, "Learning rate"),
@@ -163,3 +168,19 @@ def test_the_table_decodes_a_bounded_number_of_misses(monkeypatch) -> None:
     generated = [row["model generates"] for row in session.memorization_table()]
     assert all(not g.startswith("(not decoded") for g in generated[:2])
     assert all(g.startswith("(not decoded") for g in generated[2:])
+
+
+def test_the_biggest_corpus_and_model_allowed_keep_a_tick_short() -> None:
+    """The reviewer's case (100 lines of 64 distinct words) took 6 s and 3.4 GB a tick: now refused,
+    and the largest allowed run (1,000 word slots, 500 distinct words, the biggest model) stays quick."""
+    big_model = {"n_layers": 4, "n_heads": 8, "d_model": 256, "d_ff": 512}
+    words = [f"w{i}" for i in range(6400)]
+    hostile = "\n".join(" ".join(words[i * 64 : (i + 1) * 64]) for i in range(100))
+    with pytest.raises(SettingsError, match="use fewer or shorter sentences"):
+        make_trainer(TrainSettings(corpus=hostile, **big_model))
+    largest = "\n".join(" ".join(words[(i * 10 + j) % 500] for j in range(10)) for i in range(100))
+    session = TrainingSession()
+    session.start(TrainSettings(corpus=largest, epochs=3, **big_model))
+    start = time.process_time()  # CPU time of all threads: up to twice the wall time on 2 cores
+    session.advance(budget_s=0.25)
+    assert session.epoch >= 1 and time.process_time() - start < 3.0

@@ -13,7 +13,15 @@ import streamlit as st
 from lm.weights import to_bytes
 from playground import charts
 from playground.state import persistent, training_session
-from playground.training import LIMITS, MAX_CORPUS_LINES, SettingsError, TrainingSession, TrainSettings
+from playground.training import (
+    LIMITS,
+    MAX_CORPUS_LINES,
+    MAX_CORPUS_WORDS,
+    MAX_VOCABULARY,
+    SettingsError,
+    TrainingSession,
+    TrainSettings,
+)
 
 TICK_S = 0.4  # a fragment rerun every TICK_S seconds ...
 BUDGET_S = 0.25  # ... trains for BUDGET_S of it (a click waits at most about this), leaving time to draw
@@ -26,6 +34,9 @@ def settings_ui(disabled: bool) -> TrainSettings:
     corpus = st.text_area(
         f"Corpus: one sentence per line (at most {MAX_CORPUS_LINES})",
         height=230,
+        help=f"At most {MAX_CORPUS_LINES} sentences and {MAX_VOCABULARY} distinct words, and sentences × words "
+        f"of the longest sentence at most {MAX_CORPUS_WORDS:,} (every line is padded to the longest), so each "
+        "epoch stays a fraction of a second.",
         disabled=disabled,
         **persistent("train_corpus", DEFAULTS.corpus),
     )
