@@ -174,26 +174,7 @@ def Variable(name: str) -> Node:
 
 def topological_sort(nodes: Node | Iterable[Node]) -> list[Node]:
     """All nodes the given ones depend on, inputs before users (iterative DFS: deep graphs are fine)."""
-    if isinstance(nodes, Node):
-        nodes = [nodes]
-    order: list[Node] = []
-    visited: set[int] = set()
-    for root in nodes:
-        if id(root) in visited:
-            continue
-        visited.add(id(root))
-        stack = [(root, iter(root.inputs))]
-        while stack:
-            node, inputs = stack[-1]
-            for child in inputs:
-                if id(child) not in visited:
-                    visited.add(id(child))
-                    stack.append((child, iter(child.inputs)))
-                    break
-            else:
-                stack.pop()
-                order.append(node)
-    return order
+    return _order_with_feeds([nodes] if isinstance(nodes, Node) else list(nodes), frozenset())
 
 
 def _shape(t) -> tuple:
@@ -245,7 +226,7 @@ class _Schedule:
             for s in input_slots[step]:
                 last_use[s] = step
             for grad_slot, wrt_slot, _ in checks_after[step]:
-                last_use[grad_slot] = last_use[wrt_slot] = max(step, last_use.get(wrt_slot, step))
+                last_use[grad_slot] = last_use[wrt_slot] = step
         free_after: list[list[int]] = [[] for _ in order]
         keep = set(self.output_slots)
         for s, step in last_use.items():
@@ -280,7 +261,7 @@ def _value_key(value):
 
 
 def _order_with_feeds(eval_nodes: list[Node], fed: frozenset[int]) -> list[Node]:
-    """Topological order that stops at fed nodes (their inputs need not be computed)."""
+    """Topological order (iterative DFS) that stops at fed nodes: their inputs need not be computed."""
     order: list[Node] = []
     visited: set[int] = set()
     for root in eval_nodes:
