@@ -67,6 +67,19 @@ class Tokenizer:
     def __len__(self) -> int:
         return len(self.vocab)
 
+    # The common tokenizer interface (lm.tokenizers.TextTokenizer): size, specials, display string.
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        return [self.PAD]
+
+    def token_str(self, token_id: int) -> str:
+        """The word of one id."""
+        return self.vocab[int(token_id)]
+
     def encode(self, text: str) -> list[int]:
         """Ids of the words of `text`; raises UnknownWordError naming every unknown word."""
         words = split_words(text)
