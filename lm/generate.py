@@ -101,8 +101,7 @@ def cached_step(model: LanguageModel, token_id: int, cache: KVCache) -> tuple[Te
     row (H, 1, t + 1); the cache grows by one position."""
     graph = model.step_graph(1)
     feed = model.param_feed()
-    feed[graph.ids] = torch.tensor([token_id])
-    feed[graph.pos] = torch.tensor([len(cache)])
+    feed.update(graph.inputs(torch.tensor([token_id]), torch.tensor([len(cache)])))  # ids, pos (RoPE: cos, sin)
     for i in range(model.config.n_layers):
         feed[graph.past_keys[i]] = cache.keys[i]
         feed[graph.past_values[i]] = cache.values[i]

@@ -4,7 +4,8 @@ Forward and backward are `autodiff` graphs (not PyTorch's autograd). Each graph 
 size (and attention layout) and reused with its Evaluator: the training loss, the full forward
 (logits, attention weights, keys and values) and the KV-cached step that computes one new position.
 Activations are kept as (N, D) rows, N = B * T, so every weight matmul and its gradient is a plain
-2-D matmul.
+2-D matmul. One block whose parts the config picks (norm, its placement, positions, feed-forward, head);
+three presets name the recipes a learner compares: classic (this project's first model), gpt, llama.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import torch
 
 import autodiff as ad
 from autodiff import Evaluator, Node, Variable
-from lm.tokenizer import Tokenizer
 
 Tensor = torch.Tensor
 
 # Upper bounds a config must respect: far above anything trained here, low enough that a config read
 # from an uploaded file cannot make the program loop over a billion layers before failing.
 MAX_SIZES = {"vocab_size": 1_000_000, "context": 8192, "d_model": 8192, "d_ff": 32768, "n_layers": 64, "n_heads": 128}
+NORM_EPS = 1e-5  # LayerNorm and RMSNorm epsilon (torch's and Llama 2's)
 NEG_INF = -1e9  # the causal mask value: large and negative, but finite so softmax never sees inf - inf
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -37,8 +38,18 @@ class ModelConfig:
     d_ff: int = 128  # hidden width of the feed-forward block
     n_layers: int = 1  # decoder layers
     n_heads: int = 1  # attention heads; they split d_model into n_heads slices of d_model / n_heads
-    seed: int = 0  # seed of the uniform ±1/sqrt(d_model) initialization
+    seed: int = 0  # seed of the initialization
     dtype: str = "float64"  # "float64" (exact gradient checks) or "float32"
+    # The block's parts (defaults: the classic recipe, so a config saved before they existed still loads).
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm"
+    norm_placement: str = "post"  # "post": x = norm(x + f(x)); "pre": x = x + f(norm(x))
+    norm_gain: bool = False  # a learned (D,) gain per norm (layers.{i}.norm1, layers.{i}.norm2, norm_f)
+    final_norm: bool = False  # one more norm before the head (norm_f)
+    positions: str = "learned"  # "learned" (pos_emb, context rows) | "rope" (rotary, no parameters)
+    rope_theta: float = 10000.0  # RoPE base: pair i of a head turns by pos * theta^(-2i / d_head)
+    ffn: str = "relu"  # "relu" | "gelu" (exact, erf) | "swiglu" (silu(h W1) * (h W3)) W2
+    tie_embeddings: bool = False  # True: logits = x @ tok_emb.T and there is no w_out
+    init: str = "uniform"  # "uniform": ±1/sqrt(d_model); "normal": N(0, 0.02), residual outputs / sqrt(2 L)
 
     @property
     def d_head(self) -> int:
@@ -69,7 +80,24 @@ class ModelConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {getattr(self, name)!r}")
+        for name in ("norm_gain", "final_norm", "tie_embeddings"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        theta = self.rope_theta
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or not 1.0 < theta <= 1e7:
+            raise ValueError(f"rope_theta must be a number above 1 and at most 1e7, got {theta!r}")
+        if self.positions == "rope" and self.d_head % 2:
+            raise ValueError(f"RoPE turns pairs of dims: d_model / n_heads must be even, got {self.d_head}")
         return self
+
+    @property
+    def preset(self) -> str:
+        """The preset whose parts this config has ("classic", "gpt", "llama"), or "custom"."""
+        mine = {name: getattr(self, name) for name in PART_FIELDS}
+        return next((name for name, parts in PRESETS.items() if parts == mine), "custom")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,17 +112,79 @@ class ModelConfig:
         return cls(**data).validate()
 
 
+CHOICES = {
+    "norm": ("layernorm", "rmsnorm"),
+    "norm_placement": ("post", "pre"),
+    "positions": ("learned", "rope"),
+    "ffn": ("relu", "gelu", "swiglu"),
+    "init": ("uniform", "normal"),
+}
+PART_FIELDS = ("norm", "norm_placement", "norm_gain", "final_norm", "positions", "ffn", "tie_embeddings", "init")
+PRESETS = {
+    # This project's first model: post-LayerNorm without gains, learned positions, ReLU, untied head.
+    "classic": dict(norm="layernorm", norm_placement="post", norm_gain=False, final_norm=False,
+                    positions="learned", ffn="relu", tie_embeddings=False, init="uniform"),
+    # GPT-2 / nanoGPT without biases or dropout: pre-LayerNorm with gain, final norm, GELU, tied head.
+    "gpt": dict(norm="layernorm", norm_placement="pre", norm_gain=True, final_norm=True,
+                positions="learned", ffn="gelu", tie_embeddings=True, init="normal"),
+    # Llama: pre-RMSNorm with gain, final norm, rotary positions, SwiGLU, untied head.
+    "llama": dict(norm="rmsnorm", norm_placement="pre", norm_gain=True, final_norm=True,
+                  positions="rope", ffn="swiglu", tie_embeddings=False, init="normal"),
+}  # fmt: skip
+
+
+def preset_d_ff(preset: str, d_model: int) -> int:
+    """The preset's feed-forward width: classic 2·d (128 at d 64), gpt 4·d, llama 8/3·d rounded up to 64
+    (three matrices of d × 8/3·d hold as many weights as gpt's two of d × 4·d)."""
+    if preset == "llama":
+        return 64 * math.ceil(8 * d_model / 3 / 64)
+    return {"classic": 2, "gpt": 4}[preset] * d_model
+
+
+def preset_config(preset: str, vocab_size: int, context: int, d_ff: int | None = None, **fields) -> ModelConfig:
+    """A validated config of a preset ("classic", "gpt", "llama"); `fields` set the sizes (d_model,
+    n_layers, n_heads, seed, dtype) or override a part; d_ff defaults to the preset's width."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    d_model = fields.get("d_model", ModelConfig.d_model)
+    d_ff = preset_d_ff(preset, d_model) if d_ff is None else d_ff
+    return ModelConfig(vocab_size, context, d_ff=d_ff, **{**PRESETS[preset], **fields}).validate()
+
+
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every parameter's name and shape, in initialization order (no biases)."""
+    """Every parameter's name and shape, in initialization order (no biases). The classic recipe's
+    names and order are kept as they were, so its seeded initialization and saved weights still match."""
     V, C, D, F = config.vocab_size, config.context, config.d_model, config.d_ff
-    shapes = {"tok_emb": (V, D), "pos_emb": (C, D)}
+    gain = config.norm_gain
+    shapes = {"tok_emb": (V, D)}
+    if config.positions == "learned":
+        shapes["pos_emb"] = (C, D)
     for i in range(config.n_layers):
+        if gain:
+            shapes[f"layers.{i}.norm1"] = (D,)
         for w in ("wq", "wk", "wv", "wo"):
             shapes[f"layers.{i}.{w}"] = (D, D)
+        if gain:
+            shapes[f"layers.{i}.norm2"] = (D,)
         shapes[f"layers.{i}.w1"] = (D, F)
+        if config.ffn == "swiglu":
+            shapes[f"layers.{i}.w3"] = (D, F)
         shapes[f"layers.{i}.w2"] = (F, D)
-    shapes["w_out"] = (D, V)
+    if config.final_norm and gain:
+        shapes["norm_f"] = (D,)
+    if not config.tie_embeddings:
+        shapes["w_out"] = (D, V)
     return shapes
+
+
+def rope_tables(config: ModelConfig, positions: Tensor) -> tuple[Tensor, Tensor]:
+    """(N,) positions -> cos and sin of the angles pos * theta^(-2i / d_head), each (N, 1, d_head / 2)
+    (the 1 broadcasts over heads). Computed in float64, then the model's dtype: fed to the graph, not
+    built in it, so a float32 model at position 8000 still turns by the exact angle."""
+    dh = config.d_head
+    inv_freq = config.rope_theta ** (-torch.arange(0, dh // 2, dtype=torch.float64) * 2 / dh)  # (dh/2,)
+    angles = positions.to(torch.float64)[:, None, None] * inv_freq  # (N, 1, dh/2)
+    return angles.cos().to(config.torch_dtype), angles.sin().to(config.torch_dtype)
 
 
 def causal_mask(T: int, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -165,53 +255,127 @@ def unpack_attention(w: Tensor, batch: int, T: int, cfg: ModelConfig, packed: bo
     return blocks.permute(3, 0, 1, 2)
 
 
+def _norm(x: Node, gain: Node | None, cfg: ModelConfig) -> Node:
+    """LayerNorm or RMSNorm over the last dim (D), times the gain when the config has one."""
+    if cfg.norm == "rmsnorm":
+        # x / sqrt(mean(x^2) + eps)
+        y = x * ad.power(ad.add_by_const(ad.mean(x * x, -1, keepdim=True), NORM_EPS), -0.5)
+    else:
+        y = ad.layernorm(x, (cfg.d_model,), eps=NORM_EPS)
+    return y if gain is None else y * gain
+
+
+def _rope(x: Node, cos: Node, sin: Node, cfg: ModelConfig) -> Node:
+    """Rotary positions on (N, D) rows: each head's (first half, second half) pairs turned by their
+    angle (cos, sin: (N, 1, dh/2)); the same layout as tests/reference_model.py."""
+    H, dh = cfg.n_heads, cfg.d_head
+    heads = ad.reshape(x, (-1, H, dh))  # (N, H, dh)
+    x1, x2 = ad.slice_op(heads, -1, 0, dh // 2), ad.slice_op(heads, -1, dh // 2, dh)  # (N, H, dh/2)
+    turned = ad.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)  # (N, H, dh)
+    return ad.reshape(turned, (-1, cfg.d_model))  # (N, D)
+
+
 def _feed_forward(h: Node, pv: ParamVars, i: int, cfg: ModelConfig) -> Node:
-    """out = LN(h + relu(h W1) W2), on (N, D) rows."""
-    ff = ad.relu(h @ pv[f"layers.{i}.w1"]) @ pv[f"layers.{i}.w2"]  # (N, F) -> (N, D)
-    return ad.layernorm(h + ff, (cfg.d_model,))  # (N, D)
+    """The feed-forward part without norm or residual: (N, D) -> (N, F) -> (N, D)."""
+    up = h @ pv[f"layers.{i}.w1"]  # (N, F)
+    if cfg.ffn == "swiglu":
+        hidden = ad.silu(up) * (h @ pv[f"layers.{i}.w3"])  # gate * up
+    else:
+        hidden = ad.gelu(up) if cfg.ffn == "gelu" else ad.relu(up)
+    return hidden @ pv[f"layers.{i}.w2"]  # (N, D)
+
+
+def _layer(x: Node, pv: ParamVars, i: int, rope: tuple[Node, Node] | None, attend) -> Node:
+    """One decoder layer on (N, D) rows. `attend(q, k, v)` ((N, D) each, after RoPE) returns the
+    heads' merged output (N, D), laid out as the caller's graph needs (full forward or cached step)."""
+    cfg = pv.config
+    g1 = pv[f"layers.{i}.norm1"] if cfg.norm_gain else None
+    g2 = pv[f"layers.{i}.norm2"] if cfg.norm_gain else None
+    pre = cfg.norm_placement == "pre"
+    a = _norm(x, g1, cfg) if pre else x
+    q, k, v = (a @ pv[f"layers.{i}.{w}"] for w in ("wq", "wk", "wv"))  # (N, D) each
+    if rope is not None:
+        q, k = _rope(q, *rope, cfg), _rope(k, *rope, cfg)
+    attn = attend(q, k, v) @ pv[f"layers.{i}.wo"]  # (N, D)
+    if pre:  # x + attn(norm(x)), then x + ffn(norm(x))
+        x = x + attn
+        return x + _feed_forward(_norm(x, g2, cfg), pv, i, cfg)
+    h = _norm(x + attn, g1, cfg)  # post: norm(x + attn(x)), then norm(h + ffn(h))
+    return _norm(h + _feed_forward(h, pv, i, cfg), g2, cfg)
+
+
+def _embed(pv: ParamVars, ids: Node, pos: Node, rope: tuple[Node, Node]) -> tuple[Node, tuple[Node, Node] | None]:
+    """Token (plus learned position) embeddings (N, D), and RoPE's fed (cos, sin) when the config has it."""
+    x = ad.embedding(pv["tok_emb"], ids)  # (N, D)
+    if pv.config.positions == "rope":
+        return x, rope
+    return x + ad.embedding(pv["pos_emb"], pos), None
+
+
+def _head(x: Node, pv: ParamVars) -> Node:
+    """Final norm (if any) and the output projection: (N, D) -> (N, V) logits."""
+    cfg = pv.config
+    if cfg.final_norm:
+        x = _norm(x, pv["norm_f"] if cfg.norm_gain else None, cfg)
+    if cfg.tie_embeddings:
+        return x @ ad.transpose(pv["tok_emb"], 0, 1)  # (N, D) @ (D, V)
+    return x @ pv["w_out"]
 
 
 @dataclass
 class ForwardGraph:
     """The full forward pass over (B, T) ids: logits of every position, attention, keys and values.
 
-    Feed `ids` and `pos` as (N,) int64 (row-major B x T) and `mask` as packed_mask(B, T) (packed) or
-    causal_mask(T) (batched). Works for any T up to the context: shapes come from the fed values."""
+    Feed `ids` and `pos` as (N,) int64 (row-major B x T), `mask` as packed_mask(B, T) (packed) or
+    causal_mask(T) (batched), and with RoPE `cos`, `sin` as rope_tables(config, pos); `inputs(ids)` builds
+    all of them. Works for any T up to the context: shapes come from the fed values."""
 
     ids: Node
     pos: Node
     mask: Node
+    cos: Node  # (N, 1, dh/2), fed only with RoPE
+    sin: Node
     packed: bool
     logits: Node  # (N, V)
     probs: Node  # (N, V)
     attention: list[Node]  # per layer (H, N, N) packed (one head: (N, N)) or (B, H, T, T)
-    keys: list[Node]  # per layer (H, N, dh) packed (one head: (N, D)) or (B, H, T, dh)
+    keys: list[Node]  # per layer (H, N, dh) packed (one head: (N, D)) or (B, H, T, dh); after RoPE
     values: list[Node]
+    config: ModelConfig
 
     def mask_for(self, batch: int, T: int, dtype: torch.dtype) -> Tensor:
         return packed_mask(batch, T, dtype) if self.packed else causal_mask(T, dtype)
 
+    def inputs(self, ids: Tensor) -> dict[Node, Tensor]:
+        """The feed of everything but the parameters for (B, T) ids."""
+        B, T = ids.shape
+        pos = torch.arange(T).repeat(B)  # (N,)
+        feed = {self.ids: ids.reshape(-1), self.pos: pos, self.mask: self.mask_for(B, T, self.config.torch_dtype)}
+        if self.config.positions == "rope":
+            feed[self.cos], feed[self.sin] = rope_tables(self.config, pos)
+        return feed
+
 
 def build_forward(pv: ParamVars, batch: int, packed: bool) -> ForwardGraph:
-    """Graph of the full forward pass (post-LayerNorm decoder layers, learned positions)."""
+    """Graph of the full forward pass."""
     cfg = pv.config
-    ids, pos, mask = Variable("ids"), Variable("pos"), Variable("mask")
-    x = ad.embedding(pv["tok_emb"], ids) + ad.embedding(pv["pos_emb"], pos)  # (N, D)
+    ids, pos, mask, cos, sin = (Variable(n) for n in ("ids", "pos", "mask", "cos", "sin"))
+    x, rope = _embed(pv, ids, pos, (cos, sin))  # (N, D)
     scale = 1.0 / math.sqrt(cfg.d_head)
     attention, keys, values = [], [], []
-    for i in range(cfg.n_layers):
+
+    def attend(q: Node, k: Node, v: Node) -> Node:
         # Shapes given packed | batched:
-        q = _split_heads(x @ pv[f"layers.{i}.wq"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
-        k = _split_heads(x @ pv[f"layers.{i}.wk"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
-        v = _split_heads(x @ pv[f"layers.{i}.wv"], batch, cfg, packed)  # (H, N, dh) | (B, H, T, dh)
+        q, k, v = (_split_heads(t, batch, cfg, packed) for t in (q, k, v))  # (H, N, dh) | (B, H, T, dh)
         scores = ad.matmul(q, ad.transpose(k, -1, -2)) * scale + mask  # (H, N, N) | (B, H, T, T)
         weights = ad.softmax(scores, -1)  # rows = queries
-        attn = _merge_heads(ad.matmul(weights, v), cfg, packed) @ pv[f"layers.{i}.wo"]  # (N, D)
-        h = ad.layernorm(x + attn, (cfg.d_model,))  # (N, D)
-        x = _feed_forward(h, pv, i, cfg)  # (N, D)
         attention.append(weights), keys.append(k), values.append(v)
-    logits = x @ pv["w_out"]  # (N, V)
-    return ForwardGraph(ids, pos, mask, packed, logits, ad.softmax(logits, -1), attention, keys, values)
+        return _merge_heads(ad.matmul(weights, v), cfg, packed)  # (N, D)
+
+    for i in range(cfg.n_layers):
+        x = _layer(x, pv, i, rope, attend)  # (N, D)
+    logits = _head(x, pv)  # (N, V)
+    return ForwardGraph(ids, pos, mask, cos, sin, packed, logits, ad.softmax(logits, -1), attention, keys, values, cfg)
 
 
 @dataclass
@@ -242,12 +406,15 @@ def build_loss(pv: ParamVars, batch: int, packed: bool) -> LossGraph:
 class StepGraph:
     """One KV-cached decoding step: B new tokens at one new position each.
 
-    Feed `ids`, `pos` as (B,) int64 and per layer `past_keys[i]`, `past_values[i]` as (B, H, t, dh)
-    (t may be 0). Only the new position's projections are computed; it attends over the cache and
-    itself. Outputs the logits, probs, attention row and the grown cache (B, H, t + 1, dh)."""
+    Feed `ids`, `pos` as (B,) int64 (with RoPE also `cos`, `sin`: `inputs(ids, pos)` builds them) and
+    per layer `past_keys[i]`, `past_values[i]` as (B, H, t, dh) (t may be 0). Only the new position's
+    projections are computed; it attends over the cache and itself. Outputs the logits, probs,
+    attention row and the grown cache (B, H, t + 1, dh)."""
 
     ids: Node
     pos: Node
+    cos: Node  # (B, 1, dh/2), fed only with RoPE
+    sin: Node
     past_keys: list[Node]
     past_values: list[Node]
     logits: Node  # (B, V)
@@ -256,48 +423,71 @@ class StepGraph:
     keys: list[Node]  # per layer (B, H, t + 1, dh)
     values: list[Node]
     evaluator: Evaluator
+    config: ModelConfig
+
+    def inputs(self, ids: Tensor, pos: Tensor) -> dict[Node, Tensor]:
+        """The feed of the new tokens: (B,) ids at (B,) positions (the cache's length)."""
+        feed = {self.ids: ids, self.pos: pos}
+        if self.config.positions == "rope":
+            feed[self.cos], feed[self.sin] = rope_tables(self.config, pos)
+        return feed
 
 
 def build_step(pv: ParamVars, batch: int) -> StepGraph:
     cfg = pv.config
-    ids, pos = Variable("ids"), Variable("pos")
-    x = ad.embedding(pv["tok_emb"], ids) + ad.embedding(pv["pos_emb"], pos)  # (B, D)
+    ids, pos, cos, sin = (Variable(n) for n in ("ids", "pos", "cos", "sin"))
+    x, rope = _embed(pv, ids, pos, (cos, sin))  # (B, D)
     scale = 1.0 / math.sqrt(cfg.d_head)
     heads = (batch, cfg.n_heads, 1, cfg.d_head)
     past_keys, past_values, attention, keys, values = [], [], [], [], []
-    for i in range(cfg.n_layers):
+
+    def attend(q: Node, k: Node, v: Node) -> Node:
+        i = len(keys)
         past_k, past_v = Variable(f"past_k{i}"), Variable(f"past_v{i}")  # (B, H, t, dh)
-        q = ad.reshape(x @ pv[f"layers.{i}.wq"], heads)  # (B, H, 1, dh)
-        k = ad.concat([past_k, ad.reshape(x @ pv[f"layers.{i}.wk"], heads)], 2)  # (B, H, t+1, dh)
-        v = ad.concat([past_v, ad.reshape(x @ pv[f"layers.{i}.wv"], heads)], 2)  # (B, H, t+1, dh)
+        q = ad.reshape(q, heads)  # (B, H, 1, dh)
+        k = ad.concat([past_k, ad.reshape(k, heads)], 2)  # (B, H, t+1, dh)
+        v = ad.concat([past_v, ad.reshape(v, heads)], 2)  # (B, H, t+1, dh)
         weights = ad.softmax(ad.matmul(q, ad.transpose(k, -1, -2)) * scale, -1)  # (B, H, 1, t+1), no mask
-        attn = ad.reshape(ad.matmul(weights, v), (batch, cfg.d_model)) @ pv[f"layers.{i}.wo"]  # (B, D)
-        h = ad.layernorm(x + attn, (cfg.d_model,))  # (B, D)
-        x = _feed_forward(h, pv, i, cfg)  # (B, D)
         past_keys.append(past_k), past_values.append(past_v)
         attention.append(weights), keys.append(k), values.append(v)
-    logits = x @ pv["w_out"]  # (B, V)
+        return ad.reshape(ad.matmul(weights, v), (batch, cfg.d_model))  # (B, D)
+
+    for i in range(cfg.n_layers):
+        x = _layer(x, pv, i, rope, attend)  # (B, D)
+    logits = _head(x, pv)  # (B, V)
     probs = ad.softmax(logits, -1)
     evaluator = Evaluator([logits, probs, *attention, *keys, *values])
-    return StepGraph(ids, pos, past_keys, past_values, logits, probs, attention, keys, values, evaluator)
+    return StepGraph(ids, pos, cos, sin, past_keys, past_values, logits, probs, attention, keys, values, evaluator, cfg)
 
 
 def init_params(config: ModelConfig) -> dict[str, Tensor]:
-    """Uniform ±1/sqrt(d_model) init from config.seed, parameters drawn in param_shapes order."""
+    """Seeded initialization, parameters drawn in param_shapes order (in float64, then the dtype).
+
+    uniform (classic): every parameter ±1/sqrt(d_model). normal (GPT-2): matrices and embeddings
+    N(0, 0.02), the residual outputs wo and w2 N(0, 0.02 / sqrt(2 n_layers)), gains 1."""
     generator = torch.Generator().manual_seed(config.seed)
-    bound = 1.0 / math.sqrt(config.d_model)
-    return {
-        name: (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1).mul_(bound).to(config.torch_dtype)
-        for name, shape in param_shapes(config).items()
-    }
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if len(shape) == 1:  # a norm gain
+            value = torch.ones(shape, dtype=torch.float64)
+        elif config.init == "uniform":
+            value = (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1).mul_(
+                1 / math.sqrt(config.d_model)
+            )
+        else:
+            std = 0.02 / math.sqrt(2 * config.n_layers) if name.endswith((".wo", ".w2")) else 0.02
+            value = torch.randn(shape, generator=generator, dtype=torch.float64).mul_(std)
+        params[name] = value.to(config.torch_dtype)
+    return params
 
 
 class LanguageModel:
-    """Config, tokenizer and parameters (plain tensors, updated in place by an optimizer).
+    """Config, tokenizer (any with len() and encode/decode) and parameters (plain tensors, updated in
+    place by an optimizer).
 
     The graphs are built lazily, once per batch size, and cached on the model."""
 
-    def __init__(self, config: ModelConfig, tokenizer: Tokenizer, params: dict[str, Tensor]):
+    def __init__(self, config: ModelConfig, tokenizer, params: dict[str, Tensor]):
         config.validate()
         if len(tokenizer) != config.vocab_size:
             raise ValueError(f"the tokenizer has {len(tokenizer)} words but config.vocab_size is {config.vocab_size}")
@@ -313,7 +503,7 @@ class LanguageModel:
         self._step: dict[int, StepGraph] = {}
 
     @classmethod
-    def create(cls, config: ModelConfig, tokenizer: Tokenizer, seed: int | None = None) -> LanguageModel:
+    def create(cls, config: ModelConfig, tokenizer, seed: int | None = None) -> LanguageModel:
         """A freshly initialized model; `seed` (if given) replaces config.seed."""
         if seed is not None:
             config = ModelConfig(**{**config.to_dict(), "seed": seed})
@@ -357,9 +547,7 @@ class LanguageModel:
                 nodes.extend(value if isinstance(value, list) else [value])
             evaluators[outputs] = Evaluator(nodes)
         feed = self.param_feed()
-        feed[graph.ids] = ids.reshape(-1)
-        feed[graph.pos] = torch.arange(T).repeat(B)
-        feed[graph.mask] = graph.mask_for(B, T, self.config.torch_dtype)
+        feed.update(graph.inputs(ids))
         values = iter(evaluators[outputs].run(feed))
         result: dict[str, Tensor | list[Tensor]] = {}
         cfg = self.config
