@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -24,6 +24,10 @@ class OpError(RuntimeError):
 
 class GradientShapeError(RuntimeError):
     """A gradient rule returned a gradient whose shape differs from its input's shape."""
+
+
+class GradientCountError(RuntimeError):
+    """A gradient rule returned a list whose length is not the number of its node's inputs."""
 
 
 class Node:
@@ -55,78 +59,7 @@ class Node:
     def __str__(self) -> str:
         return self.name
 
-    # Python operators build graph through the op instances (imported late: ops imports this module).
-    def __add__(self, other):
-        from autodiff import ops
-
-        return ops.add(self, other)
-
-    def __radd__(self, other):
-        from autodiff import ops
-
-        return ops.add(self, other)
-
-    def __sub__(self, other):
-        from autodiff import ops
-
-        return ops.sub(self, other)
-
-    def __rsub__(self, other):
-        from autodiff import ops
-
-        return ops.add_by_const(ops.neg(self), _number(other, "-"))
-
-    def __mul__(self, other):
-        from autodiff import ops
-
-        return ops.mul(self, other)
-
-    def __rmul__(self, other):
-        from autodiff import ops
-
-        return ops.mul(self, other)
-
-    def __truediv__(self, other):
-        from autodiff import ops
-
-        return ops.div(self, other)
-
-    def __rtruediv__(self, other):
-        from autodiff import ops
-
-        return ops.rdiv_by_const(self, _number(other, "/"))
-
-    def __neg__(self):
-        from autodiff import ops
-
-        return ops.neg(self)
-
-    def __matmul__(self, other):
-        from autodiff import ops
-
-        return ops.matmul(self, other)
-
-    def __pow__(self, exponent):
-        from autodiff import ops
-
-        return ops.power(self, _number(exponent, "**"))
-
-    def __rpow__(self, base):
-        # c ** x = exp(x * ln c), defined for a positive number base c.
-        from autodiff import ops
-
-        base = _number(base, "**")
-        if base <= 0:
-            raise ValueError(f"{base} ** node: the base must be a positive number")
-        return ops.exp(ops.mul_by_const(self, math.log(base)))
-
-
-def _number(value, operator: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"unsupported operand for '{operator}': expected a Node or a number, got {type(value).__name__}"
-        )
-    return value
+    # Python operators (`x + y`, `x @ w` ...) are attached by `autodiff.ops`, which imports this module.
 
 
 class Op:
@@ -336,28 +269,14 @@ def _gradient_shape_error(grad: Node, grad_value: Tensor, wrt: Node, wrt_value: 
     )
 
 
-def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
-    """Gradient nodes of `output_node` w.r.t. each of `nodes`, seeded with ones like the output.
-
-    Walks the graph in reverse topological order, asks each op for its input gradients (as nodes),
-    and sums the contributions a node receives from all its users."""
-    from autodiff import ops
-
-    seed = ops.ones_like(output_node)
-    seed.name = f"grad_{output_node.name}"
-    return _backward(output_node, seed, nodes, stop_at_nodes=False)
-
-
-def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:
-    """The vector-Jacobian product of `expr` with `upstream`, w.r.t. `inputs` taken as independent
-    leaves (paths between them are not followed). A fused op's gradient rule writes its formula with
-    primitive ops and returns this, so second order works without deriving it by hand."""
-    return _backward(expr, upstream, inputs, stop_at_nodes=True)
-
-
-def _backward(output_node: Node, seed: Node, nodes: Sequence[Node], stop_at_nodes: bool) -> list[Node]:
-    from autodiff import ops
-
+def walk_backward(
+    output_node: Node, seed: Node, nodes: Sequence[Node], add: Callable[[Node, Node], Node], stop_at_nodes: bool = False
+) -> list[Node | None]:
+    """Gradient nodes of `output_node` (seeded with `seed`) w.r.t. each of `nodes`, None where it does
+    not depend on one. Walks the graph in reverse topological order, asks each op for its input
+    gradients (as nodes) and sums with `add` the contributions a node receives from all its users.
+    With `stop_at_nodes`, `nodes` are taken as independent leaves (paths between them not followed).
+    The ops are passed in (`add`), so this module never imports them."""
     order = topological_sort([output_node])
     wanted = {id(n) for n in nodes}
     # Only propagate into nodes that lead to a requested one.
@@ -374,7 +293,7 @@ def _backward(output_node: Node, seed: Node, nodes: Sequence[Node], stop_at_node
             continue
         grad = parts[0]
         for part in parts[1:]:
-            grad = ops.add(grad, part)
+            grad = add(grad, part)
         if len(parts) > 1:
             grad.gradient_of.append((node, None))
         grad_of[id(node)] = grad
@@ -382,21 +301,13 @@ def _backward(output_node: Node, seed: Node, nodes: Sequence[Node], stop_at_node
             continue
         input_grads = node.op.gradient(node, grad)
         if len(input_grads) != len(node.inputs):
-            raise GradientShapeError(
+            raise GradientCountError(
                 f"the gradient rule of op '{node.op.name}' (node '{node.name}') returned "
-                f"{len(input_grads)} gradients for {len(node.inputs)} inputs"
+                f"{len(input_grads)} gradients for {len(node.inputs)} inputs: return one per input (None for none)"
             )
         for inp, g in zip(node.inputs, input_grads):
             if g is None or id(inp) not in leads_to_wanted:
                 continue
             g.gradient_of.append((inp, node))
             contributions.setdefault(id(inp), []).append(g)
-
-    result = []
-    for n in nodes:
-        g = grad_of.get(id(n))
-        if g is None:  # the output does not depend on n: its gradient is a real zero tensor
-            g = ops.zeros_like(n)
-            g.name = f"grad_{n.name}"
-        result.append(g)
-    return result
+    return [grad_of.get(id(n)) for n in nodes]

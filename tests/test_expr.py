@@ -151,8 +151,8 @@ REJECTED = [  # expression, declarations, fragment of the message, column (None:
     ("x", "x: 2, x: 3", "declared twice", None),
     ("x", "x", "cannot read the declaration", None),
     ("x" + " + x" * 600, "", "limit", None),
-    ("(" * 250 + "x" + ")" * 250, "", "", None),
-    ("x\x00", "", "", None),
+    ("(" * 250 + "x" + ")" * 250, "", "too many nested parentheses", 201),
+    ("x\x00", "", "cannot contain null bytes", None),
     ("x" + " + x" * 450, "", "nests deeper", None),
     (balanced("2**x", 256), "", "nodes; the limit", None),
     # Total work: each tensor is within MAX_ELEMENTS, but all the nodes together are too much.

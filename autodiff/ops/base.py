@@ -1,0 +1,124 @@
+"""Base classes that turn an op's declared signature into graph nodes, so an op is only its math.
+
+An op class declares `inputs` (its node arguments), `params` (its constant attributes and their
+defaults) and a `forward` on tensors; `OpBase.__call__` checks the arguments and builds the node,
+and `compute` calls `forward(*input_values, *attrs)` (attrs in `params` order). `Unary`, `WithConst`,
+`NoGradient` and `Reduction` are the common shapes (`Binary` needs `sum_to_shape`: elementwise.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from autodiff.graph import Node, Op, Tensor
+
+REQUIRED = object()  # a param default meaning "the caller must give it"
+
+
+def is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def check_node(x, op_name: str, expected: str = "a Node") -> Node:
+    if not isinstance(x, Node):
+        raise TypeError(f"{op_name}: expected {expected}, got {type(x).__name__}")
+    return x
+
+
+def normalize_dims(dim, ndim: int) -> tuple[int, ...]:
+    """Normalize an int, a sequence of ints or None to sorted non-negative dims, as torch reads them:
+    None or an empty sequence means every dim, and a 0-d tensor takes dim 0 or -1 (and has none)."""
+    if isinstance(dim, int):
+        dim = (dim,)
+    if not dim:
+        return tuple(range(ndim))
+    bound = max(ndim, 1)  # a 0-d tensor accepts the dims of a 1-d one
+    for d in dim:
+        if not -bound <= d < bound:
+            raise IndexError(f"dim {d} is out of range for a tensor of {ndim} dims (use -{bound} to {bound - 1})")
+    return tuple(sorted(d % bound for d in dim)) if ndim else ()
+
+
+def as_attr(value):
+    """Attrs stay hashable (plan sharing keys on them): lists from users become tuples."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+class OpBase(Op):
+    """An op built from its declaration: `inputs` names the node arguments (a leading "*name" takes
+    a list of nodes), `params` the constant attributes in call order with their defaults, `forward`
+    computes on tensors and `gradient` returns one gradient node (or None) per input."""
+
+    inputs: tuple[str, ...] = ("a",)
+    params: dict[str, object] = {}
+    symbol = ""  # infix symbol for the node's name, e.g. "+" names a node "(x+y)"
+
+    def __call__(self, *args, **kwargs) -> Node:
+        names = [n.lstrip("*") for n in (*self.inputs, *self.params)]
+        if len(args) > len(names):
+            raise TypeError(f"{self.name}() takes {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+        bound = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key not in names or key in bound:
+                raise TypeError(f"{self.name}() got an unexpected or repeated argument '{key}'")
+            bound[key] = value
+        nodes: list[Node] = []
+        for declared in self.inputs:
+            name = declared.lstrip("*")
+            if name not in bound:
+                raise TypeError(f"{self.name}() is missing the node argument '{name}'")
+            if declared.startswith("*"):  # a list of nodes (concat)
+                if isinstance(bound[name], Node) or not bound[name]:
+                    raise ValueError(f"{self.name}: needs a non-empty list of nodes")
+                nodes += [check_node(n, self.name) for n in bound[name]]
+            else:
+                nodes.append(check_node(bound[name], self.name))
+        attrs = {}
+        for name, default in self.params.items():
+            value = bound.get(name, default)
+            if value is REQUIRED:
+                raise TypeError(f"{self.name}() is missing the argument '{name}'")
+            attrs[name] = as_attr(value)
+        return Node(nodes, self, attrs, name=self.node_name(nodes, attrs))
+
+    def node_name(self, nodes: Sequence[Node], attrs: dict) -> str:
+        """A readable name: `(x+y)` for an infix op, else `name(inputs)`."""
+        if self.symbol:
+            right = nodes[1].name if len(nodes) > 1 else repr(next(iter(attrs.values())))
+            return f"({nodes[0].name}{self.symbol}{right})"
+        return f"{self.name}({', '.join(n.name for n in nodes)})"
+
+    @staticmethod
+    def forward(*values_then_attrs) -> Tensor:
+        """The op on tensors: input values, then attrs in `params` order (generated code calls this)."""
+        raise NotImplementedError
+
+    def compute(self, node: Node, input_values: list[Tensor]) -> Tensor:
+        return self.forward(*input_values, *node.attrs.values())
+
+
+class Unary(OpBase):
+    """One node input `a`; gradients are written as `gradient(node, g)` returning [ga]."""
+
+    inputs = ("a",)
+
+
+class WithConst(OpBase):
+    """a ∘ c for a number c (attr `constant`)."""
+
+    inputs = ("a",)
+    params = {"constant": REQUIRED}
+
+
+class NoGradient(OpBase):
+    """An op whose inputs take no gradient (comparisons, shape references): every input gets None."""
+
+    def gradient(self, node: Node, output_grad: Node) -> list[Node | None]:
+        return [None] * len(node.inputs)
+
+
+class Reduction(OpBase):
+    """A reduction of `a` over `dim` (an int, a tuple of ints, or None / () for all dims)."""
+
+    inputs = ("a",)
+    params = {"dim": None, "keepdim": False}

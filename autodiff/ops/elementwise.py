@@ -1,0 +1,354 @@
+"""Elementwise ops (arithmetic, activations, comparisons) and the broadcasting pair sum_to_shape /
+expand_as that every binary op's gradient uses. One class per op: its math, forward, gradient."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from autodiff.graph import Node
+from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, WithConst, check_node, is_number
+
+
+class Binary(OpBase):
+    """a ∘ b, broadcasting like torch. `grads` gives the gradients before broadcasting is undone;
+    `gradient` sums each back to its input's shape, the package's one broadcasting rule. A number b
+    goes to `with_number(a, b)` (add -> add_by_const) when the op defines it."""
+
+    inputs = ("a", "b")
+    with_number = None  # (a, number) -> Node, for ops that take a number b
+
+    def __call__(self, a, b) -> Node:
+        if self.with_number and is_number(b):
+            return self.with_number(check_node(a, self.name), b)
+        check_node(b, self.name, "a Node or a number" if self.with_number else "a Node")
+        return super().__call__(a, b)
+
+    def grads(self, node: Node, g: Node) -> tuple[Node, Node]:
+        raise NotImplementedError
+
+    def gradient(self, node, output_grad):
+        a, b = node.inputs
+        ga, gb = self.grads(node, output_grad)
+        return [sum_to_shape(ga, a), sum_to_shape(gb, b)]
+
+
+# --- arithmetic --------------------------------------------------------------------------------
+
+
+class AddOp(Binary):
+    """a + b."""
+
+    name, symbol = "add", "+"
+    forward = staticmethod(torch.add)
+
+    with_number = staticmethod(lambda a, c: add_by_const(a, c))
+
+    def grads(self, node, g):
+        return g, g
+
+
+class SubOp(Binary):
+    """a - b."""
+
+    name, symbol = "sub", "-"
+    forward = staticmethod(torch.sub)
+
+    with_number = staticmethod(lambda a, c: add_by_const(a, -c))
+
+    def grads(self, node, g):
+        return g, neg(g)
+
+
+class MulOp(Binary):
+    """a * b."""
+
+    name, symbol = "mul", "*"
+    forward = staticmethod(torch.mul)
+
+    with_number = staticmethod(lambda a, c: mul_by_const(a, c))
+
+    def grads(self, node, g):
+        a, b = node.inputs
+        return mul(g, b), mul(g, a)
+
+
+class DivOp(Binary):
+    """a / b."""
+
+    name, symbol = "div", "/"
+    forward = staticmethod(torch.div)
+
+    with_number = staticmethod(lambda a, c: div_by_const(a, c))
+
+    def grads(self, node, g):
+        # db = -g * a / b^2 = -g * (a / b) / b
+        b = node.inputs[1]
+        return div(g, b), div(mul(neg(g), node), b)
+
+
+class AddByConstOp(WithConst):
+    """a + c for a number c."""
+
+    name, symbol = "add_by_const", "+"
+    forward = staticmethod(torch.add)
+
+    def gradient(self, node, output_grad):
+        return [output_grad]
+
+
+class MulByConstOp(WithConst):
+    """a * c for a number c."""
+
+    name, symbol = "mul_by_const", "*"
+    forward = staticmethod(torch.mul)
+
+    def gradient(self, node, output_grad):
+        return [mul_by_const(output_grad, node.constant)]
+
+
+class DivByConstOp(WithConst):
+    """a / c for a number c."""
+
+    name, symbol = "div_by_const", "/"
+    forward = staticmethod(torch.div)
+
+    def gradient(self, node, output_grad):
+        return [div_by_const(output_grad, node.constant)]
+
+
+class RDivByConstOp(WithConst):
+    """c / a for a number c."""
+
+    name = "rdiv_by_const"
+
+    forward = staticmethod(lambda a, constant: constant / a)
+
+    def node_name(self, nodes, attrs):
+        return f"({attrs['constant']!r}/{nodes[0].name})"
+
+    def gradient(self, node, output_grad):
+        # da = -g * c / a^2 = -g * (c / a) / a
+        return [div(mul(neg(output_grad), node), node.inputs[0])]
+
+
+class PowerOp(OpBase):
+    """a ** p for a number p."""
+
+    name, symbol, params = "power", "**", {"exponent": REQUIRED}
+    forward = staticmethod(torch.pow)
+
+    def __call__(self, a, exponent) -> Node:
+        if not is_number(exponent):
+            raise TypeError(f"power: the exponent must be a number, got {type(exponent).__name__}")
+        return super().__call__(a, exponent)
+
+    def gradient(self, node, output_grad):
+        p, a = node.exponent, node.inputs[0]
+        # da = g * p * a^(p-1)
+        return [zeros_like(a) if p == 0 else mul_by_const(mul(output_grad, power(a, p - 1)), p)]
+
+
+# --- unary functions ---------------------------------------------------------------------------
+
+
+class NegOp(Unary):
+    """-a."""
+
+    name, forward = "neg", staticmethod(torch.neg)
+
+    def gradient(self, node, output_grad):
+        return [neg(output_grad)]
+
+
+class SqrtOp(Unary):
+    """sqrt(a)."""
+
+    name, forward = "sqrt", staticmethod(torch.sqrt)
+
+    def gradient(self, node, output_grad):
+        return [div(output_grad, mul_by_const(node, 2.0))]
+
+
+class ExpOp(Unary):
+    """exp(a)."""
+
+    name, forward = "exp", staticmethod(torch.exp)
+
+    def gradient(self, node, output_grad):
+        return [mul(output_grad, node)]
+
+
+class LogOp(Unary):
+    """Natural log(a)."""
+
+    name, forward = "log", staticmethod(torch.log)
+
+    def gradient(self, node, output_grad):
+        return [div(output_grad, node.inputs[0])]
+
+
+class AbsOp(Unary):
+    """|a| (gradient sign(a), 0 at 0 like torch)."""
+
+    name, forward = "abs", staticmethod(torch.abs)
+
+    def gradient(self, node, output_grad):
+        return [mul(output_grad, sign(node.inputs[0]))]
+
+
+class ReLUOp(Unary):
+    """max(a, 0)."""
+
+    name, forward = "relu", staticmethod(torch.relu)
+
+    def gradient(self, node, output_grad):
+        return [mul(output_grad, greater(node.inputs[0], 0.0))]
+
+
+class SigmoidOp(Unary):
+    """s = 1 / (1 + exp(-a))."""
+
+    name, forward = "sigmoid", staticmethod(torch.sigmoid)
+
+    def gradient(self, node, output_grad):
+        # da = g * s * (1 - s)
+        return [mul(output_grad, mul(node, add_by_const(neg(node), 1.0)))]
+
+
+class TanhOp(Unary):
+    """t = tanh(a)."""
+
+    name, forward = "tanh", staticmethod(torch.tanh)
+
+    def gradient(self, node, output_grad):
+        # da = g * (1 - t^2)
+        return [mul(output_grad, add_by_const(neg(mul(node, node)), 1.0))]
+
+
+class ErfOp(Unary):
+    """The error function erf(a)."""
+
+    name, forward = "erf", staticmethod(torch.erf)
+
+    def gradient(self, node, output_grad):
+        # da = g * 2/sqrt(pi) * exp(-a^2)
+        a = node.inputs[0]
+        return [mul(output_grad, mul_by_const(exp(neg(mul(a, a))), 2.0 / math.sqrt(math.pi)))]
+
+
+class GeluOp(Unary):
+    """GELU, exact form: a * Phi(a) with Phi the standard normal CDF."""
+
+    name, forward = "gelu", staticmethod(F.gelu)
+
+    def gradient(self, node, output_grad):
+        # da = g * (Phi(a) + a * phi(a)); Phi(a) = (1 + erf(a / sqrt 2)) / 2, phi(a) = exp(-a^2/2) / sqrt(2 pi)
+        a = node.inputs[0]
+        cdf = mul_by_const(add_by_const(erf(mul_by_const(a, 1.0 / math.sqrt(2.0))), 1.0), 0.5)
+        pdf = mul_by_const(exp(mul_by_const(mul(a, a), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
+        return [mul(output_grad, add(cdf, mul(a, pdf)))]
+
+
+class SiLUOp(Unary):
+    """SiLU: a * sigmoid(a)."""
+
+    name, forward = "silu", staticmethod(F.silu)
+
+    def gradient(self, node, output_grad):
+        # da = g * (s + a * s * (1 - s)) with s = sigmoid(a)
+        a = node.inputs[0]
+        s = sigmoid(a)
+        return [mul(output_grad, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0))))]
+
+
+# --- no gradient: piecewise constant, or values that only give a shape -------------------------
+
+
+class SignOp(NoGradient):
+    """sign(a) in {-1, 0, 1}."""
+
+    name, forward = "sign", staticmethod(torch.sign)
+
+
+class GreaterOp(NoGradient):
+    """1 where a > b else 0, in a's dtype; b is a node or a number (attr `constant`)."""
+
+    name, symbol, inputs = "greater", ">", ("a", "b")
+
+    def __call__(self, a, b) -> Node:
+        if is_number(b):
+            check_node(a, self.name)
+            return Node([a], self, {"constant": b}, name=self.node_name([a], {"constant": b}))
+        return super().__call__(a, b)
+
+    @staticmethod
+    def forward(a, b):  # b: a tensor, or the constant
+        return (a > b).to(a.dtype)
+
+
+class EqualOp(NoGradient):
+    """1 where a == b else 0, in a's dtype (routes max's gradient)."""
+
+    name, symbol, inputs = "equal", "==", ("a", "b")
+
+    forward = staticmethod(lambda a, b: (a == b).to(a.dtype))
+
+
+class ZerosLikeOp(NoGradient):
+    """Zeros of a's shape, dtype and device."""
+
+    name, forward = "zeros_like", staticmethod(torch.zeros_like)
+
+
+class OnesLikeOp(NoGradient):
+    """Ones of a's shape, dtype and device."""
+
+    name, forward = "ones_like", staticmethod(torch.ones_like)
+
+
+# --- broadcasting: the gradient of every binary op ---------------------------------------------
+
+
+class SumToShapeOp(OpBase):
+    """a summed down to like's shape, undoing torch broadcasting."""
+
+    name, inputs = "sum_to_shape", ("a", "like")
+
+    @staticmethod
+    def forward(a, like):
+        if a.shape == like.shape:
+            return a
+        extra = a.ndim - like.ndim
+        dims = list(range(extra)) + [extra + i for i, n in enumerate(like.shape) if n == 1 and a.shape[extra + i] != 1]
+        return (a.sum(dim=dims, keepdim=True) if dims else a).reshape(like.shape)
+
+    def gradient(self, node, output_grad):
+        return [expand_as(output_grad, node.inputs[0]), None]
+
+
+class ExpandAsOp(OpBase):
+    """a expanded (broadcast) to b's shape."""
+
+    name, inputs = "expand_as", ("a", "b")
+    forward = staticmethod(torch.Tensor.expand_as)
+
+    def gradient(self, node, output_grad):
+        return [sum_to_shape(output_grad, node.inputs[0]), None]
+
+
+add, sub, mul, div = AddOp(), SubOp(), MulOp(), DivOp()
+add_by_const, mul_by_const, div_by_const = AddByConstOp(), MulByConstOp(), DivByConstOp()
+rdiv_by_const = RDivByConstOp()
+neg, power, sqrt, exp, log, abs_op = NegOp(), PowerOp(), SqrtOp(), ExpOp(), LogOp(), AbsOp()
+relu, sigmoid, tanh, erf, gelu, silu = ReLUOp(), SigmoidOp(), TanhOp(), ErfOp(), GeluOp(), SiLUOp()
+sign, greater, equal, zeros_like, ones_like = SignOp(), GreaterOp(), EqualOp(), ZerosLikeOp(), OnesLikeOp()
+sum_to_shape, expand_as = SumToShapeOp(), ExpandAsOp()
+
+__all__ = [
+    "add", "add_by_const", "sub", "mul", "mul_by_const", "div", "div_by_const", "rdiv_by_const", "neg", "power",
+    "sqrt", "exp", "log", "abs_op", "sign", "relu", "sigmoid", "tanh", "erf", "gelu", "silu", "greater", "equal",
+    "zeros_like", "ones_like", "sum_to_shape", "expand_as",
+]  # fmt: skip
