@@ -1,0 +1,141 @@
+"""lm.data: sources with their checks, tokenizers by name, the cached token file, the split, batches,
+and the TinyStories download failing clearly (and fast) when it cannot happen."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lm import data
+from lm.data import EOT, DataError
+
+
+def test_bundled_sources_load():
+    shakespeare = data.load_source("shakespeare")
+    assert len(shakespeare) == 1_115_394 and shakespeare.startswith("First Citizen:")
+    stories = data.load_source("stories")
+    assert stories.count(EOT) >= 20
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "no file"),
+        (b"", "is empty"),
+        (b"abc\x00def", "NUL bytes"),
+        (b"caf\xe9 au lait", r"not UTF-8 text \(byte 3 is b'\\xe9'\)"),
+    ],
+)
+def test_bad_text_files_get_clear_errors(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        data.load_source(str(path))
+
+
+def test_size_is_checked_before_reading(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("x" * 2000)
+    with pytest.raises(DataError, match="2,000 bytes, over the limit of 1,000"):
+        data.read_text_file(path, max_bytes=1000)
+    with pytest.raises(DataError, match="is not a file"):
+        data.read_text_file(tmp_path)
+
+
+def test_char_and_word_tokenizers_know_end_of_text_and_round_trip():
+    text = f"The cat sat.\nThe dog ran.{EOT}A bird sang."
+    char = data.make_tokenizer("char", text)
+    assert char.decode(char.encode(text)) == text and data.eot_id(char) == len(char) - 1
+    with pytest.raises(DataError, match=r"not in the vocabulary: cats \(close: cat"):
+        data.make_tokenizer("word", text).encode("cats")
+    word = data.make_tokenizer("word", text)
+    ids = word.encode(text)
+    assert ids.count(data.eot_id(word)) == 1
+    assert word.decode(ids) == f"the cat sat. the dog ran. {EOT} a bird sang."
+    for tok in (char, word):  # what a checkpoint stores
+        again = data.tokenizer_from_json(data.tokenizer_to_json(tok))
+        assert again.encode(text) == tok.encode(text)
+
+
+@pytest.mark.parametrize(
+    "spec,message", [("morse", "unknown tokenizer 'morse'"), ("bpe:lots", "whole vocabulary size"), ("bpe:3", "257")]
+)
+def test_bad_tokenizer_names(spec, message):
+    if spec.startswith("bpe"):
+        pytest.importorskip("lm.tokenizers.bpe")
+    with pytest.raises(DataError, match=message):
+        data.make_tokenizer(spec, "some text")
+
+
+def test_tokens_are_encoded_once_and_reused(tmp_path, monkeypatch):
+    text = "hello world, " * 100
+    tok = data.make_tokenizer("char", text)
+    first = data.load_tokens(text, tok, context=8, cache_dir=tmp_path)
+    assert not first.reused and first.path.suffix == ".npy" and first.tokens.dtype == np.uint16
+    assert isinstance(first.tokens, np.memmap)
+    calls = []
+    encode = type(tok).encode
+    monkeypatch.setattr(type(tok), "encode", lambda self, t: calls.append(t) or encode(self, t))
+    again = data.load_tokens(text, tok, context=8, cache_dir=tmp_path)
+    assert again.reused and again.path == first.path and text not in calls  # not encoded again
+    assert np.array_equal(again.tokens, first.tokens)
+    # A changed text or tokenizer is a different file.
+    other = data.make_tokenizer("char", text + "!")
+    assert data.encode_to_file(text, other, tmp_path)[0] != first.path
+
+
+def test_split_by_document_or_last_tenth():
+    plain = np.arange(100)
+    train, val = data.split_tokens(plain, eot=None)
+    assert (len(train), len(val)) == (90, 10)
+    docs = np.array([1] * 50 + [0] + [2] * 30 + [0] + [3] * 19)  # 0 = end of text, at 50 and 81
+    train, val = data.split_tokens(docs, eot=0)
+    assert len(train) == 82 and val[0] == 3 and set(val.tolist()) == {3}  # whole documents only
+
+
+def test_validation_too_short_for_the_context(tmp_path):
+    tok = data.make_tokenizer("char", "abcdefghij" * 3)
+    with pytest.raises(DataError, match="validation part has 3 tokens, not more than the context of 8"):
+        data.load_tokens("abcdefghij" * 3, tok, context=8, cache_dir=tmp_path)
+
+
+def test_get_batch_gives_shifted_windows():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 16) and x.dtype == torch.int64
+    assert torch.equal(y, x + 1) and torch.equal(x[:, 1:] - x[:, :-1], torch.ones(4, 15, dtype=torch.int64))
+    x2, _ = data.get_batch(tokens, 4, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)  # the generator decides
+
+
+def test_tinystories_without_network_fails_clearly_and_fast(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.socket, "create_connection", no_network)
+    start = time.perf_counter()
+    with pytest.raises(DataError, match="TinyStories|datasets") as err:
+        data.load_source("tinystories", cache_dir=tmp_path)
+    assert time.perf_counter() - start < 1.0
+    assert "--data stories" in str(err.value)
+
+
+def test_tinystories_download_failing_midway_is_reported_and_leaves_no_file(tmp_path):
+    def failing_loader(n):
+        yield {"text": "Once upon a time."}
+        raise ConnectionError("connection reset by peer")
+
+    with pytest.raises(DataError, match="downloading TinyStories failed .*connection reset"):
+        data.download_tinystories(5, tmp_path, loader=failing_loader)
+    assert not list(tmp_path.iterdir())
+
+
+def test_tinystories_download_is_cached_with_progress(tmp_path):
+    seen = []
+    rows = [{"text": f"Story {i}. "} for i in range(3)]
+    path = data.download_tinystories(3, tmp_path, progress=lambda d, t: seen.append((d, t)), loader=lambda n: rows)
+    assert path.read_text() == f"Story 0.\n{EOT}\nStory 1.\n{EOT}\nStory 2."
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert data.download_tinystories(3, tmp_path, loader=lambda n: 1 / 0) == path  # cached: no download
