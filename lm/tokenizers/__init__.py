@@ -1,13 +1,19 @@
 """Tokenizers behind one interface (`TextTokenizer`: encode, decode, vocab_size, token_str, special_tokens).
 
 `WordTokenizer` (the classic recipe's words, `lm.tokenizer.Tokenizer`), `CharTokenizer` (one id per
-character) and, in `lm.tokenizers.bpe`, a byte-level BPE that trains like GPT-2's and loads GPT-2's files.
+character) and `BPETokenizer`, a byte-level BPE that trains like GPT-2's (`train_bpe`) and loads GPT-2's files.
 Every bad input raises `TokenizerError` (a `ValueError`) saying what was wrong.
 """
 
 from lm.tokenizer import Tokenizer as WordTokenizer
 from lm.tokenizer import UnknownWordError
 from lm.tokenizers.base import TextTokenizer, TokenizerError
+from lm.tokenizers.bpe import BPETokenizer
+from lm.tokenizers.bpe_train import BPETrainResult, train_bpe, train_bpe_detailed
 from lm.tokenizers.char import CharTokenizer
+from lm.tokenizers.pretokenize import GPT2_PATTERN
 
-__all__ = ["CharTokenizer", "TextTokenizer", "TokenizerError", "UnknownWordError", "WordTokenizer"]
+__all__ = [
+    "BPETokenizer", "BPETrainResult", "CharTokenizer", "GPT2_PATTERN", "TextTokenizer", "TokenizerError",
+    "UnknownWordError", "WordTokenizer", "train_bpe", "train_bpe_detailed",
+]  # fmt: skip

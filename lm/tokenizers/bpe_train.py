@@ -1,0 +1,220 @@
+"""Byte-level BPE training, GPT-2 style, with incremental pair counts.
+
+The text is split on the special tokens, pre-tokenized with GPT-2's pattern and counted (in parallel
+for large inputs); each distinct pre-token becomes a word of byte ids with its count. Then, until the
+vocabulary is full: merge the most frequent adjacent pair, ties going to the lexicographically greatest
+pair of byte strings. Only the words holding the merged pair are rewritten, and only their pairs' counts
+change; a heap with lazy deletion finds the next best pair without scanning every pair each step.
+Ids: 0..255 are the bytes, then one id per merge in order, then the special tokens (GPT-2's layout).
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lm.tokenizers.base import TokenizerError, validate_special_tokens
+from lm.tokenizers.pretokenize import CHUNK_CHARS, Progress, parallel_pretoken_counts
+
+MAX_VOCAB_SIZE = 1_000_000
+MAX_TRAIN_BYTES = 2 * 2**30  # a file is read whole (as for the course's reference trainer); 2 GiB at most
+
+# The heap orders pairs by (-count, key(a), key(b)); key() reverses the byte order so that the smallest
+# heap entry is the lexicographically *greatest* pair: each byte c becomes chr(256 - c), and a terminator
+# above them all makes a prefix sort after its extensions (b"a" < b"ab" becomes key(b"a") > key(b"ab")).
+_REVERSE = {c: chr(256 - c) for c in range(256)}
+_END = chr(300)
+
+
+def _reverse_key(token: bytes) -> str:
+    return token.decode("latin-1").translate(_REVERSE) + _END
+
+
+@dataclass
+class BPETrainResult:
+    """A trained BPE: `vocab` (id -> bytes), `merges` in rank order, and what the training saw."""
+
+    vocab: dict[int, bytes]
+    merges: list[tuple[bytes, bytes]]
+    special_tokens: list[str]
+    merge_counts: list[int] = field(default_factory=list)  # how often merge k's pair occurred when chosen
+    pretokens: int = 0  # pre-tokens in the text (with repeats)
+    distinct_pretokens: int = 0
+    text_bytes: int = 0
+    seconds: float = 0.0
+    stopped_early: bool = False  # every pre-token became one token before the vocabulary was full
+
+
+def read_training_text(path: str | os.PathLike, max_bytes: int = MAX_TRAIN_BYTES) -> str:
+    """A training file's text, refusing what is not a non-empty UTF-8 text file within `max_bytes`."""
+    path = Path(path)
+    if not path.is_file():
+        raise TokenizerError(f"no file at {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise TokenizerError(f"{path} is empty: give a text file to learn from")
+    if size > max_bytes:
+        raise TokenizerError(f"{path} is {size:,} bytes, over the limit of {max_bytes:,}: train on a part of it")
+    return check_training_text(path.read_bytes(), str(path))
+
+
+def check_training_text(raw: bytes, name: str = "the text") -> str:
+    """`raw` decoded, or a TokenizerError when it is empty, not UTF-8 or binary (NUL bytes), naming the line."""
+    if not raw.strip():
+        raise TokenizerError(f"{name} is empty (or only whitespace): give text to learn from")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise TokenizerError(
+            f"{name} is not UTF-8 text (bad byte at offset {err.start}, line {line}); is it a binary file? "
+            "Save it as UTF-8 text."
+        ) from None
+    nul = text.find("\0")
+    if nul >= 0:
+        raise TokenizerError(f"{name} holds a NUL byte (line {text.count(chr(10), 0, nul) + 1}): it looks binary")
+    return text
+
+
+def train_bpe(
+    input: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str] = (),
+    **options,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Train on `input` (a `str` is the text itself; a `Path` is a UTF-8 file) -> (vocab, merges).
+
+    Options are those of `train_bpe_detailed`: `progress`, `workers`, `chunk_chars`."""
+    result = train_bpe_detailed(input, vocab_size, special_tokens, **options)
+    return result.vocab, result.merges
+
+
+def train_bpe_detailed(
+    input: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str] = (),
+    progress: Progress | None = None,
+    workers: int | None = None,
+    chunk_chars: int = CHUNK_CHARS,
+) -> BPETrainResult:
+    """`train_bpe` with the merge counts and statistics; `progress(done, total, stage)` is called during
+    "pretokenize" (chunks) and "merge" (merges, at most ~200 times)."""
+    start = time.perf_counter()
+    specials = validate_special_tokens(special_tokens)
+    for token in specials:
+        if len(token.encode("utf-8")) == 1:
+            raise TokenizerError(f"special token {token!r} is a single byte, which is already a token: make it longer")
+    if type(vocab_size) is not int or not 256 + len(specials) <= vocab_size <= MAX_VOCAB_SIZE:
+        raise TokenizerError(
+            f"vocab_size {vocab_size!r} must be an integer from {256 + len(specials)} (the 256 bytes"
+            f"{' and ' + str(len(specials)) + ' special token(s)' if specials else ''}) to {MAX_VOCAB_SIZE:,}"
+        )
+    text = read_training_text(input) if isinstance(input, os.PathLike) else input
+    if not isinstance(text, str):
+        raise TokenizerError(f"input must be the text (str) or a file path (pathlib.Path), not {type(text).__name__}")
+    if not text:
+        raise TokenizerError("the training text is empty: give text to learn from")
+
+    counts = parallel_pretoken_counts(text, specials, workers, chunk_chars, progress)
+    num_merges = vocab_size - 256 - len(specials)
+    merges, merge_counts = _merge_loop(counts, num_merges, progress)
+
+    vocab = {i: bytes([i]) for i in range(256)}
+    for a, b in merges:
+        vocab[len(vocab)] = a + b
+    for token in specials:
+        vocab[len(vocab)] = token.encode("utf-8")
+    return BPETrainResult(
+        vocab=vocab,
+        merges=merges,
+        special_tokens=specials,
+        merge_counts=merge_counts,
+        pretokens=sum(counts.values()),
+        distinct_pretokens=len(counts),
+        text_bytes=len(text.encode("utf-8")),
+        seconds=time.perf_counter() - start,
+        stopped_early=len(merges) < num_merges,
+    )
+
+
+def _merge_loop(
+    counts: dict[str, int], num_merges: int, progress: Progress | None
+) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+    """The merges (and the count of each chosen pair), updating pair counts only where a merge happened."""
+    words = [list(piece.encode("utf-8")) for piece in counts]  # each distinct pre-token as byte ids
+    freqs = list(counts.values())
+    tokens = [bytes([i]) for i in range(256)]  # id -> bytes, grows by one per merge
+    keys = [_reverse_key(t) for t in tokens]
+
+    pair_count: dict[tuple[int, int], int] = defaultdict(int)
+    pair_words: dict[tuple[int, int], set[int]] = defaultdict(set)  # may hold stale words: checked on use
+    for w, (word, freq) in enumerate(zip(words, freqs)):
+        for pair in zip(word, word[1:]):
+            pair_count[pair] += freq
+            pair_words[pair].add(w)
+    heap = [(-c, keys[a], keys[b], a, b) for (a, b), c in pair_count.items()]
+    heapq.heapify(heap)
+
+    merges: list[tuple[bytes, bytes]] = []
+    merge_counts: list[int] = []
+    report_every = max(1, num_merges // 200)
+    while len(merges) < num_merges:
+        # pop until an entry still matches its pair's current count (older entries are stale)
+        while heap:
+            neg, _, _, a, b = heapq.heappop(heap)
+            if pair_count.get((a, b), 0) == -neg:
+                break
+        else:
+            break  # no pair left: every pre-token is a single token
+        count = -neg
+        new = len(tokens)
+        tokens.append(tokens[a] + tokens[b])
+        keys.append(_reverse_key(tokens[new]))
+        merges.append((tokens[a], tokens[b]))
+        merge_counts.append(count)
+
+        changed: set[tuple[int, int]] = set()
+        for w in pair_words.pop((a, b)):
+            word = words[w]
+            merged = _merge_word(word, a, b, new)
+            if merged is None:
+                continue  # stale: an earlier merge already consumed this word's (a, b)
+            freq = freqs[w]
+            for pair in zip(word, word[1:]):
+                pair_count[pair] -= freq
+                changed.add(pair)
+            for pair in zip(merged, merged[1:]):
+                pair_count[pair] += freq
+                pair_words[pair].add(w)
+                changed.add(pair)
+            words[w] = merged
+        del pair_count[(a, b)]
+        changed.discard((a, b))
+        for pair in changed:
+            c = pair_count[pair]
+            if c > 0:
+                heapq.heappush(heap, (-c, keys[pair[0]], keys[pair[1]], pair[0], pair[1]))
+            else:
+                del pair_count[pair]
+        if progress and (len(merges) % report_every == 0 or len(merges) == num_merges):
+            progress(len(merges), num_merges, "merge")
+    return merges, merge_counts
+
+
+def _merge_word(word: list[int], a: int, b: int, new: int) -> list[int] | None:
+    """`word` with every (a, b) replaced by `new`, left to right; None when it holds no (a, b)."""
+    out: list[int] = []
+    i, n, found = 0, len(word), False
+    while i < n:
+        if i + 1 < n and word[i] == a and word[i + 1] == b:
+            out.append(new)
+            i += 2
+            found = True
+        else:
+            out.append(word[i])
+            i += 1
+    return out if found else None

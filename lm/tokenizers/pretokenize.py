@@ -1,0 +1,101 @@
+"""GPT-2's pre-tokenization: split on special tokens, then cut each stretch with GPT-2's regex.
+
+BPE never merges across a pre-token (a word with its leading space, a number, a run of punctuation
+or of whitespace), so training only needs each distinct pre-token and its count. A large text is
+counted in parallel chunks whose boundaries fall on a special token (or, where a stretch has none,
+just before whitespace that follows a non-space: a pre-token boundary in GPT-2's pattern too).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import regex
+
+from lm.tokenizers.base import special_pattern
+
+# GPT-2's split pattern (the `pat` of openai/gpt-2's encoder.py, as in tiktoken's gpt2 encoding).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+GPT2_REGEX = regex.compile(GPT2_PATTERN)
+PARALLEL_MIN_CHARS = 4_000_000  # below this, starting worker processes costs more than it saves
+CHUNK_CHARS = 2_000_000  # target chunk size for the parallel count
+
+Progress = Callable[[int, int, str], None]  # (done, total, stage)
+
+
+def count_pretokens(text: str, special_tokens: list[str]) -> Counter[str]:
+    """How often each pre-token occurs in `text`, with the special tokens' occurrences cut out."""
+    counts: Counter[str] = Counter()
+    pattern = special_pattern(special_tokens)
+    pieces = regex.split(pattern, text) if pattern else [text]
+    findall = GPT2_REGEX.findall
+    for piece in pieces:
+        if piece:
+            counts.update(findall(piece))
+    return counts
+
+
+def chunk_bounds(text: str, special_tokens: list[str], chunk_chars: int) -> list[tuple[int, int]]:
+    """Cut `text` into (start, end) chunks of about `chunk_chars`, each cut at a special token's start,
+    or, where none is near, at a non-space -> whitespace boundary; pre-tokens never straddle a cut."""
+    pattern = special_pattern(special_tokens)
+    # the special tokens exactly as the full-text split sees them (one left-to-right, longest-first scan)
+    spans = [m.span() for m in regex.finditer(pattern, text)] if pattern else []
+    starts = [a for a, _ in spans]
+    boundary_re = regex.compile(r"(?<=\S)(?=\s)")
+    cuts = [0]
+    while cuts[-1] + chunk_chars < len(text):
+        target = cuts[-1] + chunk_chars
+        i = bisect.bisect_left(starts, target)
+        if i < len(starts) and starts[i] < target + chunk_chars:
+            cut = starts[i]
+        else:
+            m = boundary_re.search(text, target)
+            if m is None:
+                break
+            cut = m.start()
+            j = bisect.bisect_right(starts, cut) - 1  # a special token holding whitespace must stay whole
+            if j >= 0 and spans[j][0] < cut < spans[j][1]:
+                cut = spans[j][0]
+        if cut <= cuts[-1] or cut >= len(text):
+            break
+        cuts.append(cut)
+    cuts.append(len(text))
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _count_chunk(args: tuple[str, list[str]]) -> Counter[str]:
+    return count_pretokens(*args)
+
+
+def parallel_pretoken_counts(
+    text: str,
+    special_tokens: list[str],
+    workers: int | None = None,
+    chunk_chars: int = CHUNK_CHARS,
+    progress: Progress | None = None,
+) -> Counter[str]:
+    """`count_pretokens` over chunks in `workers` processes (default: the CPUs, one process for small texts)."""
+    workers = workers if workers is not None else (os.cpu_count() or 1) if len(text) >= PARALLEL_MIN_CHARS else 1
+    bounds = chunk_bounds(text, special_tokens, chunk_chars) if workers > 1 else [(0, len(text))]
+    if progress:
+        progress(0, len(bounds), "pretokenize")
+    if len(bounds) == 1:
+        counts = count_pretokens(text, special_tokens)
+        if progress:
+            progress(1, 1, "pretokenize")
+        return counts
+    total: Counter[str] = Counter()
+    # spawn, not fork: the server and the tests run threads (torch, streamlit), and forking those is unsafe
+    with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=get_context("spawn")) as pool:
+        jobs = ((text[a:b], special_tokens) for a, b in bounds)
+        for done, counts in enumerate(pool.map(_count_chunk, jobs), start=1):
+            total.update(counts)
+            if progress:
+                progress(done, len(bounds), "pretokenize")
+    return total
