@@ -76,6 +76,17 @@ def layernorm_vjp(g: torch.Tensor, a: torch.Tensor, shape, eps) -> torch.Tensor:
     return rstd * (g - g.mean(dims, keepdim=True) - y * (g * y).mean(dims, keepdim=True))
 
 
+def rms(a: torch.Tensor, eps: float) -> torch.Tensor:
+    """Torch reference for RMSNorm without gain, written out."""
+    return a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def ce_weights(t: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Each row's weight in a mean cross-entropy that skips ignore_index: (N, 1)."""
+    kept = (t != ignore_index).double()
+    return (kept / kept.sum())[:, None]
+
+
 causal = In((3, 3), "mask")
 F64 = dict(dtype=torch.float64)
 
@@ -328,6 +339,91 @@ CASES = [
         lambda g, a: layernorm_vjp(g, a, (4,), 1e-5),
         [In((2, 3, 4)), In((2, 3, 4))],
         True,
+    ),
+    # --- what the text models add (autodiff/ops/transformer.py) ---
+    Case("sin", ops.sin, ops.sin, torch.sin, [In((2, 3))], True),
+    Case("cos", ops.cos, ops.cos, torch.cos, [In((2, 3))], True),
+    Case("rmsnorm", ops.rmsnorm, ops.rmsnorm, lambda a, w: rms(a, 1e-5) * w, [In((2, 3, 4)), In((4,))], True),
+    Case(
+        "rmsnorm_big_eps",
+        ops.rmsnorm,
+        lambda a, w: ops.rmsnorm(a, w, eps=0.1),
+        lambda a, w: rms(a, 0.1) * w,
+        [In((5, 4), "big"), In((4,))],
+    ),
+    Case(
+        "rmsnorm_backward",
+        ops.rmsnorm_backward,
+        lambda g, a, w: ops.rmsnorm_backward(g, a, w, 1e-5),
+        lambda g, a, w: torch.autograd.grad(rms(a, 1e-5) * w, a, g, create_graph=True)[0],
+        [In((2, 3, 4)), In((2, 3, 4)), In((4,))],
+        True,
+    ),
+    Case(
+        "norm_gain_backward_rms",
+        ops.norm_gain_backward,
+        lambda g, a, like: ops.norm_gain_backward(g, a, like, "rms", 1e-5),
+        lambda g, a, like: (g * rms(a, 1e-5)).sum((0, 1)),
+        [In((2, 3, 4)), In((2, 3, 4)), In((4,), "ref")],
+        True,
+    ),
+    Case(
+        "norm_gain_backward_layer",
+        ops.norm_gain_backward,
+        lambda g, a, like: ops.norm_gain_backward(g, a, like, "layer", 1e-5),
+        lambda g, a, like: (g * F.layer_norm(a, (4,))).sum(0),
+        [In((3, 4)), In((3, 4)), In((4,), "ref")],
+        True,
+    ),
+    Case(
+        "layernorm_gain",
+        ops.layernorm_gain,
+        ops.layernorm_gain,
+        lambda a, w: F.layer_norm(a, (4,), w),
+        [In((2, 3, 4)), In((4,))],
+        True,
+    ),
+    Case(
+        "layernorm_gain_backward",
+        ops.layernorm_gain_backward,
+        lambda g, a, w: ops.layernorm_gain_backward(g, a, w, 1e-5),
+        lambda g, a, w: layernorm_vjp(g * w, a, (4,), 1e-5),
+        [In((2, 3, 4)), In((2, 3, 4)), In((4,))],
+        True,
+    ),
+    Case(
+        "rope",
+        ops.rope,
+        ops.rope,
+        lambda x, c, s: torch.cat([x[..., :2] * c - x[..., 2:] * s, x[..., 2:] * c + x[..., :2] * s], -1),
+        [In((2, 3, 4)), In((3, 2), "ref"), In((3, 2), "ref")],
+        True,
+    ),
+    Case(
+        "cross_entropy_ignore",
+        ops.cross_entropy,
+        lambda a, t: ops.cross_entropy(a, t, ignore_index=2),
+        lambda a, t: F.cross_entropy(a, t, ignore_index=2),
+        [In((8, 5)), In((8,), "ids")],
+        True,
+    ),
+    Case(
+        "cross_entropy_big", ops.cross_entropy, ops.cross_entropy, F.cross_entropy, [In((4, 5), "big"), In((4,), "ids")]
+    ),
+    Case(
+        "cross_entropy_backward",
+        ops.cross_entropy_backward,
+        lambda g, a, t: ops.cross_entropy_backward(g, a, t, 2),
+        lambda g, a, t: g * (torch.softmax(a, -1) - F.one_hot(t, 5)) * ce_weights(t, 2),
+        [In(()), In((8, 5)), In((8,), "ids")],
+        True,
+    ),
+    Case(
+        "cross_entropy_weights",
+        ops.cross_entropy_weights,
+        lambda t, like: ops.cross_entropy_weights(t, like, 2),
+        lambda t, like: ce_weights(t, 2),
+        [In((8,), "ids"), In((8, 5), "ref")],
     ),
 ]
 

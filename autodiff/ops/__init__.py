@@ -3,7 +3,8 @@ beside `gradient` (gradient *nodes*, built from other ops, so second order comes
 
 Sections: `elementwise` (arithmetic, activations, comparisons, sum_to_shape), `shape` (reshape,
 slice, concat, embedding, where...), `reductions` (sum, mean, max and their expansions) and `nn`
-(matmul, softmax, log_softmax, layernorm and their fused backward ops); `base` holds the base
+(matmul, softmax, log_softmax, layernorm and their fused backward ops), `transformer` (sin, cos,
+rmsnorm, layernorm_gain, rope, cross_entropy: what the text models add); `base` holds the base
 classes that build a node from an op's declared `inputs` and `params`.
 
 Policies, written once:
@@ -29,14 +30,17 @@ from __future__ import annotations
 import math
 
 from autodiff.graph import Node, placeholder
-from autodiff.ops import elementwise, nn, reductions, shape
+from autodiff.ops import elementwise, nn, reductions, shape, transformer
 from autodiff.ops.elementwise import *  # noqa: F403
 from autodiff.ops.nn import *  # noqa: F403
 from autodiff.ops.reductions import *  # noqa: F403
 from autodiff.ops.shape import *  # noqa: F403
+from autodiff.ops.transformer import *  # noqa: F403
 
 # Every op instance, section by section (the op test table checks that each has a row).
-__all__ = ["placeholder", *elementwise.__all__, *reductions.__all__, *shape.__all__, *nn.__all__]
+__all__ = [
+    "placeholder", *elementwise.__all__, *reductions.__all__, *shape.__all__, *nn.__all__, *transformer.__all__
+]  # fmt: skip
 
 
 # Python operators on nodes (`x + y`, `2 * x`, `x @ w`) are these ops. They are attached here, not

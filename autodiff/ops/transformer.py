@@ -1,0 +1,227 @@
+"""Ops the text language models need: sin and cos, RMSNorm and LayerNorm with a gain (fused forward
+and backward), rotary position embedding, and cross-entropy over integer targets with an ignore index.
+
+Each fused backward op runs one torch computation; its own gradient (second order) writes the same
+formula in primitive ops and lets `local_vjp` differentiate it. Norms work over the last dim, with a
+(D,) gain. RoPE's cos and sin tables are position constants, like a mask: they take no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from autodiff.graph import Node
+from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary
+from autodiff.ops.elementwise import add_by_const, mul, neg, ones_like, power, sub, sum_to_shape
+from autodiff.ops.nn import local_vjp, softmax, softmax_backward
+from autodiff.ops.reductions import mean, sum_op
+
+
+class SinOp(Unary):
+    """sin(a)."""
+
+    name, forward = "sin", staticmethod(torch.sin)
+
+    def gradient(self, node, output_grad):
+        return [mul(output_grad, cos(node.inputs[0]))]
+
+
+class CosOp(Unary):
+    """cos(a)."""
+
+    name, forward = "cos", staticmethod(torch.cos)
+
+    def gradient(self, node, output_grad):
+        return [neg(mul(output_grad, sin(node.inputs[0])))]
+
+
+# --- norms with a gain, over the last dim --------------------------------------------------------
+
+
+def _rms_normalized(a: Node, eps: float) -> tuple[Node, Node]:
+    """(a * r, r) with r = 1 / sqrt(mean(a^2) + eps), in primitive ops (for second order)."""
+    r = power(add_by_const(mean(mul(a, a), -1, keepdim=True), eps), -0.5)
+    return mul(a, r), r
+
+
+def _layer_normalized(a: Node, eps: float) -> tuple[Node, Node]:
+    """((a - mean) * r, r) with r = 1 / sqrt(var + eps), in primitive ops."""
+    centered = sub(a, mean(a, -1, keepdim=True))
+    r = power(add_by_const(mean(mul(centered, centered), -1, keepdim=True), eps), -0.5)
+    return mul(centered, r), r
+
+
+def _rms_forward(a, eps):
+    return a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class RMSNormOp(OpBase):
+    """a / sqrt(mean(a^2) + eps) * gain over the last dim (Llama's RMSNorm)."""
+
+    name, inputs, params = "rmsnorm", ("a", "gain"), {"eps": 1e-5}
+    forward = staticmethod(lambda a, gain, eps: F.rms_norm(a, (a.shape[-1],), gain, eps))
+
+    def gradient(self, node, output_grad):
+        a, gain = node.inputs
+        return [
+            rmsnorm_backward(output_grad, a, gain, node.eps),
+            norm_gain_backward(output_grad, a, gain, "rms", node.eps),
+        ]
+
+
+class RMSNormBackwardOp(OpBase):
+    """RMSNorm's input gradient from upstream g: r * (g gain - n * mean(g gain * n)), n = a r."""
+
+    name, inputs, params = "rmsnorm_backward", ("g", "a", "gain"), {"eps": REQUIRED}
+
+    @staticmethod
+    def forward(g, a, gain, eps):
+        r = torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + eps)  # (..., 1)
+        n, gn = a * r, g * gain
+        return r * (gn - n * (gn * n).mean(-1, keepdim=True))
+
+    def gradient(self, node, output_grad):
+        g, a, gain = node.inputs
+        n, r = _rms_normalized(a, node.eps)
+        gn = mul(g, gain)
+        formula = mul(r, sub(gn, mul(n, mean(mul(gn, n), -1, keepdim=True))))
+        return local_vjp(formula, [g, a, gain], output_grad)
+
+
+class NormGainBackwardOp(OpBase):
+    """A norm's gain gradient: sum of g * normalized(a) over every dim but the last (`like` = the gain,
+    for its shape). `kind` is "rms" or "layer"."""
+
+    name, inputs, params = "norm_gain_backward", ("g", "a", "like"), {"kind": REQUIRED, "eps": REQUIRED}
+
+    @staticmethod
+    def forward(g, a, like, kind, eps):
+        n = _rms_forward(a, eps) if kind == "rms" else F.layer_norm(a, (a.shape[-1],), eps=eps)
+        return (g * n).reshape(-1, a.shape[-1]).sum(0).reshape(like.shape)
+
+    def gradient(self, node, output_grad):
+        g, a, like = node.inputs
+        n, _ = (_rms_normalized if node.kind == "rms" else _layer_normalized)(a, node.eps)
+        return [*local_vjp(sum_to_shape(mul(g, n), like), [g, a], output_grad), None]
+
+
+class LayerNormGainOp(OpBase):
+    """(a - mean) / sqrt(var + eps) * gain over the last dim (GPT-2's LayerNorm, without bias)."""
+
+    name, inputs, params = "layernorm_gain", ("a", "gain"), {"eps": 1e-5}
+    forward = staticmethod(lambda a, gain, eps: F.layer_norm(a, (a.shape[-1],), gain, None, eps))
+
+    def gradient(self, node, output_grad):
+        a, gain = node.inputs
+        g = output_grad
+        return [layernorm_gain_backward(g, a, gain, node.eps), norm_gain_backward(g, a, gain, "layer", node.eps)]
+
+
+class LayerNormGainBackwardOp(OpBase):
+    """LayerNorm's input gradient with a gain: r * (g gain - mean(g gain) - y * mean(g gain * y))."""
+
+    name, inputs, params = "layernorm_gain_backward", ("g", "a", "gain"), {"eps": REQUIRED}
+
+    @staticmethod
+    def forward(g, a, gain, eps):
+        # torch's fused kernels: the statistics of a, then the formula above in one pass
+        shape = [a.shape[-1]]
+        _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
+        return torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, gain, None, [True, False, False])[0]
+
+    def gradient(self, node, output_grad):
+        g, a, gain = node.inputs
+        y, r = _layer_normalized(a, node.eps)
+        gn = mul(g, gain)
+        inner = sub(sub(gn, mean(gn, -1, keepdim=True)), mul(y, mean(mul(gn, y), -1, keepdim=True)))
+        return local_vjp(mul(r, inner), [g, a, gain], output_grad)
+
+
+# --- rotary positions ----------------------------------------------------------------------------
+
+
+class RopeOp(OpBase):
+    """Rotary embedding: x (..., d) as (first half, second half) pairs, each turned by its angle:
+    [x1 cos - x2 sin, x2 cos + x1 sin], cos and sin (..., d/2) broadcasting against the halves."""
+
+    name, inputs = "rope", ("x", "cos", "sin")
+
+    @staticmethod
+    def forward(x, cos, sin):
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)
+
+    def gradient(self, node, output_grad):
+        # A rotation's transpose is the rotation by minus the angle: dx = rope(g, cos, -sin).
+        _, cos_table, sin_table = node.inputs
+        return [rope(output_grad, cos_table, neg(sin_table)), None, None]
+
+
+# --- cross-entropy over integer targets ------------------------------------------------------------
+
+
+class CrossEntropyOp(OpBase):
+    """Mean of -log softmax(logits)[n, targets[n]] over the rows whose target is not ignore_index;
+    logits (N, V), targets (N,) integers. No one-hot is ever built: memory O(N) beyond the logits."""
+
+    name, inputs, params = "cross_entropy", ("logits", "targets"), {"ignore_index": -100}
+    forward = staticmethod(
+        lambda logits, targets, ignore_index: F.cross_entropy(logits, targets, ignore_index=ignore_index)
+    )
+
+    def gradient(self, node, output_grad):
+        logits, targets = node.inputs
+        return [cross_entropy_backward(output_grad, logits, targets, node.ignore_index), None]
+
+
+class CrossEntropyBackwardOp(OpBase):
+    """Cross-entropy's logits gradient: g * w_n * (softmax(logits) - onehot(targets)), with w_n = 1 / count
+    on kept rows and 0 on ignored ones (the one-hot is a subtraction at N positions, never a tensor)."""
+
+    name, inputs, params = "cross_entropy_backward", ("g", "logits", "targets"), {"ignore_index": REQUIRED}
+
+    @staticmethod
+    def forward(g, logits, targets, ignore_index):
+        weights = _row_weights(targets, ignore_index, logits.dtype)  # (N,)
+        grad = torch.softmax(logits, -1)
+        rows = torch.arange(len(targets), device=logits.device)
+        grad[rows, targets.clamp(min=0) * (targets != ignore_index)] -= 1.0  # ignored rows zeroed below
+        return grad.mul_((weights * g)[:, None])
+
+    def gradient(self, node, output_grad):
+        g, logits, targets = node.inputs
+        # d/dg: the same gradient with g = 1, dotted with the upstream; d/dlogits: only softmax varies,
+        # so it is softmax's backward of upstream * w * g (the one-hot part is constant).
+        unit = cross_entropy_backward(ones_like(g), logits, targets, node.ignore_index)
+        dg = sum_op(mul(output_grad, unit))
+        weights = cross_entropy_weights(targets, logits, node.ignore_index)  # (N, 1)
+        dlogits = softmax_backward(mul(mul(output_grad, weights), g), softmax(logits, -1), -1)
+        return [dg, dlogits, None]
+
+
+def _row_weights(targets, ignore_index, dtype):
+    kept = (targets != ignore_index).to(dtype)
+    return kept / kept.sum().clamp(min=1)
+
+
+class CrossEntropyWeightsOp(NoGradient):
+    """(N, 1) weight of each row in the mean: 1 / count where the target is kept, else 0
+    (`like` gives the dtype)."""
+
+    name, inputs, params = "cross_entropy_weights", ("targets", "like"), {"ignore_index": REQUIRED}
+    forward = staticmethod(lambda targets, like, ignore_index: _row_weights(targets, ignore_index, like.dtype)[:, None])
+
+
+sin, cos = SinOp(), CosOp()
+rmsnorm, rmsnorm_backward, norm_gain_backward = RMSNormOp(), RMSNormBackwardOp(), NormGainBackwardOp()
+layernorm_gain, layernorm_gain_backward = LayerNormGainOp(), LayerNormGainBackwardOp()
+rope = RopeOp()
+cross_entropy, cross_entropy_backward = CrossEntropyOp(), CrossEntropyBackwardOp()
+cross_entropy_weights = CrossEntropyWeightsOp()
+
+__all__ = [
+    "sin", "cos", "rmsnorm", "rmsnorm_backward", "norm_gain_backward", "layernorm_gain",
+    "layernorm_gain_backward", "rope", "cross_entropy", "cross_entropy_backward", "cross_entropy_weights",
+]  # fmt: skip
