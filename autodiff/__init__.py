@@ -1,13 +1,13 @@
 """autodiff: a static-graph (TensorFlow-v1 style) automatic-differentiation engine over torch tensors.
 
 Build a graph of Nodes, feed values through `Evaluator.run`, and get gradients as more graph with
-`gradients()`. This module is the public API only: the machinery is in `graph.py`, the ops in the
-package `ops/`, reverse mode in `backward.py`.
+`gradients()`. This module is the public API only: nodes and ops' base in `graph.py`, the ops in
+the package `ops/`, reverse mode in `backward.py`, running in `plan.py` -> `codegen.py` -> `evaluator.py`.
 """
 
 from autodiff.backward import gradients
+from autodiff.evaluator import Evaluator
 from autodiff.graph import (
-    Evaluator,
     GradientCountError,
     GradientShapeError,
     Node,

@@ -96,6 +96,10 @@ class OpBase(Op):
     def compute(self, node: Node, input_values: list[Tensor]) -> Tensor:
         return self.forward(*input_values, *node.attrs.values())
 
+    def tensor_call(self, node: Node):
+        # Generated code calls `forward` itself, unless a subclass computes some other way.
+        return (self.forward, tuple(node.attrs.values())) if type(self).compute is OpBase.compute else None
+
 
 class Unary(OpBase):
     """One node input `a`; gradients are written as `gradient(node, g)` returning [ga]."""

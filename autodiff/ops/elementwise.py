@@ -4,11 +4,12 @@ expand_as that every binary op's gradient uses. One class per op: its math, forw
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from autodiff.graph import Node
+from autodiff.graph import Node, walk_backward
 from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, WithConst, check_node, is_number
 
 
@@ -214,8 +215,18 @@ class SigmoidOp(Unary):
     name, forward = "sigmoid", staticmethod(torch.sigmoid)
 
     def gradient(self, node, output_grad):
-        # da = g * s * (1 - s)
-        return [mul(output_grad, mul(node, add_by_const(neg(node), 1.0)))]
+        return [sigmoid_backward(output_grad, node)]
+
+
+class SigmoidBackwardOp(OpBase):
+    """Sigmoid's input gradient from upstream g and its output s, in one node: g * s * (1 - s)."""
+
+    name, inputs = "sigmoid_backward", ("g", "s")
+    forward = staticmethod(torch.ops.aten.sigmoid_backward.default)  # torch's one-pass kernel
+
+    def gradient(self, node, output_grad):
+        g, s = node.inputs
+        return local_vjp(mul(g, mul(s, add_by_const(neg(s), 1.0))), [g, s], output_grad)
 
 
 class TanhOp(Unary):
@@ -224,8 +235,18 @@ class TanhOp(Unary):
     name, forward = "tanh", staticmethod(torch.tanh)
 
     def gradient(self, node, output_grad):
-        # da = g * (1 - t^2)
-        return [mul(output_grad, add_by_const(neg(mul(node, node)), 1.0))]
+        return [tanh_backward(output_grad, node)]
+
+
+class TanhBackwardOp(OpBase):
+    """Tanh's input gradient from upstream g and its output t, in one node: g * (1 - t^2)."""
+
+    name, inputs = "tanh_backward", ("g", "t")
+    forward = staticmethod(torch.ops.aten.tanh_backward.default)  # torch's one-pass kernel
+
+    def gradient(self, node, output_grad):
+        g, t = node.inputs
+        return local_vjp(mul(g, add_by_const(neg(mul(t, t)), 1.0)), [g, t], output_grad)
 
 
 class ErfOp(Unary):
@@ -262,6 +283,14 @@ class SiLUOp(Unary):
         a = node.inputs[0]
         s = sigmoid(a)
         return [mul(output_grad, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0))))]
+
+
+def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:
+    """The vector-Jacobian product of `expr` with `upstream` w.r.t. `inputs` taken as independent
+    leaves. A fused op (one torch kernel for a formula) returns this from its gradient rule, with
+    the formula written in primitive ops, so its second order needs no derivation by hand."""
+    grads = walk_backward(expr, upstream, inputs, add, stop_at_nodes=True)
+    return [zeros_like(n) if g is None else g for n, g in zip(inputs, grads)]
 
 
 # --- no gradient: piecewise constant, or values that only give a shape -------------------------
@@ -344,11 +373,13 @@ add_by_const, mul_by_const, div_by_const = AddByConstOp(), MulByConstOp(), DivBy
 rdiv_by_const = RDivByConstOp()
 neg, power, sqrt, exp, log, abs_op = NegOp(), PowerOp(), SqrtOp(), ExpOp(), LogOp(), AbsOp()
 relu, sigmoid, tanh, erf, gelu, silu = ReLUOp(), SigmoidOp(), TanhOp(), ErfOp(), GeluOp(), SiLUOp()
+sigmoid_backward, tanh_backward = SigmoidBackwardOp(), TanhBackwardOp()
 sign, greater, equal, zeros_like, ones_like = SignOp(), GreaterOp(), EqualOp(), ZerosLikeOp(), OnesLikeOp()
 sum_to_shape, expand_as = SumToShapeOp(), ExpandAsOp()
 
 __all__ = [
     "add", "add_by_const", "sub", "mul", "mul_by_const", "div", "div_by_const", "rdiv_by_const", "neg", "power",
-    "sqrt", "exp", "log", "abs_op", "sign", "relu", "sigmoid", "tanh", "erf", "gelu", "silu", "greater", "equal",
+    "sqrt", "exp", "log", "abs_op", "sign", "relu", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
+    "erf", "gelu", "silu", "greater", "equal",
     "zeros_like", "ones_like", "sum_to_shape", "expand_as",
 ]  # fmt: skip

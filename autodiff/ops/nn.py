@@ -4,23 +4,14 @@ writes the same formula in primitive ops and lets `local_vjp` differentiate it."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 
-from autodiff.graph import Node, walk_backward
+from autodiff.graph import Node
 from autodiff.ops.base import REQUIRED, OpBase, Unary
-from autodiff.ops.elementwise import Binary, add, add_by_const, exp, mul, power, sub, zeros_like
+from autodiff.ops.elementwise import Binary, add_by_const, exp, local_vjp, mul, power, sub
 from autodiff.ops.reductions import mean, sum_op
 from autodiff.ops.shape import transpose
-
-
-def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:
-    """The vector-Jacobian product of `expr` with `upstream` w.r.t. `inputs` taken as independent
-    leaves: a fused op's gradient rule returns this, so second order needs no hand derivation."""
-    grads = walk_backward(expr, upstream, inputs, add, stop_at_nodes=True)
-    return [zeros_like(n) if g is None else g for n, g in zip(inputs, grads)]
 
 
 class MatMulOp(Binary):

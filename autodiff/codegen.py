@@ -1,0 +1,140 @@
+"""Plans turned into straight-line Python: one local per value, one call per node, `del` where
+a value is freed, compiled once per graph and set of fed nodes (in the spirit of torch.fx's
+`GraphModule.code`). The source is readable and printable (`Evaluator.source`); an error inside
+it is mapped back, by line, to the op, the node and the input shapes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import keyword
+import linecache
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from autodiff.graph import Node, OpError, Tensor
+from autodiff.plan import Plan, Step, gradient_shape_error
+
+_counter = iter(range(1 << 62))
+
+
+@dataclass
+class Compiled:
+    """A plan's generated function, its source, and where each step sits in that source."""
+
+    source: str
+    function: Callable[..., list[Tensor]]
+    step_at_line: dict[int, tuple[Step, list[str]]]  # line -> (step, names of the values it reads)
+    code: object  # the function's code object, to find its frame in a traceback
+
+
+def _literal(value, constants: dict) -> str:
+    """Python source for an attr value: a literal when repr round-trips, else a named constant."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, tuple):
+        parts = [_literal(v, constants) for v in value]
+        return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
+    name = f"c{len(constants)}"
+    constants[name] = value
+    return name
+
+
+def _identifier(name: str, taken: set[str]) -> str | None:
+    ok = name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
+    return name if ok and name not in taken and not hasattr(builtins, name) else None
+
+
+def generate(plan: Plan, title: str = "graph", checks: bool = True) -> Compiled:
+    """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
+    With `checks=False` the gradient-shape checks are left out (for shapes already checked)."""
+    namespace: dict[str, object] = {}
+    function_of: dict[int, str] = {}  # id(op) -> the name its tensor function has in the source
+    taken = {"check"}
+
+    def function_name(op, fn) -> str:
+        key = id(fn)
+        if key not in function_of:
+            base = op.name if op.name.isidentifier() and not keyword.iskeyword(op.name) else "op"
+            name, k = base, 1
+            while name in taken or hasattr(builtins, name):  # sum -> sum_op, like the public names
+                k += 1
+                name = f"{base}_op" if k == 2 else f"{base}_{k}"
+            taken.add(name)
+            function_of[key] = name
+            namespace[name] = fn
+        return function_of[key]
+
+    # Fed values keep their variable's name when it is a plain identifier; others are t<slot>.
+    local = {}
+    for slot, node in plan.fed:
+        local[slot] = _identifier(node.name, taken) or f"t{slot}"
+        taken.add(local[slot])
+    args = [local[slot] for slot, _ in plan.fed]
+    for step in plan.steps:
+        local[step.slot] = f"t{step.slot}"
+
+    lines = [f"def {title}({', '.join(args)}):"]
+    step_at_line: dict[int, tuple[Step, list[str]]] = {}
+    constants: dict[str, object] = {}
+    for step in plan.steps:
+        node = step.node
+        reads = [local[s] for s in step.inputs]
+        call = node.op.tensor_call(node)
+        if call is not None:
+            fn, attrs = call
+            arg_text = ", ".join([*reads, *(_literal(a, constants) for a in attrs)])
+            text = f"{local[step.slot]} = {function_name(node.op, fn)}({arg_text})"
+        else:  # an op that computes some other way: call its compute with the node
+            node_name = f"n{step.slot}"
+            namespace[node_name] = node
+            fn_name = function_name(node.op, node.op.compute)
+            text = f"{local[step.slot]} = {fn_name}({node_name}, [{', '.join(reads)}])"
+        # The node's name as a comment: printable characters only, so no name can end the comment.
+        label = "".join(ch if ch.isprintable() else "?" for ch in node.name[:40])
+        label = label if len(node.name) <= 40 else label[:37] + "..."
+        lines.append(f"    {text}  # {label}")
+        step_at_line[len(lines)] = (step, reads)
+        for k, c in enumerate(step.checks if checks else ()):
+            grad, wrt = local[c.grad], local[c.wrt]
+            lines.append(f"    if {grad}.shape != {wrt}.shape: check({step.slot}, {k}, {grad}, {wrt})")
+        if step.free:
+            lines.append(f"    del {', '.join(local[s] for s in step.free)}")
+    outputs = ", ".join(local[s] for s in plan.outputs)
+    lines.append(f"    return [{outputs}]")
+    source = "\n".join(lines) + "\n"
+
+    checks = {step.slot: step.checks for step in plan.steps}
+
+    def check(slot: int, k: int, grad: Tensor, wrt: Tensor) -> None:
+        raise gradient_shape_error(plan, checks[slot][k], grad, wrt)
+
+    namespace.update(constants, check=check)
+    filename = f"<autodiff generated {title} {next(_counter)}>"
+    code = compile(source, filename, "exec")
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # readable tracebacks
+    exec(code, namespace)  # our own generated text, never user text
+    function = namespace[title]
+    return Compiled(source, function, step_at_line, function.__code__)
+
+
+def op_error(node: Node, args: list, err: Exception) -> OpError:
+    """The error of a failed op: its name, the node and the input shapes."""
+    shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__ for a in args)
+    return OpError(f"{node.op.name} failed at node '{node.name}' on inputs of shapes {shapes}: {err}")
+
+
+def error_in_generated(compiled: Compiled, err: Exception, tb: TracebackType | None) -> Exception:
+    """Map an exception raised inside generated code to the OpError naming its node, by the line
+    it was raised at; exceptions of other origins (a failed shape check) are returned unchanged."""
+    while tb is not None and tb.tb_frame.f_code is not compiled.code:
+        tb = tb.tb_next
+    if tb is None or tb.tb_lineno not in compiled.step_at_line:
+        return err
+    step, reads = compiled.step_at_line[tb.tb_lineno]
+    values = tb.tb_frame.f_locals
+    return op_error(step.node, [values.get(name) for name in reads], err)

@@ -1,0 +1,112 @@
+"""The Evaluator: runs a graph's plan, by default as generated straight-line code.
+
+`Evaluator(nodes).run(feed)` plans once per set of fed nodes (plan.py), generates and compiles
+that plan's code once (codegen.py), then each run is one call of the compiled function. Gradient
+shapes are checked on the first run with each set of fed shapes, dtypes and devices; later runs
+with the same ones call code without the checks (our ops' output shapes depend only on those). With
+`compiled=False` it runs the same plan in a plain interpreted loop: the reference the compiled
+code is tested against (bit-identical results). Either way, an op that fails raises `OpError`
+naming the op, the node and the input shapes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from autodiff.codegen import Compiled, error_in_generated, generate, op_error
+from autodiff.graph import Node, Tensor
+from autodiff.plan import Plan, gradient_shape_error, make_plan
+
+
+class Evaluator:
+    """Computes the values of `eval_nodes` from fed values; each node is computed once per run."""
+
+    def __init__(self, eval_nodes: Sequence[Node], compiled: bool = True):
+        self.eval_nodes = list(eval_nodes)
+        for n in self.eval_nodes:
+            if not isinstance(n, Node):
+                raise TypeError(f"Evaluator takes a list of Nodes, got {type(n).__name__}")
+        self.compiled = compiled
+        self._plans: dict[frozenset[int], _Entry] = {}
+
+    def plan(self, input_values: dict[Node, object]) -> Plan:
+        """The plan for this set of fed nodes (made on first use, then cached)."""
+        return self._entry(input_values).plan
+
+    def source(self, input_values: dict[Node, object]) -> str:
+        """The generated Python that `run` calls for this set of fed nodes."""
+        entry = self._entry(input_values)
+        entry.checked = entry.checked or generate(entry.plan)
+        return entry.checked.source
+
+    def _entry(self, input_values) -> _Entry:
+        fed = frozenset(map(id, input_values))
+        entry = self._plans.get(fed)
+        if entry is None:
+            for n in input_values:
+                if not isinstance(n, Node):
+                    raise TypeError(f"input_values keys must be Nodes, got {type(n).__name__}")
+            entry = self._plans[fed] = _Entry(make_plan(self.eval_nodes, input_values))
+        return entry
+
+    def run(self, input_values: dict[Node, object]) -> list[Tensor]:
+        """Values of `eval_nodes`, in their order, given values for the variables they depend on."""
+        entry = self._entry(input_values)
+        plan = entry.plan
+        if plan.unfed:
+            raise ValueError(f"no value fed for variable '{plan.unfed[0].name}': add it to input_values")
+        fed = []
+        for _, node in plan.fed:
+            value = input_values[node]
+            fed.append(value if isinstance(value, Tensor) else torch.as_tensor(value))
+        if not self.compiled:
+            return run_interpreted(plan, fed)
+        signature = tuple((v.shape, v.dtype, v.device) for v in fed)
+        if signature in entry.checked_signatures:
+            compiled = entry.fast = entry.fast or generate(plan, checks=False)
+        else:
+            compiled = entry.checked = entry.checked or generate(plan)
+        try:
+            outputs = compiled.function(*fed)
+        except Exception as err:
+            mapped = error_in_generated(compiled, err, sys.exc_info()[2])
+            if mapped is err:
+                raise
+            raise mapped from err
+        entry.checked_signatures.add(signature)
+        return outputs
+
+
+@dataclass
+class _Entry:
+    """What an Evaluator keeps per set of fed nodes: the plan, its code with and without the
+    gradient-shape checks (each generated when first needed), and the fed shapes already checked."""
+
+    plan: Plan
+    checked: Compiled | None = None
+    fast: Compiled | None = None
+    checked_signatures: set = field(default_factory=set)
+
+
+def run_interpreted(plan: Plan, fed: list[Tensor]) -> list[Tensor]:
+    """The reference runner: the plan's steps in a plain loop over a list of slots."""
+    values: list = [None] * len(plan.order)
+    for (slot, _), value in zip(plan.fed, fed):
+        values[slot] = value
+    for step in plan.steps:
+        args = [values[s] for s in step.inputs]
+        try:
+            values[step.slot] = step.node.op.compute(step.node, args)
+        except Exception as err:
+            raise op_error(step.node, args, err) from err
+        for check in step.checks:
+            grad, wrt = values[check.grad], values[check.wrt]
+            if grad.shape != wrt.shape:
+                raise gradient_shape_error(plan, check, grad, wrt)
+        for s in step.free:
+            values[s] = None
+    return [values[s] for s in plan.outputs]
