@@ -8,13 +8,15 @@ continuation of a prompt and, per step, the three most likely tokens with their 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from lm.corpus import DEFAULT_CORPUS, CorpusError, load_corpus
-from lm.generate import generate
+from lm.generate import STOP_REASONS, generate
 from lm.tokenizer import UnknownWordError
 from lm.train import TrainConfig, Trainer, default_model_config, memorization
 from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, save
@@ -29,7 +31,26 @@ def _progress(event, width: int = 30) -> str:
     )
 
 
+def check_out_path(out: str) -> Path:
+    """Where `train --out` will write, or ValueError saying why it cannot: checked before training, so a
+    typo does not cost a whole run."""
+    if not out.strip():
+        raise ValueError("--out is empty: give a file name such as model.safetensors")
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out '{out}' is a folder: give a file name, e.g. '{path / 'model.safetensors'}'")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"--out '{out}': '{parent}' is a file, not a folder, so nothing can be saved under it")
+    if not parent.exists():
+        raise ValueError(f"--out '{out}': the folder '{parent}' does not exist: create it first (mkdir -p '{parent}')")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out '{out}': the folder '{parent}' is not writable")
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    out = check_out_path(args.out)
     corpus = load_corpus(args.corpus) if args.corpus else DEFAULT_CORPUS
     overrides = {
         "d_model": args.d_model, "d_ff": args.d_ff, "n_layers": args.layers, "n_heads": args.heads,
@@ -67,7 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     score = sum(r.correct for r in rows)
     for row in rows:
         print(f"  {'ok  ' if row.correct else 'MISS'} {row.prompt!r} -> {row.generated!r}")
-    save(model, args.out)
+    save(model, out)
     print(
         f"done: {event.epoch} epochs in {time.perf_counter() - start:.2f}s (training {event.elapsed_s:.2f}s), "
         f"final loss {event.loss:.4f}, memorized {score}/{len(rows)} sentences; weights saved to {args.out}"
@@ -87,7 +108,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{model.tokenizer.vocab[j]} {p:.3f}" for p, j in zip(top.values.tolist(), top.indices.tolist())
         )
         print(f"  step {i}: {step.token!r:14} top-3: {ranked}")
-    print(f"  stopped: {trace.stop_reason}")
+    print(f"  stopped: {STOP_REASONS.get(trace.stop_reason, trace.stop_reason)}")
     return 0
 
 
@@ -133,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CorpusError, UnknownWordError, WeightsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # e.g. the disk filled up while saving
+        print(f"error: {err.strerror or err}{f' ({err.filename})' if err.filename else ''}", file=sys.stderr)
         return 2
 
 

@@ -23,7 +23,7 @@ DEFAULT_CORPUS: list[str] = [
     "the cold wind blows hard",
 ]
 
-MAX_SENTENCES = 500  # keeps a full-batch epoch fast enough for a live page
+MAX_SENTENCES = 500  # lm's bound (a caller such as the Train page may pass a lower one)
 MAX_WORDS = 64  # words per sentence; the context grows with the longest sentence
 MIN_WORDS = 3  # two prompt words for the memorization score, and at least one word to predict
 MAX_CHARS = 100_000  # a bound on the text read before any parsing
@@ -33,16 +33,20 @@ class CorpusError(ValueError):
     """The corpus text cannot be used; the message says what is wrong and how to fix it."""
 
 
-def parse_corpus(text: str) -> list[str]:
-    """Sentences from text, one per line: blank lines dropped, words re-joined by single spaces."""
+def parse_corpus(text: str, max_sentences: int = MAX_SENTENCES) -> list[str]:
+    """Sentences from text, one per line: blank lines dropped, words re-joined by single spaces.
+    `max_sentences` (at most MAX_SENTENCES) is the limit the message names: one limit, one message."""
+    max_sentences = min(max_sentences, MAX_SENTENCES)
     if len(text) > MAX_CHARS:
         raise CorpusError(f"the corpus has {len(text):,} characters; the limit is {MAX_CHARS:,}: use a shorter text")
     sentences = [" ".join(line.split()) for line in text.splitlines()]
     sentences = [s for s in sentences if s]
     if not sentences:
         raise CorpusError("the corpus is empty: write one sentence per line (for example 'the red fox jumps high')")
-    if len(sentences) > MAX_SENTENCES:
-        raise CorpusError(f"the corpus has {len(sentences)} sentences; the limit is {MAX_SENTENCES}: remove some lines")
+    if len(sentences) > max_sentences:
+        raise CorpusError(
+            f"the corpus has {len(sentences):,} sentences; the limit is {max_sentences}: remove some lines"
+        )
     for number, sentence in enumerate(sentences, start=1):
         n_words = len(sentence.split())
         if n_words < MIN_WORDS:
@@ -58,14 +62,23 @@ def parse_corpus(text: str) -> list[str]:
 
 
 def load_corpus(path: str | Path) -> list[str]:
-    """Sentences of a UTF-8 text file, one per line (see `parse_corpus`)."""
+    """Sentences of a UTF-8 text file, one per line (see `parse_corpus`). Only a regular file is read,
+    and never more than the bound allows (`/dev/zero` or a huge file fails at once, not after reading)."""
     path = Path(path)
+    limit = 4 * MAX_CHARS  # UTF-8 bytes of MAX_CHARS characters at most
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CorpusError(f"corpus file '{path}' does not exist: check the path") from None
-    except UnicodeDecodeError:
-        raise CorpusError(f"corpus file '{path}' is not UTF-8 text: save it as plain UTF-8 text") from None
+        if not path.exists():
+            raise CorpusError(f"corpus file '{path}' does not exist: check the path")
+        if not path.is_file():
+            raise CorpusError(f"'{path}' is not a regular file: give a text file, one sentence per line")
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
     except OSError as err:
         raise CorpusError(f"cannot read corpus file '{path}': {err.strerror or err}") from None
+    if len(data) > limit:
+        raise CorpusError(f"corpus file '{path}' is over {limit:,} bytes; the limit is {MAX_CHARS:,} characters")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorpusError(f"corpus file '{path}' is not UTF-8 text: save it as plain UTF-8 text") from None
     return parse_corpus(text)

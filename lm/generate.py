@@ -4,10 +4,13 @@ attention of every layer and head, which is what the Generate page draws.
 Decoding runs either with a KV cache (`KVCache`: one cached step graph computes only the new position)
 or by full recomputation of the forward graph each step; both give the same tokens and probabilities.
 `sample_next_token` is pure: temperature 0 is argmax, otherwise temperature and top-k sampling.
+Every argument is checked here (`check_prompt`, `check_sampling`), so a page or a command line only
+adds its own limits and shows these messages.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +34,15 @@ class Step:
     seconds: float  # time of this step's forward computation
 
 
+# Why a generation stopped, in words (the CLI and the Generate page say it the same way).
+STOP_REASONS = {
+    "max_new_tokens": "it generated the max new tokens",
+    "context": "the model's context is full",
+    "end": "the model predicted the end of the sentence (<eos>)",
+    "pad": "the model predicted padding (<pad>), which ends a sentence too",
+}
+
+
 @dataclass
 class Trace:
     """A generation: the prompt, what was generated, and every step."""
@@ -38,7 +50,7 @@ class Trace:
     prompt_tokens: list[str]
     new_tokens: list[str]  # generated tokens, <pad> excluded
     steps: list[Step] = field(default_factory=list)
-    stop_reason: str = ""  # "max_new_tokens", "context" (the model's context is full) or "pad"
+    stop_reason: str = ""  # "max_new_tokens", "context" (the context is full), "end" (<eos>) or "pad"
 
     @property
     def text(self) -> str:
@@ -54,10 +66,7 @@ def sample_next_token(
 ) -> int:
     """The next token id from (V,) logits: argmax at temperature 0, else a sample of
     softmax(logits / temperature) restricted to the top_k most likely tokens (None: all)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1 or None, got {top_k}")
+    check_sampling(temperature, top_k)
     if temperature == 0:
         return int(torch.argmax(logits))
     # Shift so the largest logit is 0 before dividing: a tiny temperature then sends the others to -inf
@@ -68,6 +77,30 @@ def sample_next_token(
         logits = logits.masked_fill(logits < kth, float("-inf"))  # keep the top_k (and ties)
     probs = torch.softmax(logits, -1)
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def check_sampling(temperature: float, top_k: int | None = None, max_new_tokens: int = 1) -> None:
+    """ValueError with a clear message for a temperature, top-k or token count that cannot be used."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be 0 (greedy) or a positive number, got {temperature!r}")
+    if not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a whole number of at least 1 (or none: all tokens), got {top_k!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a whole number of at least 1, got {max_new_tokens!r}")
+
+
+def check_prompt(model: LanguageModel, prompt: str) -> list[int]:
+    """The prompt's ids, or ValueError naming the problem: an empty prompt, unknown words (named, with
+    close matches and the vocabulary: UnknownWordError), or more words than the model's context."""
+    ids = model.tokenizer.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty: type at least one word of the vocabulary")
+    context = model.config.context
+    if len(ids) > context:
+        raise ValueError(f"the prompt has {len(ids)} words but the model reads at most {context}: shorten it")
+    return ids
 
 
 class KVCache:
@@ -120,16 +153,13 @@ def generate(
     seed: int = 0,
     use_cache: bool = True,
 ) -> Trace:
-    """Continue `prompt` until max_new_tokens, the context limit or <pad>; return the full trace.
-
-    Raises UnknownWordError (a ValueError naming the words) for words outside the vocabulary."""
+    """Continue `prompt` until max_new_tokens, the context limit, the end of the sentence (<eos>) or
+    <pad>; return the full trace. Raises ValueError (UnknownWordError for words outside the vocabulary)
+    with a clear message for a bad prompt or setting, before any work."""
     tok = model.tokenizer
-    ids = tok.encode(prompt)
-    if not ids:
-        raise ValueError("the prompt is empty: type at least one word of the vocabulary")
+    check_sampling(temperature, top_k, max_new_tokens)
+    ids = check_prompt(model, prompt)
     context = model.config.context
-    if len(ids) > context:
-        raise ValueError(f"the prompt has {len(ids)} words but the model reads at most {context}: shorten it")
     generator = torch.Generator().manual_seed(seed)
     trace = Trace(tok.tokens(ids), [])
     cache = KVCache(model) if use_cache else None
@@ -153,8 +183,8 @@ def generate(
         seconds = time.perf_counter() - start
         next_id = sample_next_token(torch.log(probs), temperature, top_k, generator)
         trace.steps.append(Step(tok.vocab[next_id], next_id, probs, attention, tok.tokens(ids), seconds))
-        if next_id == Tokenizer.PAD_ID:
-            trace.stop_reason = "pad"
+        if next_id in (Tokenizer.PAD_ID, tok.eos_id):
+            trace.stop_reason = "pad" if next_id == Tokenizer.PAD_ID else "end"
             break
         ids = ids + [next_id]
         trace.new_tokens.append(tok.vocab[next_id])

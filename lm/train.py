@@ -2,7 +2,9 @@
 
 `Trainer.events()` yields one `TrainEvent` per full-batch epoch and can be stopped at any event and
 resumed later; the same seed gives the same run. The loss graph is built once and its Evaluator is
-reused every epoch. `memorization` scores how many corpus sentences greedy decoding reproduces.
+reused every epoch. `memorization` scores how many corpus sentences greedy decoding reproduces, end
+included: every sentence is followed by `<eos>`, so a model learns where a sentence stops.
+A run that diverges stops itself with the reason (see `divergence`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from lm.tokenizer import Tokenizer
 
 Tensor = torch.Tensor
 
-DIVERGED_FACTOR = 10.0  # a loss above this many times the first epoch's loss (or not finite) stops training
+DIVERGED_FACTOR = 10.0  # a loss above its first and this many times its best so far (or not finite) diverged
 
 
 @dataclass
@@ -42,19 +44,31 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (_finite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not isinstance(self.epochs, int) or self.epochs < 1:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be 0 or a positive integer, got {self.eval_every!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas must be in [0, 1), got {self.betas!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be positive or None, got {self.clip_grad_norm!r}")
+        betas = self.betas
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be 0 or a positive number, got {self.weight_decay!r}")
+        if self.optimizer == "adamw" and self.lr * self.weight_decay >= 1:  # p <- p (1 - lr wd) would flip signs
+            raise ValueError(f"weight_decay x lr must be below 1, got {self.weight_decay!r} x {self.lr!r}")
+        if not (_finite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be a positive number, got {self.eps!r}")
+        if self.clip_grad_norm is not None and not (_finite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ValueError(f"clip_grad_norm must be a positive number or None, got {self.clip_grad_norm!r}")
         return self
+
+
+def _finite(value: object) -> bool:
+    """A real number that is not NaN or infinite (bools are not numbers here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def get_lr(epoch: int, config: TrainConfig) -> float:
@@ -81,19 +95,44 @@ class TrainEvent:
     stop_reason: str | None = None  # "finished" or why training stopped early
 
 
+def divergence(loss: float, grad_norm: float, first: float, best: float) -> str | None:
+    """Why a run has diverged at this loss, or None. Not finite; or above both its first loss and
+    DIVERGED_FACTOR x its best: a run that climbed far from where it got (a noisy run near its best,
+    or one still far below its start, is not stopped)."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        return f"the loss became {loss:.4g}"
+    if loss > first and loss > DIVERGED_FACTOR * best:
+        return (
+            f"the loss climbed to {loss:.4g}, above its first value {first:.4g} and {DIVERGED_FACTOR:g}× its best "
+            f"{best:.4g}"
+        )
+    return None
+
+
 @dataclass
 class Batch:
     """The whole corpus as one padded batch."""
 
-    ids: Tensor  # (B, T) inputs: each sentence without its last word, padded with 0
-    targets: Tensor  # (B, T) next words, 0 where padded
+    ids: Tensor  # (B, T) inputs: each sentence's words, padded with 0
+    targets: Tensor  # (B, T) next tokens (the last word's is <eos>), 0 where padded
     weights: Tensor  # (B * T, V) one-hot of each target / number of real targets; zero rows at pads
     n_targets: int
 
 
+def encode_sentence(tokenizer: Tokenizer, sentence: str) -> list[int]:
+    """A sentence's ids, ended by <eos> when the vocabulary has one."""
+    ids = tokenizer.encode(sentence)
+    return ids + [tokenizer.eos_id] if tokenizer.eos_id is not None else ids
+
+
+def longest_sentence(sentences: Sequence[str]) -> int:
+    """Words of the longest sentence: with <eos> after it, the positions a model must read."""
+    return max(len(s.split()) for s in sentences)
+
+
 def make_batch(tokenizer: Tokenizer, sentences: Sequence[str], dtype: torch.dtype = torch.float64) -> Batch:
-    """Pad every sentence to the longest and build the masked targets of the loss."""
-    encoded = [tokenizer.encode(s) for s in sentences]
+    """Pad every sentence (and its <eos>) to the longest and build the masked targets of the loss."""
+    encoded = [encode_sentence(tokenizer, s) for s in sentences]
     T = max(len(e) for e in encoded) - 1
     ids = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
     targets = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
@@ -107,10 +146,10 @@ def make_batch(tokenizer: Tokenizer, sentences: Sequence[str], dtype: torch.dtyp
 
 
 def default_model_config(sentences: Sequence[str], overrides: dict | None = None) -> ModelConfig:
-    """A ModelConfig fitted to the corpus (vocab size; context = longest sentence - 1) plus overrides."""
+    """A ModelConfig fitted to the corpus (vocab size; context = the longest sentence's words, all of
+    which are read to predict its <eos>) plus overrides."""
     tokenizer = Tokenizer.from_corpus(sentences)
-    longest = max(len(s.split()) for s in sentences)
-    values = {"vocab_size": len(tokenizer), "context": longest - 1, **(overrides or {})}
+    values = {"vocab_size": len(tokenizer), "context": longest_sentence(sentences), **(overrides or {})}
     return ModelConfig.from_dict(values)
 
 
@@ -132,13 +171,13 @@ class Trainer:
         if not isinstance(model_config, ModelConfig):
             model_config = default_model_config(self.sentences, model_config)
         self.config = (train_config or TrainConfig()).validate()
-        longest = max(len(s.split()) for s in self.sentences)
+        longest = longest_sentence(self.sentences)
         if model_config.vocab_size != len(self.tokenizer):
             raise ValueError(f"vocab_size is {model_config.vocab_size} but the corpus has {len(self.tokenizer)} words")
-        if model_config.context < longest - 1:
+        if model_config.context < longest:
             raise ValueError(
-                f"context {model_config.context} is too short for the longest sentence ({longest} words): "
-                f"use a context of at least {longest - 1}"
+                f"context {model_config.context} is too short for the longest sentence ({longest} words, each read "
+                f"to predict the next and the last to predict the end): use a context of at least {longest}"
             )
         self.model = LanguageModel.create(model_config, self.tokenizer, seed=self.config.seed)
         self.batch = make_batch(self.tokenizer, self.sentences, self.model.config.torch_dtype)
@@ -159,6 +198,7 @@ class Trainer:
         self._params = list(self.model.params.values())
         self.epoch = 0
         self._first_loss = math.inf
+        self.best_loss = math.inf
         self.elapsed_s = 0.0
         self.done = False
         self.history: list[TrainEvent] = []
@@ -177,8 +217,12 @@ class Trainer:
         stop_reason, memorization = None, None
         if self.epoch == 1:
             self._first_loss = loss
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)) or loss > DIVERGED_FACTOR * self._first_loss:
-            stop_reason = f"diverged: the loss became {loss:.4g} at epoch {self.epoch}; lower the learning rate"
+        why = divergence(loss, grad_norm, self._first_loss, self.best_loss)
+        self.best_loss = min(self.best_loss, loss)
+        if why is None and self.epoch == cfg.epochs and self.epoch > 1 and loss >= self._first_loss:
+            why = f"the run ended at loss {loss:.4g}, no lower than its first {self._first_loss:.4g}"
+        if why is not None:
+            stop_reason = f"diverged: {why} (epoch {self.epoch}); lower the learning rate"
         else:
             if cfg.clip_grad_norm is not None and grad_norm > cfg.clip_grad_norm:
                 torch._foreach_mul_(grads, cfg.clip_grad_norm / grad_norm)
@@ -212,9 +256,11 @@ class MemorizationRow:
 
 
 def memorization(model: LanguageModel, sentences: Sequence[str], prompt_words: int = 2) -> list[MemorizationRow]:
-    """Greedy-decode each sentence from its first words (all sentences in one batch) and compare."""
+    """Greedy-decode each sentence from its first words (all sentences in one batch) and compare, the
+    end included: a sentence is reproduced when its words come back and then <eos>. Decoding goes one
+    token past each sentence's end, so a model that runs on shows the word it adds."""
     tok = model.tokenizer
-    encoded = [tok.encode(s) for s in sentences]
+    encoded = [encode_sentence(tok, s) for s in sentences]  # words (+ <eos>)
     longest = max(len(e) for e in encoded)
     seqs = torch.tensor([e[:prompt_words] for e in encoded])  # (B, prompt_words)
     for _ in range(longest - prompt_words):
@@ -225,8 +271,9 @@ def memorization(model: LanguageModel, sentences: Sequence[str], prompt_words: i
     rows = []
     for sentence, e, seq in zip(sentences, encoded, seqs.tolist()):
         generated = seq[: len(e)]
-        if Tokenizer.PAD_ID in generated:  # decoding stops at <pad>
-            generated = generated[: generated.index(Tokenizer.PAD_ID)]
+        ends = [i for i, t in enumerate(generated) if t in (Tokenizer.PAD_ID, tok.eos_id)]
+        if ends:  # decoding stops at the end (or <pad>)
+            generated = generated[: ends[0] + 1]
         rows.append(MemorizationRow(sentence, tok.decode(e[:prompt_words]), tok.decode(generated), generated == e))
     return rows
 
@@ -251,6 +298,6 @@ def memorization_score(model: LanguageModel, sentences: Sequence[str]) -> int:
 
 
 __all__ = [
-    "Batch", "MemorizationRow", "TrainConfig", "TrainEvent", "Trainer",
-    "default_model_config", "get_lr", "make_batch", "memorization", "memorization_score", "reproduced",
+    "Batch", "MemorizationRow", "TrainConfig", "TrainEvent", "Trainer", "default_model_config", "divergence",
+    "encode_sentence", "get_lr", "longest_sentence", "make_batch", "memorization", "memorization_score", "reproduced",
 ]  # fmt: skip

@@ -56,7 +56,8 @@ def test_greedy_default_model_completes_the_corpus(trained):
     for sentence in DEFAULT_CORPUS:
         prompt = " ".join(sentence.split()[:2])
         trace = generate(trained, prompt)
-        assert trace.text == sentence and trace.stop_reason == "context"
+        assert trace.text == sentence and trace.stop_reason == "end"  # it ends the sentence itself
+        assert trace.steps[-1].token == "<eos>" and len(trace.new_tokens) == 3
 
 
 def test_sampling_is_deterministic_for_a_seed():
@@ -71,6 +72,30 @@ def test_sampling_is_deterministic_for_a_seed():
         sample_next_token(logits, -1.0)
     # A denormal temperature is (nearly) greedy, not a NaN distribution.
     assert sample_next_token(logits - 1e3, 1e-310, generator=torch.Generator().manual_seed(0)) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"temperature": float("nan")}, "temperature must be 0"),
+        ({"temperature": float("inf")}, "finite"),
+        ({"temperature": -0.5}, "temperature must be 0"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number of at least 1, got 0"),
+        ({"max_new_tokens": -1}, "at least 1, got -1"),
+        ({"top_k": 0}, "top_k must be"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_work(kwargs, needle, monkeypatch):
+    model = _random_model()
+    monkeypatch.setattr(model, "forward", lambda *a, **k: pytest.fail("ran the model"))
+    with pytest.raises(ValueError, match=needle):
+        generate(model, "the red", **kwargs)
+
+
+def test_a_whole_sentence_as_the_prompt_ends_at_once(trained):
+    trace = generate(trained, "the red fox jumps high")
+    assert trace.stop_reason == "end" and [s.token for s in trace.steps] == ["<eos>"] and trace.new_tokens == []
+    assert trace.text == "the red fox jumps high"  # <eos> is not part of the text
 
 
 def test_stops_at_pad_and_bad_prompts_are_explained():

@@ -1,7 +1,11 @@
 """Weights on disk: a round trip keeps everything, writes are atomic, and every bad file is explained."""
 
 import json
+import os
 import struct
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -41,8 +45,10 @@ def test_a_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
 def test_default_weights_load_and_memorize():
     model = load(DEFAULT_WEIGHTS)
-    assert model.config.d_model == 64 and model.num_parameters() == 38_912
-    assert generate(model, "his new").text == "his new boat sails north"
+    V, C, D, F = 47, 5, 64, 128  # 45 words + <pad> + <eos>; five positions: four words and the one before <eos>
+    assert model.config.d_model == D and model.num_parameters() == 2 * V * D + C * D + 4 * D * D + 2 * D * F
+    trace = generate(model, "his new")
+    assert trace.text == "his new boat sails north" and trace.stop_reason == "end"  # it knows where to stop
 
 
 def _header(data: bytes) -> dict:
@@ -112,3 +118,80 @@ def test_hostile_files_are_explained_not_crashed_on():
     for data, needle in cases.values():
         with pytest.raises(WeightsError, match=needle):
             load_bytes(data)
+
+
+def test_a_huge_file_is_refused_from_its_size_without_reading_it(tmp_path):
+    path = tmp_path / "huge.safetensors"
+    with path.open("wb") as f:  # sparse: 3 GB on paper, nothing on disk
+        f.truncate(3_000_000_000)
+    start = time.perf_counter()
+    with pytest.raises(WeightsError, match="3,000,000,000 bytes; a weights file here is at most"):
+        load(path)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_file_is_checked_by_its_header_before_its_tensors_are_read(tmp_path, monkeypatch):
+    """A foreign file with a big body fails on its header: the body is never read."""
+    path = tmp_path / "foreign.safetensors"
+    path.write_bytes(st_save({"weight": torch.zeros(1000, 100)}, metadata={"framework": "other"}))
+    sizes = []
+    real_open = type(path).open
+
+    def counting_open(self, *args, **kwargs):
+        f = real_open(self, *args, **kwargs)
+        read = f.read
+        f.read = lambda n=-1: sizes.append(n) or read(n)
+        return f
+
+    monkeypatch.setattr(type(path), "open", counting_open)
+    with pytest.raises(WeightsError, match="not an autodiff-playground"):
+        load(path)
+    assert sum(sizes) < 1000 and -1 not in sizes  # the 800 kB of tensors were not read
+
+
+@pytest.mark.parametrize("special", ["/proc/self/mem", "/dev/zero"])
+def test_special_files_get_a_clear_error(special):
+    if not os.path.exists(special):
+        pytest.skip(f"{special} does not exist here")
+    with pytest.raises(WeightsError, match=f"'{special}'"):
+        load(special)
+
+
+def test_a_header_with_150000_names_gives_a_short_error():
+    good = to_bytes(_model())
+    header = _header(good)
+    body_end = max(v["data_offsets"][1] for k, v in header.items() if k != "__metadata__")
+    for i in range(150_000):
+        header[f"extra.{i}"] = {"dtype": "F64", "shape": [0], "data_offsets": [body_end, body_end]}
+    text = json.dumps(header).encode()
+    data = struct.pack("<Q", len(text)) + text + good[8 + struct.unpack("<Q", good[:8])[0] :]
+    with pytest.raises(WeightsError) as info:
+        load_bytes(data)
+    message = str(info.value)
+    assert "unexpected tensors extra." in message and "149,995 more" in message and len(message) < 500
+
+
+def test_a_saved_file_follows_the_umask_like_any_new_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save(_model(), tmp_path / "m.safetensors")
+        plain = tmp_path / "plain.txt"
+        plain.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
+
+
+def test_temp_files_of_a_killed_writer_are_cleaned_up(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # a process that has exited
+    stale = tmp_path / f".m.safetensors.{dead_pid}.abcd1234.tmp"
+    live = tmp_path / f".m.safetensors.{os.getpid()}.abcd1234.tmp"  # a writer still at work: kept
+    old = tmp_path / f".m.safetensors.{os.getpid()}.00000000.tmp"
+    for f in (stale, live, old):
+        f.write_bytes(b"half a file")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))  # two hours old: its writer is long gone
+    other = tmp_path / ".other.safetensors.1.x.tmp"  # another file's temp: not ours to judge
+    other.write_bytes(b"")
+    save(_model(), tmp_path / "m.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["m.safetensors", live.name, other.name])
