@@ -24,6 +24,8 @@ Tensor = torch.Tensor
 # from an uploaded file cannot make the program loop over a billion layers before failing.
 MAX_SIZES = {"vocab_size": 1_000_000, "context": 8192, "d_model": 8192, "d_ff": 32768, "n_layers": 64, "n_heads": 128}
 NORM_EPS = 1e-5  # LayerNorm and RMSNorm epsilon (torch's and Llama 2's)
+MAX_PARAMETERS = 100_000_000  # 0.8 GB of float64 (with gradients and AdamW's moments, ~3 GB to train)
+IGNORE_INDEX = -100  # a sparse target that counts for nothing (torch's default)
 NEG_INF = -1e9  # the causal mask value: large and negative, but finite so softmax never sees inf - inf
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -91,6 +93,13 @@ class ModelConfig:
             raise ValueError(f"rope_theta must be a number above 1 and at most 1e7, got {theta!r}")
         if self.positions == "rope" and self.d_head % 2:
             raise ValueError(f"RoPE turns pairs of dims: d_model / n_heads must be even, got {self.d_head}")
+        n_params = sum(math.prod(shape) for shape in param_shapes(self).values())
+        if n_params > MAX_PARAMETERS:  # each field may be in range while their product is not
+            raise ValueError(
+                f"the model would have {n_params:,} parameters ({n_params * self.torch_dtype.itemsize / 1e9:.1f} GB "
+                f"as {self.dtype}); the limit is {MAX_PARAMETERS:,}: use a smaller d_model, d_ff, n_layers or "
+                "vocabulary"
+            )
         return self
 
     @property
@@ -256,23 +265,20 @@ def unpack_attention(w: Tensor, batch: int, T: int, cfg: ModelConfig, packed: bo
 
 
 def _norm(x: Node, gain: Node | None, cfg: ModelConfig) -> Node:
-    """LayerNorm or RMSNorm over the last dim (D), times the gain when the config has one."""
-    if cfg.norm == "rmsnorm":
-        # x / sqrt(mean(x^2) + eps)
-        y = x * ad.power(ad.add_by_const(ad.mean(x * x, -1, keepdim=True), NORM_EPS), -0.5)
-    else:
-        y = ad.layernorm(x, (cfg.d_model,), eps=NORM_EPS)
-    return y if gain is None else y * gain
+    """LayerNorm or RMSNorm over the last dim (D), times the gain when the config has one (one fused
+    node forward, two backward: the input's gradient and the gain's)."""
+    if gain is not None:
+        return ad.rmsnorm(x, gain, NORM_EPS) if cfg.norm == "rmsnorm" else ad.layernorm_gain(x, gain, NORM_EPS)
+    if cfg.norm == "rmsnorm":  # x / sqrt(mean(x^2) + eps), without a gain (a custom config)
+        return x * ad.power(ad.add_by_const(ad.mean(x * x, -1, keepdim=True), NORM_EPS), -0.5)
+    return ad.layernorm(x, (cfg.d_model,), eps=NORM_EPS)
 
 
 def _rope(x: Node, cos: Node, sin: Node, cfg: ModelConfig) -> Node:
     """Rotary positions on (N, D) rows: each head's (first half, second half) pairs turned by their
     angle (cos, sin: (N, 1, dh/2)); the same layout as tests/reference_model.py."""
-    H, dh = cfg.n_heads, cfg.d_head
-    heads = ad.reshape(x, (-1, H, dh))  # (N, H, dh)
-    x1, x2 = ad.slice_op(heads, -1, 0, dh // 2), ad.slice_op(heads, -1, dh // 2, dh)  # (N, H, dh/2)
-    turned = ad.concat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1)  # (N, H, dh)
-    return ad.reshape(turned, (-1, cfg.d_model))  # (N, D)
+    heads = ad.reshape(x, (-1, cfg.n_heads, cfg.d_head))  # (N, H, dh)
+    return ad.reshape(ad.rope(heads, cos, sin), (-1, cfg.d_model))  # (N, D)
 
 
 def _feed_forward(h: Node, pv: ParamVars, i: int, cfg: ModelConfig) -> Node:
@@ -382,9 +388,10 @@ def build_forward(pv: ParamVars, batch: int, packed: bool) -> ForwardGraph:
 class LossGraph:
     """Training: mean cross-entropy over non-pad targets, and the gradient of every parameter.
 
-    `targets` is fed as (N, V) one-hot rows divided by minus the number of non-pad targets, with
-    all-zero rows at padded targets: sum(targets * log_softmax(logits)) is then the masked mean of
-    -log p(target). (The minus sign lives in the fed tensor: two fewer nodes than a graph `neg`.)"""
+    Sparse (the text models): `targets` is fed as (N,) int64 ids, IGNORE_INDEX where a position has no
+    target; one cross_entropy node, no one-hot. Dense (the classic trainer): `targets` is fed as (N, V)
+    one-hot rows divided by minus the number of non-pad targets, with all-zero rows at padded targets:
+    sum(targets * log_softmax(logits)) is then the masked mean of -log p(target)."""
 
     forward: ForwardGraph
     targets: Node
@@ -393,11 +400,14 @@ class LossGraph:
     evaluator: Evaluator
 
 
-def build_loss(pv: ParamVars, batch: int, packed: bool) -> LossGraph:
+def build_loss(pv: ParamVars, batch: int, packed: bool, sparse: bool = False) -> LossGraph:
     fwd = build_forward(pv, batch, packed)
     targets = Variable("targets")
-    logp = ad.log_softmax(fwd.logits, -1)  # (N, V), stable
-    loss = ad.sum_op(logp * targets)  # () masked mean cross-entropy
+    if sparse:
+        loss = ad.cross_entropy(fwd.logits, targets, IGNORE_INDEX)  # () mean over kept targets
+    else:
+        logp = ad.log_softmax(fwd.logits, -1)  # (N, V), stable
+        loss = ad.sum_op(logp * targets)  # () masked mean cross-entropy
     grads = ad.gradients(loss, list(pv.by_name.values()))
     return LossGraph(fwd, targets, loss, grads, Evaluator([loss, *grads]))
 
@@ -499,7 +509,7 @@ class LanguageModel:
         self.params = params
         self.vars = ParamVars(config)
         self._forward: dict[tuple[int, bool], tuple[ForwardGraph, dict[tuple, Evaluator]]] = {}
-        self._loss: dict[tuple[int, int], LossGraph] = {}
+        self._loss: dict[tuple[int, int, bool], LossGraph] = {}
         self._step: dict[int, StepGraph] = {}
 
     @classmethod
@@ -518,11 +528,11 @@ class LanguageModel:
         return {self.vars[name]: value for name, value in self.params.items()}
 
     # Graphs, built once per batch size.
-    def loss_graph(self, batch: int, T: int) -> LossGraph:
-        """The loss graph for (batch, T) inputs (T picks the attention layout)."""
-        if (batch, T) not in self._loss:
-            self._loss[batch, T] = build_loss(self.vars, batch, use_packed(batch, T))
-        return self._loss[batch, T]
+    def loss_graph(self, batch: int, T: int, sparse: bool = False) -> LossGraph:
+        """The loss graph for (batch, T) inputs (T picks the attention layout); sparse: integer targets."""
+        if (batch, T, sparse) not in self._loss:
+            self._loss[batch, T, sparse] = build_loss(self.vars, batch, use_packed(batch, T), sparse)
+        return self._loss[batch, T, sparse]
 
     def step_graph(self, batch: int = 1) -> StepGraph:
         if batch not in self._step:

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 from reference_model import reference_decode_step, reference_logits, reference_loss
 
 from lm.generate import KVCache, cached_step, prefill
-from lm.model import PRESETS, LanguageModel, ModelConfig, build_loss, param_shapes, preset_config, preset_d_ff
+from lm.model import (
+    IGNORE_INDEX,
+    PRESETS,
+    LanguageModel,
+    ModelConfig,
+    build_loss,
+    param_shapes,
+    preset_config,
+    preset_d_ff,
+)
 
 V = 13
 
@@ -33,22 +42,29 @@ def make_model(preset: str, layers: int, heads: int, context: int = 6, seed: int
     return model
 
 
+@pytest.mark.parametrize("sparse", [True, False], ids=["int-targets", "one-hot"])
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
 @pytest.mark.parametrize("layers,heads", [(1, 1), (2, 4)])
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_loss_logits_and_every_gradient_match_the_reference(preset, layers, heads, packed):
+def test_loss_logits_and_every_gradient_match_the_reference(preset, layers, heads, packed, sparse):
     model = make_model(preset, layers, heads)
     B, T = 3, 6
     generator = torch.Generator().manual_seed(7)
     ids, targets = torch.randint(0, V, (B, T), generator=generator), torch.randint(0, V, (B, T), generator=generator)
-    graph = build_loss(model.vars, B, packed)
+    targets[0, :2] = IGNORE_INDEX  # positions without a target count for nothing
+    kept = targets.reshape(-1) != IGNORE_INDEX
+    graph = build_loss(model.vars, B, packed, sparse)
     feed = model.param_feed()
     feed.update(graph.forward.inputs(ids))
-    feed[graph.targets] = F.one_hot(targets.reshape(-1), V).double() / -(B * T)  # see LossGraph
+    if sparse:
+        feed[graph.targets] = targets.reshape(-1)
+    else:  # see LossGraph: one-hot rows over minus the count, zero rows where ignored
+        dense = F.one_hot(targets.reshape(-1).clamp(min=0), V).double() * kept[:, None] / -kept.sum()
+        feed[graph.targets] = dense
     loss, *grads = graph.evaluator.run(feed)
 
     params = {n: p.clone().requires_grad_(True) for n, p in model.params.items()}
-    ref = reference_loss(params, model.config, ids, targets, ignore_index=-100)
+    ref = reference_loss(params, model.config, ids, targets, ignore_index=IGNORE_INDEX)
     ref.backward()
     assert float(loss) == pytest.approx(ref.item(), abs=1e-10)
     for (name, p), g in zip(params.items(), grads):
