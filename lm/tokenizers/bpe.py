@@ -207,10 +207,10 @@ class BPETokenizer:
             ids = out
         return tuple(ids)
 
-    def encode_iterable(self, chunks: Iterable[str]) -> Iterator[int]:
+    def encode_iterable(self, chunks: Iterable[str], flush_chars: int = STREAM_FLUSH_CHARS) -> Iterator[int]:
         """Ids of the concatenated `chunks` (e.g. an open file's lines), equal to `encode("".join(chunks))`.
 
-        Memory: it holds about STREAM_FLUSH_CHARS (64 Ki) characters of text plus the last chunk read, and
+        Memory: it holds about `flush_chars` (64 Ki) characters of text plus the last chunk read, and
         longer only across a run with no safe cut (a non-space followed by whitespace, outside any special
         token); the ids of one flush; the pre-token cache (CACHE_SIZE entries). Never the whole input."""
         buffer = ""
@@ -220,7 +220,7 @@ class BPETokenizer:
                 kind = type(chunk).__name__
                 raise TokenizerError(f"encode_iterable reads str chunks (open files as text), not {kind}")
             buffer += chunk
-            if len(buffer) < STREAM_FLUSH_CHARS:
+            if len(buffer) < flush_chars:
                 continue
             cut = self._safe_cut(buffer, longest_special)
             if cut:
