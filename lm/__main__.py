@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     g.add_argument("--no-cache", action="store_true", help="recompute every position each step (no KV cache)")
     g.set_defaults(func=cmd_generate)
+
+    from lm.tokenizers.cli import add_parser as add_tokenizer_parser  # `python -m lm tokenizer ...`
+
+    add_tokenizer_parser(sub)
     return parser
 
 
