@@ -1,29 +1,36 @@
-"""Benchmark: per-token decode time against context length, with and without the KV cache.
+"""Benchmark: per-token decode time against context length, with and without the KV cache, against
+plain PyTorch.
 
-A random-weight model (d_model 256, 4 layers, 4 heads, context 512, float32 by default). Without a
-cache, each new token reruns the full forward over all t positions; with it, one step computes only
-the new position and attends over the cached keys and values. The same two loops in plain PyTorch
-(no autograd) run in this process for reference. A script, not a test: `python bench/bench_decode.py`.
+A random-weight classic model (d_model 256, 4 layers, 4 heads, context 512, float32 by default).
+Without a cache each new token reruns the full forward over all t positions; with it one step
+computes only the new position and attends over the cached keys and values. The PyTorch side is the
+reference transformer of tests/reference_model.py (no autograd), the one the golden tests check us
+against. Each round times the four loops back to back in an order that rotates; per t the script
+prints the medians and the cached-step ratio ours / torch as min / median / max over the rounds.
+
+    .venv/bin/python bench/bench_decode.py [--rounds 5] [--repeat 5] [--total 256] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from lm.generate import KVCache, cached_step
-from lm.model import LanguageModel, ModelConfig
-from lm.tokenizer import Tokenizer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
+from reference_model import reference_decode_step, reference_forward  # noqa: E402
+
+from lm.generate import KVCache, cached_step  # noqa: E402
+from lm.model import LanguageModel, ModelConfig  # noqa: E402
+from lm.tokenizer import Tokenizer  # noqa: E402
 
 
-def timed(fn, repeat: int) -> float:
-    """Fastest seconds of fn() over `repeat` runs, after two warm-ups (the minimum, not the mean:
-    on a shared machine the other runs measure the neighbours)."""
-    fn(), fn()
+def best_seconds(fn, repeat: int) -> float:
+    """Fastest of `repeat` runs (on a shared machine the slower runs measure the neighbours)."""
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -32,23 +39,8 @@ def timed(fn, repeat: int) -> float:
     return min(times)
 
 
-def torch_layers(p: dict, cfg: ModelConfig, x: torch.Tensor, past: list | None):
-    """Plain-torch decoder over x (t_new, D) with optional cached (k, v) per layer; returns logits, cache."""
-    H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
-    new_cache = []
-    for i in range(cfg.n_layers):
-        w = {n: p[f"layers.{i}.{n}"] for n in ("wq", "wk", "wv", "wo", "w1", "w2")}
-        q, k, v = ((x @ w[n]).view(-1, H, dh).transpose(0, 1) for n in ("wq", "wk", "wv"))  # (H, t_new, dh)
-        if past is not None:
-            k, v = torch.cat([past[i][0], k], 1), torch.cat([past[i][1], v], 1)  # (H, t, dh)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(dh)  # (H, t_new, t)
-        if past is None:
-            scores = scores + torch.full(scores.shape[-2:], -1e9, dtype=x.dtype).triu(1)
-        att = torch.softmax(scores, -1) @ v  # (H, t_new, dh)
-        h = F.layer_norm(x + att.transpose(0, 1).reshape(-1, D) @ w["wo"], (D,))
-        x = F.layer_norm(h + torch.relu(h @ w["w1"]) @ w["w2"], (D,))
-        new_cache.append((k, v))
-    return torch.softmax(x @ p["w_out"], -1), new_cache
+def spread(values: list[float]) -> str:
+    return f"{min(values):.2f} / {statistics.median(values):.2f} / {max(values):.2f}"
 
 
 def main() -> None:
@@ -59,12 +51,15 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds, each timing all four loops (at least 5)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each loop per round (the fastest counts)")
     parser.add_argument("--total", type=int, default=256, help="tokens for the end-to-end total (default: 256)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice (default: 1, see below)"
     )
     args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5: the spread of fewer says little")
     # One thread by default: on a busy shared 2-core machine, two OpenMP threads stall at every
     # parallel region whenever a neighbour holds a core (measured: 2 ms steps taking 100-600 ms).
     if args.threads:
@@ -73,35 +68,49 @@ def main() -> None:
     cfg = ModelConfig(len(tok), args.context, args.d_model, 4 * args.d_model, args.layers, args.heads, 0, args.dtype)
     model = LanguageModel.create(cfg, tok)
     p = model.params
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, len(tok), (args.context,), generator=gen)
+    ids = torch.randint(1, len(tok), (args.context,), generator=torch.Generator().manual_seed(0))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads, context {cfg.context}, {args.dtype}, {model.num_parameters():,} parameters"
     )
-    print("per-token time (ms) at context length t: the step that reads t positions and predicts position t + 1")
-    print(f"{'t':>5} {'no cache':>10} {'cache':>8} {'speedup':>8} | {'torch full':>10} {'torch cache':>11}")
-    lengths = [t for t in (8, 16, 32, 64, 128, 256, 512) if t <= cfg.context]
-    with torch.no_grad():  # only the plain-torch reference could record autograd; ours never does
+    print(f"per-token ms at context length t (the step reading t positions), median over {args.rounds} rounds")
+    header = f"{'t':>5} {'no cache':>9} {'cache':>7} | {'torch full':>10} {'torch cache':>11}"
+    print(f"{header} | cached step ours / torch, min / median / max")
+    lengths = [t for t in (8, 32, 128, 512) if t <= cfg.context]
+    with torch.no_grad():  # only the reference could record autograd; ours never does
         for t in lengths:
             prefix = ids[:t][None]  # (1, t)
-            full = timed(lambda prefix=prefix: model.forward(prefix, ("probs",)), args.repeat)
             cache = KVCache(model)
-            cache.update(*[model.forward(prefix[:, :-1], ("keys", "values"))[n] for n in ("keys", "values")])
-            keys, values = cache.keys, cache.values
+            out = model.forward(prefix[:, :-1], ("keys", "values"))
+            keys, values = out["keys"], out["values"]
+            _, past = reference_forward(p, cfg, prefix[:, :-1])
+            last = ids[t - 1 : t]  # (1,)
 
-            def step(t=t, cache=cache, keys=keys, values=values):
+            def ours_step(cache=cache, keys=keys, values=values, token=int(ids[t - 1])):
                 cache.update(keys, values)  # back to t - 1 cached positions
-                cached_step(model, int(ids[t - 1]), cache)
+                cached_step(model, token, cache)
 
-            cached = timed(step, args.repeat)
-            x = p["tok_emb"][ids[:t]] + p["pos_emb"][:t]  # (t, D)
-            torch_full = timed(lambda x=x: torch_layers(p, cfg, x, None), args.repeat)
-            _, past = torch_layers(p, cfg, x[:-1], None)
-            torch_cached = timed(lambda x=x, past=past: torch_layers(p, cfg, x[-1:], past), args.repeat)
+            loops = {
+                "full": lambda prefix=prefix: model.forward(prefix, ("probs",)),
+                "cache": ours_step,
+                "torch full": lambda prefix=prefix: torch.softmax(reference_forward(p, cfg, prefix)[0], -1),
+                "torch cache": lambda last=last, past=past: torch.softmax(
+                    reference_decode_step(p, cfg, last, past)[0], -1
+                ),
+            }
+            for fn in loops.values():  # warm-up: plans, generated code, allocator
+                fn(), fn()
+            times: dict[str, list[float]] = {name: [] for name in loops}
+            ratios = []
+            for r in range(args.rounds):
+                names = list(loops)
+                for name in names[r % 4 :] + names[: r % 4]:
+                    times[name].append(best_seconds(loops[name], args.repeat))
+                ratios.append(times["cache"][-1] / times["torch cache"][-1])
+            med = {name: statistics.median(v) * 1e3 for name, v in times.items()}
             print(
-                f"{t:>5} {full * 1e3:>10.2f} {cached * 1e3:>8.2f} {full / cached:>7.1f}x | "
-                f"{torch_full * 1e3:>10.2f} {torch_cached * 1e3:>11.2f}"
+                f"{t:>5} {med['full']:>9.2f} {med['cache']:>7.2f} | {med['torch full']:>10.2f} "
+                f"{med['torch cache']:>11.2f} | {spread(ratios)}"
             )
 
         # End to end: generate `total` tokens greedily from one token, with and without the cache.

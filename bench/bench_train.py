@@ -1,85 +1,88 @@
-"""Benchmark: train the default recipe (500 SGD epochs) with our engine and with plain PyTorch autograd.
+"""Benchmark: train the classic recipe (500 full-batch SGD epochs) with our engine and with plain PyTorch.
 
-Both run in this process on the same corpus, initial weights and batch; prints both times, the ratio
-and both final losses. A script, not a test: `python bench/bench_train.py [--epochs N] [--repeat R]`.
+Both sides start from the same corpus, initial weights and batch in this process. The PyTorch side is
+the reference transformer of tests/reference_model.py (the one the golden tests check us against)
+with autograd and torch.optim.SGD. Rounds alternate which side goes first; printed: each side's
+time and the ratio as min / median / max over the rounds, and both final losses.
+
+    .venv/bin/python bench/bench_train.py [--epochs 500] [--rounds 5] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from lm.corpus import DEFAULT_CORPUS
-from lm.train import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
+from reference_model import reference_loss  # noqa: E402
 
-
-def torch_loss(params: dict[str, torch.Tensor], cfg, ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The same model in plain PyTorch (autograd does the backward)."""
-    B, T = ids.shape
-    H, dh, D = cfg.n_heads, cfg.d_head, cfg.d_model
-    mask = torch.full((T, T), -1e9, dtype=params["tok_emb"].dtype).triu(1)
-    x = params["tok_emb"][ids] + params["pos_emb"][:T]  # (B, T, D)
-    for i in range(cfg.n_layers):
-        p = {w: params[f"layers.{i}.{w}"] for w in ("wq", "wk", "wv", "wo", "w1", "w2")}
-        q, k, v = ((x @ p[w]).view(B, T, H, dh).transpose(1, 2) for w in ("wq", "wk", "wv"))  # (B, H, T, dh)
-        att = torch.softmax(q @ k.transpose(-1, -2) / dh**0.5 + mask, -1)  # (B, H, T, T)
-        h = F.layer_norm(x + (att @ v).transpose(1, 2).reshape(B, T, D) @ p["wo"], (D,))
-        x = F.layer_norm(h + torch.relu(h @ p["w1"]) @ p["w2"], (D,))
-    logits = x @ params["w_out"]  # (B, T, V)
-    return F.cross_entropy(logits.reshape(B * T, -1), targets.reshape(-1), ignore_index=0)
+from lm.corpus import DEFAULT_CORPUS  # noqa: E402
+from lm.train import TrainConfig, Trainer  # noqa: E402
 
 
 def run_ours(epochs: int) -> tuple[float, float, Trainer]:
     trainer = Trainer(DEFAULT_CORPUS, None, TrainConfig(epochs=epochs, eval_every=0))
+    loss, *grads = trainer.graph.evaluator.run(trainer._feed)  # warm-up: plan and code, not timed
     start = time.perf_counter()
-    for _ in range(epochs - 1):
-        trainer.step()
-    # The last step also scores memorization: time only the training steps.
-    loss, *grads = trainer.graph.evaluator.run(trainer._feed)
-    trainer.optimizer.step(trainer._params, grads)
+    # The trainer's own step also scores memorization at the end: time the training steps only.
+    for _ in range(epochs):
+        loss, *grads = trainer.graph.evaluator.run(trainer._feed)
+        trainer.optimizer.step(trainer._params, grads)
     return time.perf_counter() - start, float(loss), trainer
 
 
 def run_torch(epochs: int) -> tuple[float, float]:
     trainer = Trainer(DEFAULT_CORPUS, None, TrainConfig(epochs=epochs, eval_every=0))  # same init and batch
     params = {n: p.clone().requires_grad_(True) for n, p in trainer.model.params.items()}
-    opt = torch.optim.SGD(params.values(), lr=0.05)
+    opt = torch.optim.SGD(params.values(), lr=trainer.config.lr)
     cfg, ids, targets = trainer.model.config, trainer.batch.ids, trainer.batch.targets
     start = time.perf_counter()
     for _ in range(epochs):
         opt.zero_grad()
-        loss = torch_loss(params, cfg, ids, targets)
+        loss = reference_loss(params, cfg, ids, targets)
         loss.backward()
         opt.step()
     return time.perf_counter() - start, loss.item()
 
 
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=500)
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best time is reported")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (at least 5)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice (default: 1, see below)"
     )
     args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5: the spread of fewer says little")
     # One thread by default: on a busy shared 2-core machine, two OpenMP threads stall at every
     # parallel region whenever a neighbour holds a core (measured: 2 ms steps taking 100-600 ms).
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, best of {args.repeat}")
-    ours, theirs = [], []
-    for _ in range(args.repeat):  # interleaved, so a busy moment on a shared machine hits both
-        t, our_loss, trainer = run_ours(args.epochs)
-        ours.append(t)
-        t, torch_loss_value = run_torch(args.epochs)
-        theirs.append(t)
-    print(f"parameters: {trainer.model.num_parameters():,}")
-    print(f"autodiff (ours): {min(ours):.3f} s   final loss {our_loss:.6f}")
-    print(f"plain PyTorch:   {min(theirs):.3f} s   final loss {torch_loss_value:.6f}")
-    print(f"ratio ours / PyTorch: {min(ours) / min(theirs):.2f}x")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, {args.rounds} rounds")
+    ours, theirs, ratios = [], [], []
+    for r in range(args.rounds):  # alternating, so a busy moment on a shared machine hits both
+        for side in ("ours", "torch") if r % 2 == 0 else ("torch", "ours"):
+            if side == "ours":
+                t, our_loss, trainer = run_ours(args.epochs)
+                ours.append(t)
+            else:
+                t, torch_loss_value = run_torch(args.epochs)
+                theirs.append(t)
+        ratios.append(ours[-1] / theirs[-1])
+    print(f"parameters: {trainer.model.num_parameters():,}; min / median / max over {args.rounds} rounds:")
+    print(f"autodiff (ours): {spread(ours)} s   final loss {our_loss:.6f}")
+    print(f"plain PyTorch:   {spread(theirs)} s   final loss {torch_loss_value:.6f}")
+    print(f"ratio ours / PyTorch: {spread(ratios, '.2f')} x")
 
 
 if __name__ == "__main__":
