@@ -172,11 +172,16 @@ def _merge_loop(
     merge_counts: list[int] = []
     report_every = max(1, num_merges // 200)
     while len(merges) < num_merges:
-        # pop until an entry still matches its pair's current count (older entries are stale)
+        # Pop until an entry matches its pair's current count. Counts only fall, except for pairs holding
+        # the newest token (pushed when made), so an entry whose count has fallen sorts too early: push it
+        # back with its true count, which saves a push for every decrease.
         while heap:
-            neg, _, _, a, b = heapq.heappop(heap)
-            if pair_count.get((a, b), 0) == -neg:
+            neg, key_a, key_b, a, b = heapq.heappop(heap)
+            current = pair_count.get((a, b), 0)
+            if current == -neg:
                 break
+            if current > 0:
+                heapq.heappush(heap, (-current, key_a, key_b, a, b))
         else:
             break  # no pair left: every pre-token is a single token
         count = -neg
@@ -186,44 +191,56 @@ def _merge_loop(
         merges.append((tokens[a], tokens[b]))
         merge_counts.append(count)
 
-        changed: set[tuple[int, int]] = set()
+        grown: set[tuple[int, int]] = set()  # pairs holding the new token, whose counts rose
         for w in pair_words.pop((a, b)):
-            word = words[w]
-            merged = _merge_word(word, a, b, new)
+            merged = _merge_word(words[w], a, b, new, freqs[w], pair_count)
             if merged is None:
                 continue  # stale: an earlier merge already consumed this word's (a, b)
-            freq = freqs[w]
-            for pair in zip(word, word[1:]):
-                pair_count[pair] -= freq
-                changed.add(pair)
-            for pair in zip(merged, merged[1:]):
-                pair_count[pair] += freq
+            words[w], new_pairs = merged
+            for pair in new_pairs:
                 pair_words[pair].add(w)
-                changed.add(pair)
-            words[w] = merged
+            grown.update(new_pairs)
         del pair_count[(a, b)]
-        changed.discard((a, b))
-        for pair in changed:
-            c = pair_count[pair]
-            if c > 0:
-                heapq.heappush(heap, (-c, keys[pair[0]], keys[pair[1]], pair[0], pair[1]))
-            else:
-                del pair_count[pair]
+        for pair in grown:
+            heapq.heappush(heap, (-pair_count[pair], keys[pair[0]], keys[pair[1]], pair[0], pair[1]))
         if progress and (len(merges) % report_every == 0 or len(merges) == num_merges):
             progress(len(merges), num_merges, "merge")
     return merges, merge_counts
 
 
-def _merge_word(word: list[int], a: int, b: int, new: int) -> list[int] | None:
-    """`word` with every (a, b) replaced by `new`, left to right; None when it holds no (a, b)."""
+def _merge_word(
+    word: list[int], a: int, b: int, new: int, freq: int, pair_count: dict[tuple[int, int], int]
+) -> tuple[list[int], list[tuple[int, int]]] | None:
+    """`word` with every (a, b) replaced by `new`, left to right, and the new pairs it holds; None when it holds
+    no (a, b). Updates `pair_count` by `freq` for the neighbours of each merge only: (x, a) and (b, y) go,
+    (x, new) and (new, y) come; a pair between two merges, (b, a), goes once and (new, new) comes once."""
     out: list[int] = []
-    i, n, found = 0, len(word), False
+    new_pairs: list[tuple[int, int]] = []
+    i, n = 0, len(word)
+    just_merged = found = False
     while i < n:
-        if i + 1 < n and word[i] == a and word[i + 1] == b:
-            out.append(new)
-            i += 2
+        token = word[i]
+        if token == a and i + 1 < n and word[i + 1] == b:
             found = True
+            if out:
+                if just_merged:
+                    pair = (new, new)  # (b, a) between the two merges went with the previous right neighbour
+                else:
+                    pair_count[(word[i - 1], a)] -= freq
+                    pair = (out[-1], new)
+                pair_count[pair] += freq
+                new_pairs.append(pair)
+            if i + 2 < n:
+                pair_count[(b, word[i + 2])] -= freq
+            out.append(new)
+            just_merged = True
+            i += 2
         else:
-            out.append(word[i])
+            if just_merged:  # the right neighbour of a merge: known only now
+                pair = (new, token)
+                pair_count[pair] += freq
+                new_pairs.append(pair)
+                just_merged = False
+            out.append(token)
             i += 1
-    return out if found else None
+    return (out, new_pairs) if found else None
