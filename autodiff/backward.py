@@ -15,7 +15,7 @@ from autodiff.ops import add, ones_like, zeros_like
 def gradients(output_node: Node, nodes: Sequence[Node]) -> list[Node]:
     """Gradient nodes of `output_node` w.r.t. each of `nodes`, seeded with ones like the output."""
     seed = ones_like(output_node)
-    seed.name = f"grad_{output_node.name}"
+    seed.name, seed.auto_named = f"grad_{output_node.name}", output_node.auto_named
     result = []
     for n, g in zip(nodes, walk_backward(output_node, seed, nodes, add)):
         if g is None:  # the output does not depend on n: its gradient is a real zero tensor

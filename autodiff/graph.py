@@ -39,9 +39,9 @@ class Node:
         self.attrs = dict(attrs) if attrs else {}
         # Generated names read like the expression (`(x1*x2)`); past a few dozen characters they
         # stop helping, so a long or missing name becomes the op name and a counter (`matmul_12`).
-        if not name or len(name) > 48:
-            name = f"{op.name}_{next(_name_counter)}"
-        self.name = name
+        # Such a counter means nothing to a reader: drawings show a per-graph number instead.
+        self.auto_named = not name or len(name) > 48
+        self.name = f"{op.name}_{next(_name_counter)}" if self.auto_named else name
         # Filled by `gradients()`: (input node, node whose rule made this) pairs saying that this
         # node is (a part of) the gradient of that input, so it must have that input's shape.
         self.gradient_of: list[tuple[Node, Node | None]] = []

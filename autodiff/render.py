@@ -3,7 +3,9 @@
 A drawing is made of sections (forward, backward, second order...): each section holds the nodes its
 outputs need that no earlier section holds, drawn in its own styled cluster; a value it reads from an
 earlier section (the backward pass reading a forward value) appears in it as a dashed ghost node.
-Nodes are numbered t0, t1... in the same order in both forms, so picture and text read side by side.
+Nodes are numbered t0, t1... per drawing, in the same order in both forms, so picture and text read
+side by side; a `sum_to_shape` that changes nothing (its input already has the shape) is not drawn:
+its users read its input, and what it was the gradient of is told on that input.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 
 from autodiff.graph import Node, Tensor, topological_sort
 
-# fill colour and cluster title per section kind; the first section is drawn as the forward one
+# (fill, border and title colour) per section; the first section is drawn as the forward one
 STYLES = [
     ("#e8f0fe", "#1a73e8"),  # forward: blue
     ("#fde7d9", "#e8710a"),  # backward: orange
@@ -23,6 +25,7 @@ STYLES = [
 ]
 VARIABLE_FILL = "#fff7cc"
 MAX_NAME = 28
+MAX_STACKING_EDGES = 40
 
 
 @dataclass
@@ -35,23 +38,42 @@ class Section:
 
 @dataclass
 class Layout:
-    """Sections resolved to node lists, with one id per node (`x` for a variable, `t3` otherwise)."""
+    """Sections resolved to node lists, with one id per node (`x` for a variable, `t3` otherwise).
+    `alias` maps each hidden no-op node to the node whose value it passes on."""
 
     sections: list[Section]
     nodes: list[list[Node]] = field(default_factory=list)
     ids: dict[Node, str] = field(default_factory=dict)
     section_of: dict[Node, int] = field(default_factory=dict)
+    alias: dict[Node, Node] = field(default_factory=dict)
+
+    def shown(self, node: Node) -> Node:
+        """The node drawn for `node` (itself, or what a hidden no-op passes on)."""
+        return self.alias.get(node, node)
 
 
-def layout(sections: Sequence[Section]) -> Layout:
-    """Assign each node to the first section that needs it and number nodes in topological order."""
+def _is_noop(node: Node, shapes: dict[Node, tuple[int, ...]]) -> bool:
+    # sum_to_shape(a, like) with a already of like's shape returns a itself (the usual case: no broadcast)
+    if node.op.name != "sum_to_shape" or node not in shapes:
+        return False
+    source = node.inputs[0]
+    return source in shapes and shapes[source] == shapes[node]
+
+
+def layout(sections: Sequence[Section], shapes: dict[Node, tuple[int, ...]] | None = None) -> Layout:
+    """Assign each node to the first section that needs it and number nodes in topological order;
+    with shapes, hide the sum_to_shape nodes that change nothing."""
+    shapes = shapes or {}
     result = Layout(list(sections))
     names = {n.name for s in sections for n in topological_sort(list(s.outputs)) if not n.inputs}
     counter = 0
     for index, section in enumerate(sections):
         mine = []
         for node in topological_sort(list(section.outputs)):
-            if node in result.section_of:
+            if node in result.section_of or node in result.alias:
+                continue
+            if _is_noop(node, shapes):
+                result.alias[node] = result.shown(node.inputs[0])
                 continue
             result.section_of[node] = index
             mine.append(node)
@@ -86,12 +108,20 @@ def shape_text(shape: tuple[int, ...] | None, dtype: str = "f64") -> str:
     return f"{dtype}[{','.join(str(d) for d in shape)}]" if shape is not None else "?"
 
 
-def gradient_note(node: Node, ids: dict[Node, str]) -> str:
-    """`∂ x1 (via t3 mul)` for a node that `gradients()` marked as (part of) an input's gradient."""
+def gradient_note(node: Node, lay: Layout) -> str:
+    """`∂ x1 (via t3 mul)` for a node that `gradients()` marked as (part of) an input's gradient,
+    including what the hidden no-op nodes passing this node on were marked as."""
     notes = []
-    for wrt, via in node.gradient_of:
-        where = f" via {ids.get(via, via.name)} {via.op.name}" if via is not None else " (sum of parts)"
-        notes.append(f"∂ {ids.get(wrt, wrt.name)}{where}")
+    marked = [node] + [hidden for hidden, shown in lay.alias.items() if shown is node]
+    for each in marked:
+        for wrt, via in each.gradient_of:
+            if via is not None:
+                via = lay.shown(via)
+                where = f" via {lay.ids.get(via, via.name)} {via.op.name}"
+            else:
+                where = " (sum of parts)"
+            wrt = lay.shown(wrt)
+            notes.append(f"∂ {lay.ids.get(wrt, wrt.name)}{where}")
     return "; ".join(dict.fromkeys(notes))
 
 
@@ -116,7 +146,11 @@ def to_dot(
     not as an edge between clusters: such edges cross everything and make Graphviz's layout take
     tens of seconds past a few hundred nodes, while ghosts keep it well under a second."""
     shapes, values, notes = shapes or {}, values or {}, notes or {}
-    lay = layout(sections)
+    lay = layout(sections, shapes)
+    shown_notes: dict[Node, str] = {}
+    for node, note in notes.items():  # a hidden node's note goes to the node drawn for it
+        shown = lay.shown(node)
+        shown_notes[shown] = f"{shown_notes[shown]}; {note}" if shown in shown_notes else note
     # Ids carry a digest of the structure: Graphviz in the browser matches nodes of the previous
     # drawing by id and would morph a box into an ellipse badly; a new structure gets new ids.
     structure = "|".join(f"{lay.ids[n]}:{n.op.name}:{lay.section_of[n]}" for n in lay.section_of)
@@ -128,7 +162,8 @@ def to_dot(
         '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.08,0.04"];',
         '  edge [color="#5f6368", arrowsize=0.6];',
     ]
-    edges = []
+    edges: dict[str, None] = {}  # ordered set: a hidden no-op can make the same edge twice
+    previous_last: str | None = None
     for index, (section, nodes) in enumerate(zip(lay.sections, lay.nodes)):
         fill, border = STYLES[min(index, len(STYLES) - 1)]
         lines.append(f"  subgraph cluster_{index} {{")
@@ -136,20 +171,23 @@ def to_dot(
             f'    label={_quote(section.title)}; style="rounded,dashed"; color="{border}"; fontcolor="{border}";'
         )
         ghosts: dict[Node, str] = {}
+        sources: list[str] = []  # nodes of this section with no edge into them
         for node in nodes:
-            label = _label(node, lay.ids, shapes.get(node), values.get(node), notes.get(node))
+            label = _label(node, lay, shapes.get(node), values.get(node), shown_notes.get(node))
             if not node.inputs:
                 attrs = f'shape=ellipse, fillcolor="{VARIABLE_FILL}"'
+                sources.append(dot_id[node])
             else:
                 attrs = f'fillcolor="{fill}", color="{border}"'
-            if node in notes:
+            if node in shown_notes:
                 attrs += ", penwidth=2"
             lines.append(f"    {dot_id[node]} [label={_quote(label)}, {attrs}];")
-            for inp in node.inputs:
+            for inp in map(lay.shown, node.inputs):
                 source = dot_id[inp]
                 if lay.section_of[inp] < index:  # a value from an earlier section: draw its ghost here
                     if inp not in ghosts:
                         ghosts[inp] = f"{dot_id[inp]}_in{index}"
+                        sources.append(ghosts[inp])
                         home = lay.sections[lay.section_of[inp]].title.split(" ")[0]
                         shape = "ellipse" if not inp.inputs else "box"
                         lines.append(
@@ -157,20 +195,27 @@ def to_dot(
                             'style="rounded,dashed", color="#9aa0a6", fontcolor="#5f6368", fontsize=9];'
                         )
                     source = ghosts[inp]
-                edges.append(f"  {source} -> {dot_id[node]};")
+                edges[f"  {source} -> {dot_id[node]};"] = None
         lines.append("  }")
+        # Stack the sections instead of setting them side by side (a narrower drawing keeps its text
+        # readable when the page scales it to its width): invisible edges from the previous section's
+        # last node to this section's sources, few enough to keep the layout quick.
+        if previous_last is not None:
+            for target in sources[:MAX_STACKING_EDGES]:
+                edges[f"  {previous_last} -> {target} [style=invis];"] = None
+        if nodes:
+            previous_last = dot_id[nodes[-1]]
     lines.extend(edges)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _label(node: Node, ids: dict[Node, str], shape, value, note: str | None) -> str:
-    if node.inputs:
-        lines = [f"{ids[node]} = {node.op.name}", _short_name(node.name)]
-    else:
-        lines = [_short_name(node.name)]
+def _label(node: Node, lay: Layout, shape, value, note: str | None) -> str:
+    # A numbered name (`add_2020`) says nothing the per-drawing id does not: only real names are shown.
+    name = [] if node.auto_named else [_short_name(node.name)]
+    lines = [f"{lay.ids[node]} = {node.op.name}", *name] if node.inputs else name
     lines.append(shape_text(shape) + (f" = {summarize(value)}" if value is not None else ""))
-    grad = gradient_note(node, ids)
+    grad = gradient_note(node, lay)
     if grad:
         lines.append(grad)
     if note:
@@ -187,7 +232,7 @@ def _attr_text(value) -> str:
 def listing(sections: Sequence[Section], shapes: dict[Node, tuple[int, ...]] | None = None) -> str:
     """The program as text, jaxpr-like: `t3: f64[2,4] = matmul(x, W)`, a block per section."""
     shapes = shapes or {}
-    lay = layout(sections)
+    lay = layout(sections, shapes)
     out = []
     for section, nodes in zip(lay.sections, lay.nodes):
         out.append(f"{section.title}:")
@@ -197,9 +242,10 @@ def listing(sections: Sequence[Section], shapes: dict[Node, tuple[int, ...]] | N
         for node in nodes:
             if not node.inputs:
                 continue
-            args = [lay.ids[i] for i in node.inputs] + [f"{k}={_attr_text(v)}" for k, v in node.attrs.items()]
+            args = [lay.ids[lay.shown(i)] for i in node.inputs]
+            args += [f"{k}={_attr_text(v)}" for k, v in node.attrs.items()]
             line = f"  {lay.ids[node]}: {shape_text(shapes.get(node))} = {node.op.name}({', '.join(args)})"
-            grad = gradient_note(node, lay.ids)
+            grad = gradient_note(node, lay)
             out.append(f"{line:<48}  # {grad}" if grad else line)
-        out.append("  out " + ", ".join(lay.ids[n] for n in section.outputs))
+        out.append("  out " + ", ".join(lay.ids[lay.shown(n)] for n in section.outputs))
     return "\n".join(out) + "\n"

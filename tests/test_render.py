@@ -133,3 +133,58 @@ def test_dot_program_accepts_the_output():
     dot = to_dot([Section("forward", [y]), Section("backward", g)])
     svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True).stdout
     assert b"<svg" in svg and b"cluster_1" in svg
+
+
+def test_numbering_is_per_drawing_not_a_global_counter():
+    """Labels carry t0, t1... of this drawing: building other graphs in between changes nothing."""
+
+    def drawing():
+        x1, x2, y = small_graph()
+        g = ad.gradients(ad.sum_op(ad.softmax(y * x1)), [x1, x2])
+        return to_dot([Section("forward", [y]), Section("backward", g)], notes={g[0]: "∂out/∂x1"})
+
+    first = drawing()
+    for _ in range(50):  # thousands of numbered nodes elsewhere
+        small = ad.Variable("z")
+        ad.gradients(ad.sum_op(ad.exp(small) * small + small), [small])
+    assert drawing() == first
+    assert not re.search(r"[a-z_]+_\d{2,}", "\n".join(labels(first).values()))  # no `add_2020`
+
+
+def test_a_sum_to_shape_that_changes_nothing_is_not_drawn():
+    x1, x2, y = small_graph()
+    g1, g2 = ad.gradients(y, [x1, x2])
+    nodes = ad.topological_sort([y, g1, g2])
+    assert sum(n.op is ad.sum_to_shape for n in nodes) == 4  # the engine's graph has four
+    shapes = {n: () for n in nodes}
+    sections = [Section("forward", [y]), Section("backward", [g1, g2])]
+    dot = to_dot(sections, shapes, notes={g1: "∂out/∂x1", g2: "∂out/∂x2"})
+    text = listing(sections, shapes)
+    assert "sum_to_shape" not in dot and "sum_to_shape" not in text
+    found = "\n".join(labels(dot).values())
+    assert "∂out/∂x2" in found and "∂ x2 via t0 mul" in found  # the hidden output's note moved on
+    assert text.splitlines()[-1] == "  out t4, t5"
+
+    # Broadcasting: the sum_to_shape that sums b's gradient over rows stays.
+    x, b = ad.Variable("x"), ad.Variable("b")
+    z = x + b
+    gx, gb = ad.gradients(z, [x, b])
+    shapes = {x: (2, 3), b: (3,)}
+    shapes.update({n: (2, 3) for n in ad.topological_sort([z, gx, gb]) if n.inputs})
+    shapes[gb] = (3,)
+    text = listing([Section("forward", [z]), Section("backward", [gx, gb])], shapes)
+    assert text.count("sum_to_shape") == 1 and "f64[3] = sum_to_shape(" in text
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz `dot` program is not installed")
+def test_every_example_drawing_keeps_its_text_readable():
+    """The page scales a drawing to its width (about 1,100 px at a 1,400 px window): the sections are
+    stacked, not side by side, so 10 pt labels stay at least 10 px tall for every example."""
+    from playground.explore import EXAMPLES, explore
+
+    for label, (expression, declarations) in EXAMPLES.items():
+        dot = explore(expression, declarations).dot()
+        svg = subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True, timeout=60)
+        width_pt = float(re.search(rb'<svg width="([\d.]+)pt"', svg.stdout)[1])
+        font_px = 10 * 4 / 3 * min(1.0, 1100 / (width_pt * 4 / 3))
+        assert font_px >= 10, f"{label}: {width_pt:.0f} pt wide, labels {font_px:.1f} px"

@@ -82,7 +82,10 @@ class OpBase(Op):
         return Node(nodes, self, attrs, name=self.node_name(nodes, attrs))
 
     def node_name(self, nodes: Sequence[Node], attrs: dict) -> str:
-        """A readable name: `(x+y)` for an infix op, else `name(inputs)`."""
+        """A readable name: `(x+y)` for an infix op, else `name(inputs)`; "" (a numbered name) when
+        an input has a numbered name, so no counter ends up inside a name."""
+        if any(n.auto_named for n in nodes):
+            return ""
         if self.symbol:
             right = nodes[1].name if len(nodes) > 1 else repr(next(iter(attrs.values())))
             return f"({nodes[0].name}{self.symbol}{right})"

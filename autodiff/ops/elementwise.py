@@ -128,7 +128,7 @@ class RDivByConstOp(WithConst):
     forward = staticmethod(lambda a, constant: constant / a)
 
     def node_name(self, nodes, attrs):
-        return f"({attrs['constant']!r}/{nodes[0].name})"
+        return "" if nodes[0].auto_named else f"({attrs['constant']!r}/{nodes[0].name})"
 
     def gradient(self, node, output_grad):
         # da = -g * c / a^2 = -g * (c / a) / a
@@ -353,6 +353,9 @@ class SumToShapeOp(OpBase):
         extra = a.ndim - like.ndim
         dims = list(range(extra)) + [extra + i for i, n in enumerate(like.shape) if n == 1 and a.shape[extra + i] != 1]
         return (a.sum(dim=dims, keepdim=True) if dims else a).reshape(like.shape)
+
+    def node_name(self, nodes, attrs):
+        return "" if nodes[0].auto_named else nodes[0].name  # usually a no-op: named like what it passes on
 
     def gradient(self, node, output_grad):
         return [expand_as(output_grad, node.inputs[0]), None]
