@@ -48,3 +48,15 @@ with generate:
         preset(GEN_PROMPT, GENERATE_EXAMPLE)
         st.switch_page("app_pages/generate.py")
     st.caption("with the pretrained default model")
+
+tokenizer_card, _, _ = st.columns(3)
+with tokenizer_card:
+    st.subheader(":material/text_fields: Tokenizer")
+    st.markdown(
+        "See text as the model sees it: GPT-2's byte-level BPE tokens as coloured chips. Train your own BPE "
+        "and step through its merges, watching the bytes per token grow."
+    )
+    if st.button("Try: train a BPE on five stories", key="home_tokenizer_example"):
+        st.session_state["tok_autotrain"] = True  # the Tokenizer page trains on its story sample at once
+        st.switch_page("app_pages/tokenizer.py")
+    st.caption("vocabulary 400, with <|endoftext|>")
