@@ -6,6 +6,9 @@ Page files live in `app_pages/` (with `st.navigation`, Streamlit ignores a `page
 import streamlit as st
 import torch
 
+import playground.charts  # noqa: F401  (plotly and pandas imported once, at start-up: see charts.py)
+from playground.state import pause_training_off_page
+
 # Every tensor in the app is tiny: waking torch's intra-op worker threads costs more than they save
 # (one thread trains the default model about 6x faster in the server on a busy 2-core machine).
 torch.set_num_threads(1)
@@ -19,4 +22,6 @@ pages = [
     st.Page("app_pages/train.py", title="Train", icon=":material/show_chart:"),
     st.Page("app_pages/generate.py", title="Generate", icon=":material/edit_note:"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+pause_training_off_page(page.url_path)  # leaving the Train page, for any page, pauses its run
+page.run()

@@ -3,6 +3,7 @@
 Training: the loss curve (linear or log scale), memorization over time, the gradient norm. Generation:
 top-k next-token bars, a steps x vocabulary probability heatmap, and one causal attention heatmap per
 layer and head whose masked upper triangle is NaN (drawn empty), with token labels on both axes.
+Both log-scale charts use one axis helper (`log_axis`), so their ticks read alike.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+# plotly checks `sys.modules` for pandas without importing it: while one session's thread is still
+# importing pandas (st.dataframe does), another session drawing a chart would find it half-initialized
+# (AttributeError: partially initialized module 'pandas'). Importing it here, when the app starts,
+# means no chart is ever drawn before pandas is complete.
+import pandas  # noqa: F401
 import plotly.graph_objects as go
 import torch
 
@@ -31,6 +37,7 @@ def _layout(fig: go.Figure, title: str, x: str, y: str, height: int = HEIGHT) ->
 
 MAX_POINTS = 1000  # a curve sent to the browser twice a second stays small: longer runs are thinned
 MAX_COLUMNS = 80  # the probability heatmap shows at most this many tokens of a large vocabulary
+ATTENTION_MAX_HEIGHT = 520  # px: a long prompt's heatmap stays within a screen
 
 
 def thin(xs: Sequence, ys: Sequence, max_points: int = MAX_POINTS) -> tuple[list, list]:
@@ -55,32 +62,72 @@ def log_ticks(values: Sequence[float]) -> list[float]:
     return [m * 10.0**e for e in range(low, high + 1) for m in (1, 2, 5)]
 
 
-def loss_figure(epochs: Sequence[int], losses: Sequence[float], log_y: bool = False) -> go.Figure:
-    """The training loss per epoch; `log_y` shows the slow tail of the fall."""
-    x, y = thin(epochs, losses)
-    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="loss", line=dict(color=LINE)))
-    _layout(fig, "Loss (cross-entropy)", "epoch", "loss" + (" (log scale)" if log_y else ""))
-    if log_y:
-        fig.update_yaxes(type="log")
+def log_axis(fig: go.Figure, values: Sequence[float]) -> go.Figure:
+    """Make the y axis logarithmic with 1-2-5 ticks labelled as plain numbers (0.5, not plotly's '5')."""
+    ticks = log_ticks(values)
+    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     return fig
 
 
-def memorization_figure(epochs: Sequence[int], scores: Sequence[int], n_sentences: int) -> go.Figure:
-    """Sentences reproduced from their first two words, at the epochs where it was measured."""
-    fig = go.Figure(go.Scatter(x=list(epochs), y=list(scores), mode="lines+markers", line=dict(color="#2ca02c")))
+def _epoch_axis(fig: go.Figure, planned: int | None) -> None:
+    """The x axis spans the planned epochs, so a curve grows across it (and an empty chart is 1..planned)."""
+    if planned:
+        fig.update_xaxes(range=[1, max(2, planned)])
+
+
+def loss_figure(
+    epochs: Sequence[int], losses: Sequence[float], log_y: bool = False, planned: int | None = None
+) -> go.Figure:
+    """The training loss per epoch; `log_y` shows the slow tail of the fall. With no losses yet, an
+    empty chart over the planned epochs (and loss 0..1), not plotly's default -1..6 x -1..4."""
+    x, y = thin(epochs, losses)
+    fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="loss", line=dict(color=LINE)))
+    _layout(fig, "Loss (cross-entropy)", "epoch", "loss" + (" (log scale)" if log_y else ""))
+    _epoch_axis(fig, planned)
+    if not y:
+        fig.update_xaxes(range=[1, max(2, planned or 100)])
+        fig.update_yaxes(range=[0, 1])
+    elif log_y:
+        log_axis(fig, y)
+    return fig
+
+
+def gapped(epochs: Sequence[int], values: Sequence[float]) -> tuple[list, list]:
+    """The points with a None between two that are not consecutive epochs, so a line is drawn only
+    between epochs next to each other, never across epochs that were not measured."""
+    xs: list = []
+    ys: list = []
+    for i, (x, y) in enumerate(zip(epochs, values)):
+        if i and x - epochs[i - 1] > 1:
+            xs.append(None)
+            ys.append(None)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
+def memorization_figure(
+    epochs: Sequence[int], scores: Sequence[int], n_sentences: int, planned: int | None = None
+) -> go.Figure:
+    """Sentences reproduced from their first two words, at the epochs where it was measured (a marker
+    each; lines join only consecutive epochs)."""
+    x, y = gapped(list(epochs), list(scores))
+    fig = go.Figure(
+        go.Scatter(x=x, y=y, mode="lines+markers", connectgaps=False, line=dict(color="#2ca02c"), marker=dict(size=4))
+    )
     _layout(fig, f"Memorized sentences (of {n_sentences})", "epoch", "sentences")
+    _epoch_axis(fig, planned)
     fig.update_yaxes(range=[-0.3, n_sentences + 0.3])
     return fig
 
 
-def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float]) -> go.Figure:
+def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float], planned: int | None = None) -> go.Figure:
     """The global L2 norm of all gradients per epoch (log scale: it spans decades)."""
     x, y = thin(epochs, norms)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e")))
     _layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
-    ticks = log_ticks(y)
-    fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
-    return fig
+    _epoch_axis(fig, planned)
+    return log_axis(fig, y)
 
 
 # ---------------------------------------------------------------- generation
@@ -170,9 +217,9 @@ def attention_figure(weights: torch.Tensor, labels: Sequence[str], title: str) -
             hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.2f}<extra></extra>", hoverongaps=False,
         )
     )  # fmt: skip
-    size = 150 + 36 * len(ticks)  # square cells: the same width and height
-    _layout(fig, title, "key (attended to)", "query", height=size)
-    fig.update_layout(width=size + 40)
+    # No fixed width: the chart fills its grid cell whatever the window (a fixed width wider than the
+    # cell clipped the cells away); the height grows with the tokens, up to a bound.
+    _layout(fig, title, "key (attended to)", "query", height=min(ATTENTION_MAX_HEIGHT, 150 + 30 * len(ticks)))
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", tickangle=-45)
     fig.update_layout(plot_bgcolor="rgba(0,0,0,0)")

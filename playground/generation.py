@@ -1,6 +1,7 @@
 """The Generate page's logic, without Streamlit: pick a model (the committed default, the session's
-trained one, an uploaded weights file), check a prompt with a helpful message, and generate with and
-without the KV cache to show the trace, the time per token of each, and that their tokens agree.
+trained one, an uploaded weights file), check a prompt, and generate with and without the KV cache to
+show the trace, the time per token of each, and that their tokens agree. lm checks prompts and
+settings; this module adds only the page's limits and turns lm's errors into messages.
 """
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lm.generate import Trace, generate
+from lm.generate import check_prompt as lm_check_prompt
 from lm.model import LanguageModel
-from lm.tokenizer import Tokenizer, UnknownWordError, split_words
 from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, load_bytes
 
 # Where the Generate page takes its model from.
@@ -19,7 +20,6 @@ MAX_PROMPT_CHARS = 2_000
 MAX_NEW_TOKENS = 64
 MAX_TOP_K = 100
 MAX_TEMPERATURE = 5.0
-VOCAB_SHOWN = 120  # an unknown-word message lists the whole vocabulary up to this many words
 
 
 class GenerateError(ValueError):
@@ -41,34 +41,24 @@ def model_from_upload(data: bytes, name: str) -> LanguageModel:
         raise GenerateError(f"Cannot use this weights file: {err}") from None
 
 
-def vocabulary_hint(tokenizer: Tokenizer) -> str:
-    """The vocabulary for a message: every word (sorted), or the first VOCAB_SHOWN and a count."""
-    words = sorted(w for w in tokenizer.vocab if w != Tokenizer.PAD)
-    shown = ", ".join(words[:VOCAB_SHOWN])
-    return shown + (f", … ({len(words) - VOCAB_SHOWN} more)" if len(words) > VOCAB_SHOWN else "")
+def _sentence(err: Exception) -> str:
+    """lm's message as a sentence for the page (a leading parameter name such as top_k keeps its case)."""
+    text = str(err)
+    if text.split(" ", 1)[0].isalpha():
+        text = text[:1].upper() + text[1:]
+    return text + ("" if text.endswith(".") else ".")
 
 
-def check_prompt(model: LanguageModel, prompt: str) -> list[str]:
-    """The prompt's words if the model can read them; else GenerateError naming the problem (unknown words
-    with close matches and the vocabulary, an empty prompt, a prompt longer than the context)."""
+def check_prompt(model: LanguageModel, prompt: str) -> list[int]:
+    """The prompt's ids if the model can read it; else GenerateError with lm's reason (unknown words with
+    close matches and the vocabulary, an empty prompt, a prompt longer than the context). The page adds
+    only its length limit."""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise GenerateError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
-    words = split_words(prompt)
-    if not words:
-        raise GenerateError("Type a prompt: one or more words of the vocabulary, e.g. the first two of a sentence.")
     try:
-        model.tokenizer.encode(prompt)
-    except UnknownWordError as err:
-        n_words = len(model.tokenizer) - 1
-        raise GenerateError(
-            f"{str(err)[:1].upper()}{str(err)[1:]}. The model's vocabulary ({n_words} words): "
-            f"{vocabulary_hint(model.tokenizer)}."
-        ) from None
-    if len(words) > model.config.context:
-        raise GenerateError(
-            f"The prompt has {len(words)} words but this model reads at most {model.config.context}: shorten it."
-        )
-    return words
+        return lm_check_prompt(model, prompt)
+    except ValueError as err:
+        raise GenerateError(_sentence(err)) from None
 
 
 @dataclass
@@ -120,25 +110,22 @@ def run_generation(
     """Generate `prompt`'s continuation with both decoding modes (the same seed, so the same tokens) and
     return the chosen mode's trace. Raises GenerateError for a bad prompt or setting."""
     check_prompt(model, prompt)
-    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise GenerateError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}, got {max_new_tokens}.")
-    if not 0 <= temperature <= MAX_TEMPERATURE:
-        raise GenerateError(f"Temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {temperature}.")
-    if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
-        raise GenerateError(f"Top-k must be between 1 and {MAX_TOP_K}, got {top_k}.")
+    # The page's limits; lm checks the rest (at least one token, a temperature of 0 or more, top-k >= 1).
+    if max_new_tokens > MAX_NEW_TOKENS:
+        raise GenerateError(f"Max new tokens: this page generates at most {MAX_NEW_TOKENS}, got {max_new_tokens}.")
+    if temperature > MAX_TEMPERATURE:
+        raise GenerateError(f"Temperature: this page allows at most {MAX_TEMPERATURE:g}, got {temperature}.")
+    if top_k is not None and top_k > MAX_TOP_K:
+        raise GenerateError(f"Top-k: this page allows at most {MAX_TOP_K}, got {top_k}.")
     kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "seed": seed}
-    generate(model, prompt, use_cache=True, **kwargs)  # build both modes' graphs before timing them
+    try:
+        generate(model, prompt, use_cache=True, **kwargs)  # build both modes' graphs before timing them
+    except ValueError as err:
+        raise GenerateError(_sentence(err)) from None
     generate(model, prompt, use_cache=False, **kwargs)
     cached_trace, cached = _timed(model, prompt, kwargs, True, repeats)
     uncached_trace, uncached = _timed(model, prompt, kwargs, False, repeats)
     return Generation(cached_trace if use_cache else uncached_trace, list(model.tokenizer.vocab), cached, uncached)
-
-
-STOP_REASONS = {
-    "max_new_tokens": "it generated the max new tokens",
-    "context": "the model's context is full",
-    "pad": "the model predicted the end of the sentence (<pad>)",
-}
 
 
 def fingerprint(model: LanguageModel) -> tuple:

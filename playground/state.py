@@ -16,6 +16,8 @@ from playground.explore import EXAMPLES
 from playground.training import TrainingSession
 
 TRAINING = "train_session"
+DRAWN_RUNNING = "train_drawn_running"  # whether the Train page's controls were last drawn for a running run
+TRAIN_PAGE = "train"  # the Train page's url path: training runs only while it is shown
 EXPRESSION, DECLARATIONS = "graph_expression", "graph_declarations"
 DEFAULT_EXAMPLE = "scalar"
 GEN_MODEL, GEN_PROMPT = "gen_model", "gen_prompt"  # the Generate page's model choice and prompt widgets
@@ -53,6 +55,16 @@ def training_session() -> TrainingSession:
     if TRAINING not in st.session_state:
         st.session_state[TRAINING] = TrainingSession()
     return st.session_state[TRAINING]
+
+
+def pause_training_off_page(url_path: str) -> bool:
+    """The one rule for leaving the Train page: showing any other page pauses a running run (its ticks
+    run only on the Train page; Resume goes on). Called by the router for every page; True if it paused."""
+    training = st.session_state.get(TRAINING)
+    if url_path == TRAIN_PAGE or training is None or not training.running:
+        return False
+    training.stop()
+    return True
 
 
 def graph_input(key: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The Train and Generate pages run headlessly with Streamlit's AppTest (one fragment tick per run()):
-a short training fills the loss curve with decreasing losses, Stop pauses, bad settings and a diverging
-run show messages; Generate continues 'the red' with the default model, draws heatmaps of the right
-shapes, and shows an unknown word or a bad weights file as an error element, not an exception.
+a short training draws the losses lm computes for the same settings, Stop pauses, bad settings and a
+diverging run show messages (and clear the old run's results), leaving the page pauses a run; Generate
+continues 'the red' with the default model and stops at the sentence's end, draws heatmaps of the
+right shapes, picks heads beyond a few, and shows an unknown word or a bad weights file as an error
+element, not an exception; the downloaded weights upload back and generate the same text.
 """
 
 from __future__ import annotations
@@ -10,13 +12,17 @@ import json
 from pathlib import Path
 
 import pytest
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
+from lm.corpus import DEFAULT_CORPUS
+from lm.train import TrainConfig, Trainer
 from lm.weights import load
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
 TIMEOUT = 60  # seconds per run: the machine is shared
 DEFAULT_VOCAB = load().config.vocab_size
+DEFAULT_WORDS = len({w for s in DEFAULT_CORPUS for w in s.split()})  # 45
 
 
 def open_page(page: str) -> AppTest:
@@ -59,7 +65,9 @@ def test_a_short_training_draws_decreasing_losses_and_shows_results() -> None:
     loss = figures(at)["Loss (cross-entropy)"]["data"][0]
     assert loss["x"] == list(range(1, 41))
     losses = loss["y"]
-    assert losses == at.session_state["train_session"].history.losses
+    # the same settings trained by lm directly, outside the page: the page draws exactly these losses
+    direct = Trainer(DEFAULT_CORPUS, {"d_model": 16, "d_ff": 32}, TrainConfig(epochs=40, seed=0))
+    assert losses == pytest.approx([event.loss for event in direct.events()], abs=1e-12)
     assert losses[-1] < 0.7 * losses[0]  # the loss falls
     assert sum(b < a for a, b in zip(losses, losses[1:])) > 0.8 * (len(losses) - 1)  # mostly step by step
     assert any("Memorized sentences" in title for title in figures(at))
@@ -68,14 +76,23 @@ def test_a_short_training_draws_decreasing_losses_and_shows_results() -> None:
     assert len(at.get("download_button")) == 1
     table = at.dataframe[0].value
     assert list(table["sentence"])[0] == "the red fox jumps high" and len(table) == 10
+    assert table["reproduced"].dtype == bool  # a checkbox column: no emoji a browser may not draw
 
 
 def test_log_scale_toggle() -> None:
-    at = small_model(open_page("train"), epochs=3)
+    at = small_model(open_page("train"), epochs=30)
     at.button(key="train_start").click().run()
     train_until_done(at)
     at.toggle(key="train_log_y").set_value(True).run()
-    assert figures(at)["Loss (cross-entropy)"]["layout"]["yaxis"]["type"] == "log"
+    for title in ("Loss (cross-entropy)", "Gradient norm"):  # one axis helper: ticks read as numbers
+        axis = figures(at)[title]["layout"]["yaxis"]
+        assert axis["type"] == "log" and len(axis["tickvals"]) >= 3
+        assert [float(t) for t in axis["ticktext"]] == pytest.approx(axis["tickvals"])  # '0.5' reads 0.5, not 5
+
+
+def test_the_empty_loss_chart_spans_the_planned_epochs() -> None:
+    axes = figures(open_page("train"))["Loss (cross-entropy)"]["layout"]
+    assert axes["xaxis"]["range"] == [1, 150] and axes["yaxis"]["range"] == [0, 1]
 
 
 def test_stop_pauses_training_and_start_resumes_it() -> None:
@@ -101,9 +118,10 @@ def test_stop_pauses_training_and_start_resumes_it() -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("train_n_heads", 0, "at least 1 attention head"),
-        ("train_n_heads", 3, "do not divide d_model"),
+        ("train_n_heads", 0, "n_heads must be at least 1"),
+        ("train_n_heads", 3, "must divide d_model"),
         ("train_corpus", "", "the corpus is empty"),
+        ("train_corpus", "a b c\n" * 2000, "2,000 sentences; the limit is 100:"),
     ],
 )
 def test_bad_settings_show_an_error_not_an_exception(key: str, value: object, message: str) -> None:
@@ -124,6 +142,20 @@ def test_a_diverging_run_stops_itself_and_says_why() -> None:
     train_until_done(at)
     assert not at.exception
     assert at.error and "diverged" in at.error[0].value and "lower the learning rate" in at.error[0].value
+
+
+def test_a_rejected_setting_clears_the_old_results() -> None:
+    """After a finished run, Start with a corpus the page refuses shows the error alone: no old 'Finished'
+    box, 'Memorized 10 / 10' metric, table or charts beside it."""
+    at = small_model(open_page("train"), epochs=3)
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    assert at.success and at.dataframe and any(m.label == "Memorized" for m in at.metric)
+    at.text_area(key="train_corpus").set_value("a b c\n" * 2000).run()
+    at.button(key="train_start").click().run()
+    assert at.error and "the limit is 100" in at.error[0].value
+    assert not at.success and not at.dataframe and not at.metric and not at.get("download_button")
+    assert figures(at)["Loss (cross-entropy)"]["data"][0]["y"] == []
 
 
 def test_each_session_trains_its_own_model() -> None:
@@ -147,20 +179,24 @@ def test_generate_continues_a_sentence_with_the_default_model() -> None:
     assert text == [
         "#### the red :orange-background[**fox**] :orange-background[**jumps**] :orange-background[**high**]"
     ]
+    assert any("predicted the end of the sentence" in c.value for c in at.caption)  # it stopped by itself
     figs = figures(at)
     probs = figs["Next-token distribution at every step (× = chosen)"]["data"]
-    assert len(probs[0]["z"]) == 3 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
-    assert probs[1]["x"] == ["fox", "jumps", "high"]  # the chosen-token markers
-    # The last step is shown first: its query positions are the prompt and the two words generated before it.
-    assert figs["Next-token probabilities (top 10); chosen: high"]["data"][0]["y"][-1] == "high"
+    assert len(probs[0]["z"]) == 4 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
+    assert probs[1]["x"] == ["fox", "jumps", "high", "&lt;eos&gt;"]  # the chosen-token markers
+    # The last step is shown first: its query positions are the prompt and the three words generated before it.
+    assert figs["Next-token probabilities (top 10); chosen: &lt;eos&gt;"]["data"][0]["y"][-1] == "&lt;eos&gt;"
     attention = figs["layer 1 · head 1"]["data"][0]
     z = attention["z"]
-    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps"] and attention["x"] == attention["y"]
-    assert len(z) == 4 and all(len(row) == 4 for row in z)
-    assert all(z[q][k] is None for q in range(4) for k in range(q + 1, 4))  # NaN: the masked future, drawn empty
+    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps", "4:high"] and attention["x"] == attention["y"]
+    assert len(z) == 5 and all(len(row) == 5 for row in z)
+    assert all(z[q][k] is None for q in range(5) for k in range(q + 1, 5))  # NaN: the masked future, drawn empty
     assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
+    assert "width" not in figs["layer 1 · head 1"]["layout"]  # it fills its grid cell at any window width
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Same tokens?"] == "✅ yes" and "ms / token" in metrics["With KV cache"]
+    assert metrics["Same tokens?"] == "yes" and float(metrics["KV cache: ms per token"]) > 0
+    caption = next(c.value for c in at.caption if "parameters" in c.value)
+    assert f"vocabulary {DEFAULT_WORDS} words (+ `<pad>`, `<eos>`)" in caption
 
 
 def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
@@ -174,7 +210,8 @@ def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
     assert attention["x"] == ["0:the", "1:red"] and len(attention["z"]) == 2  # step 1 reads the prompt only
     at.text_input(key="gen_prompt").input("my old").run()  # new steps: the choice goes back to the last step
     assert not at.exception
-    assert "Next-token probabilities (top 10); chosen: often" in figures(at)
+    assert "Next-token probabilities (top 10); chosen: &lt;eos&gt;" in figures(at)
+    assert figures(at)["layer 1 · head 1"]["data"][0]["x"][-1] == "4:often"
 
 
 def test_more_heads_and_layers_draw_one_heatmap_each() -> None:
@@ -190,15 +227,25 @@ def test_more_heads_and_layers_draw_one_heatmap_each() -> None:
     assert titles == ["layer 1 · head 1", "layer 1 · head 2", "layer 2 · head 1", "layer 2 · head 2"]
 
 
+def test_beyond_four_heads_the_page_draws_the_chosen_ones() -> None:
+    at = small_model(open_page("train"), epochs=2)
+    at.number_input(key="train_n_heads").set_value(8).run()
+    at.button(key="train_start").click().run()
+    train_until_done(at)
+    at.switch_page("app_pages/generate.py").run()
+    at.radio(key="gen_model").set_value("Trained in this session").run()
+    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
+    at.multiselect(key="gen_heads").set_value(["2", "7", "8"]).run()
+    assert not at.exception
+    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (2, 7, 8)]
+
+
 def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
     at = open_page("generate")
     at.text_input(key="gen_prompt").input("the purple fox").run()
     assert not at.exception
-    assert (
-        at.error
-        and "'purple'" in at.error[0].value
-        and "The model's vocabulary (45 words): a, above" in at.error[0].value
-    )
+    assert at.error and "'purple'" in at.error[0].value
+    assert f"The vocabulary ({DEFAULT_WORDS} words): a, above" in at.error[0].value
     at.text_input(key="gen_prompt").input("teh red").run()
     assert "did you mean 'the'" in at.error[0].value
 
@@ -212,22 +259,56 @@ def test_a_bad_uploaded_file_shows_an_error() -> None:
     assert not at.get("plotly_chart")
 
 
-def test_an_uploaded_weights_file_and_the_trained_model_can_be_used() -> None:
-    at = small_model(open_page("train"), epochs=3)
+class RecordingStorage(MemoryMediaFileStorage):
+    """AppTest's media storage, kept after a run so a test can read what a download button serves."""
+
+    last: MemoryMediaFileStorage | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        RecordingStorage.last = self
+
+
+def test_the_downloaded_weights_upload_back_and_generate_the_same(monkeypatch) -> None:
+    monkeypatch.setattr("streamlit.testing.v1.app_test.MemoryMediaFileStorage", RecordingStorage)
+    at = small_model(open_page("train"), epochs=60)
     at.button(key="train_start").click().run()
     train_until_done(at)
-    weights = at.get("download_button")[0].proto  # the same bytes the page offers
-    assert weights.label.startswith("Download weights")
+    button = at.get("download_button")[0].proto
+    assert button.label.startswith("Download weights")
+    downloaded = RecordingStorage.last.get_file(button.url.rsplit("/", 1)[-1]).content  # the bytes served
     at.switch_page("app_pages/generate.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
     assert not at.exception and not at.error
     assert any("d_model 16" in c.value for c in at.caption)  # the session's small model, not the default one
-    from lm.weights import DEFAULT_WEIGHTS
-
+    trained_text = [m.value for m in at.markdown if m.value.startswith("####")]
+    trained_figures = figures(at)
     at.radio(key="gen_model").set_value("Upload a weights file").run()
-    at.file_uploader(key="gen_upload").upload("default.safetensors", DEFAULT_WEIGHTS.read_bytes(), "").run()
+    at.file_uploader(key="gen_upload").upload("trained.safetensors", downloaded, "application/octet-stream").run()
     assert not at.exception and not at.error
-    assert any("d_model 64" in c.value for c in at.caption) and figures(at)
+    assert any("d_model 16" in c.value for c in at.caption)
+    assert [m.value for m in at.markdown if m.value.startswith("####")] == trained_text
+    uploaded_figures = figures(at)
+    for title in ("Next-token distribution at every step (× = chosen)", "layer 1 · head 1"):
+        assert uploaded_figures[title]["data"][0]["z"] == trained_figures[title]["data"][0]["z"]
+
+
+def test_the_train_page_states_the_leaving_rule_and_that_a_reload_loses_the_model() -> None:
+    captions = " ".join(c.value for c in open_page("train").caption)
+    assert "leaving it for another page pauses the run" in captions and "reloading" in captions
+
+
+@pytest.mark.parametrize("page", ["graph", "home"])
+def test_leaving_for_any_page_pauses_a_run(page: str) -> None:
+    at = small_model(open_page("train"), epochs=5000)
+    at.button(key="train_start").click().run()
+    session = at.session_state["train_session"]
+    assert session.running
+    at.switch_page(f"app_pages/{page}.py").run()
+    stopped_at = session.epoch
+    assert session.status == "stopped" and not at.exception
+    at.switch_page("app_pages/train.py").run()
+    assert session.epoch == stopped_at and at.button(key="train_start").label == "▶ Resume"
 
 
 def test_leaving_a_running_training_pauses_it_and_generate_uses_its_model() -> None:

@@ -19,8 +19,30 @@ def test_loss_figure_holds_the_losses_and_toggles_log_scale() -> None:
     assert charts.loss_figure([1], [1.0], log_y=True).layout.yaxis.type == "log"
 
 
+def test_both_log_charts_label_their_ticks_as_the_numbers_they_are() -> None:
+    """The issue's loss axis read '2, 1, 5, 2, 0.1' for 2, 1, 0.5, 0.2, 0.1: plotly's own minor labels."""
+    losses = [2.0, 1.2, 0.7, 0.3, 0.12]
+    for fig in (charts.loss_figure(range(1, 6), losses, log_y=True), charts.grad_norm_figure(range(1, 6), losses)):
+        axis = fig.layout.yaxis
+        assert axis.type == "log"
+        assert list(axis.ticktext) == ["0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "50"]
+        assert [float(t) for t in axis.ticktext] == list(axis.tickvals)
+
+
+def test_an_empty_loss_chart_spans_the_planned_epochs_and_loss_0_to_1() -> None:
+    fig = charts.loss_figure([], [], planned=150)
+    assert list(fig.layout.xaxis.range) == [1, 150] and list(fig.layout.yaxis.range) == [0, 1]
+    assert list(charts.loss_figure([], []).layout.xaxis.range) == [1, 100]
+
+
+def test_the_memorization_chart_draws_no_line_across_unscored_epochs() -> None:
+    fig = charts.memorization_figure([1, 2, 3, 10, 20, 21], [0, 1, 2, 5, 9, 10], n_sentences=10)
+    assert list(fig.data[0].x) == [1, 2, 3, None, 10, None, 20, 21]
+    assert list(fig.data[0].y) == [0, 1, 2, None, 5, None, 9, 10] and fig.data[0].connectgaps is False
+
+
 def test_memorization_and_grad_norm_figures() -> None:
-    fig = charts.memorization_figure([5, 10], [3, 10], n_sentences=10)
+    fig = charts.memorization_figure([9, 10], [3, 10], n_sentences=10)
     assert list(fig.data[0].y) == [3, 10] and fig.layout.yaxis.range[1] > 10
     assert "10" in fig.layout.title.text
     grad = charts.grad_norm_figure([1, 2], [0.5, 0.25])

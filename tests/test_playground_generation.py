@@ -29,7 +29,8 @@ def test_default_model_completes_a_sentence_and_both_modes_agree(model) -> None:
     assert gen.trace.text == "the red fox jumps high"
     assert gen.same_tokens and gen.cached.tokens == ["fox", "jumps", "high"]
     assert gen.cached.ms_per_token > 0 and gen.uncached.ms_per_token > 0 and gen.cached.first_ms > 0
-    assert step_labels(gen.trace) == ["1 → fox", "2 → jumps", "3 → high"]
+    assert step_labels(gen.trace) == ["1 → fox", "2 → jumps", "3 → high", "4 → <eos>"]  # it ends the sentence
+    assert gen.trace.stop_reason == "end"
     assert len(gen.vocab) == model.config.vocab_size
 
 
@@ -47,12 +48,13 @@ def test_the_uncached_trace_is_shown_when_the_cache_is_off(model) -> None:
 @pytest.mark.parametrize(
     ("prompt", "message"),
     [
-        ("", "Type a prompt"),
-        ("   ", "Type a prompt"),
-        ("the purple", r"'purple'.*The model's vocabulary \(45 words\): a, above"),
+        ("", "The prompt is empty"),
+        ("   ", "The prompt is empty"),
+        ("the purple", r"'purple'.*The vocabulary \(45 words\): a, above"),
         ("teh red", "did you mean 'the'"),
-        ("<pad> red", "'<pad>'"),
-        ("the red fox jumps high", "at most 4"),
+        ("<pad> red", "'<pad>' \\(a special token"),
+        ("<eos>", "'<eos>' \\(a special token"),
+        ("the red fox jumps high often", "6 words but the model reads at most 5"),
         ("x" * 3000, "limit is 2,000"),
     ],
 )
@@ -64,10 +66,12 @@ def test_bad_prompts_give_a_clear_message(model, prompt: str, message: str) -> N
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_new_tokens": 0}, "Max new tokens"),
-        ({"max_new_tokens": 1000}, "Max new tokens"),
-        ({"temperature": 50.0}, "Temperature"),
-        ({"temperature": 1.0, "top_k": 0}, "Top-k"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number of at least 1"),  # lm's rule
+        ({"max_new_tokens": 1000}, "Max new tokens: this page generates at most 64"),  # the page's limit
+        ({"temperature": 50.0}, "Temperature: this page allows at most 5"),
+        ({"temperature": float("nan")}, "Temperature must be 0"),
+        ({"temperature": 1.0, "top_k": 0}, "top_k must be"),
+        ({"temperature": 1.0, "top_k": 1000}, "Top-k: this page allows at most 100"),
     ],
 )
 def test_settings_are_bounded(model, kwargs: dict, message: str) -> None:

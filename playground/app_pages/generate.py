@@ -10,6 +10,7 @@ import hashlib
 
 import streamlit as st
 
+from lm.generate import STOP_REASONS
 from lm.model import LanguageModel
 from playground import charts
 from playground.generation import (
@@ -18,7 +19,6 @@ from playground.generation import (
     MAX_TEMPERATURE,
     MAX_TOP_K,
     MAX_UPLOAD_BYTES,
-    STOP_REASONS,
     TRAINED,
     UPLOADED,
     GenerateError,
@@ -32,7 +32,8 @@ from playground.generation import (
 )
 from playground.state import GEN_MODEL, GEN_PROMPT, persistent, training_session
 
-MAX_LAYERS_SHOWN, MAX_HEADS_SHOWN = 4, 8  # an uploaded model may be bigger than the page can draw
+HEADS_SHOWN = 4  # heads drawn at first; the others are picked by name
+GRID_COLUMNS = 3  # heatmaps per row: each keeps ~250 px at a 1024 px window (narrow screens stack them)
 
 
 def session_model(key: str, make) -> LanguageModel:
@@ -61,7 +62,7 @@ def uploaded_model() -> LanguageModel | None:
     try:
         model = model_from_upload(data, upload.name)
     except GenerateError as err:
-        st.error(str(err), icon="🚫")
+        st.error(str(err), icon=":material/block:")
         return None
     st.session_state["gen_uploaded"] = (digest, model)
     return model
@@ -73,10 +74,12 @@ def model_ui() -> LanguageModel | None:
     if choice == DEFAULT:
         return session_model("gen_default_model", default_model)
     if choice == TRAINED:
-        training = training_session()
-        if training.running:  # its ticks run only on the Train page: leaving it pauses the run
-            training.stop()
-            st.caption("Training was paused when you left the Train page; press Resume there to go on.")
+        training = training_session()  # the router paused it when the Train page was left
+        if training.status == "stopped":
+            st.caption(
+                f"The Train page's run is paused at epoch {training.epoch} of {training.epochs} (leaving the Train "
+                "page pauses it); this is its model as it is now. Press Resume there to go on."
+            )
         if training.status in ("stopped", "finished"):
             return training.model
         reason = {
@@ -127,7 +130,10 @@ def options_ui(model: LanguageModel) -> dict:
     )
     use_cache = cache_col.toggle(
         "KV cache",
-        help="Reuse the keys and values of earlier positions: each step computes only the newest token.",
+        help="Which decoding the trace below comes from. With the cache, each step after the first computes only "
+        "the newest position and reads earlier keys and values from the cache; without it, every step recomputes "
+        "all positions. Both are always run and timed (below): the tokens, probabilities and attention are the "
+        "same, only the time differs.",
         **persistent("gen_cache", True),
     )
     return {
@@ -144,21 +150,23 @@ def cache_ui(gen: Generation, use_cache: bool) -> None:
     """Time per generated token with and without the KV cache, and whether their tokens agree."""
     with_col, without_col, same_col = st.columns(3)
     with_col.metric(
-        "With KV cache",
-        f"{gen.cached.ms_per_token:.2f} ms / token",
+        "KV cache: ms per token",
+        f"{gen.cached.ms_per_token:.2f}",
         help="Each step after the first computes only the newest position and reads the cached keys and values.",
     )
     without_col.metric(
-        "Without cache",
-        f"{gen.uncached.ms_per_token:.2f} ms / token",
+        "No cache: ms per token",
+        f"{gen.uncached.ms_per_token:.2f}",
         help="Each step recomputes every position from scratch.",
     )
-    same_col.metric("Same tokens?", "✅ yes" if gen.same_tokens else "❌ no")
+    same_col.metric("Same tokens?", "yes" if gen.same_tokens else "no")
     st.caption(
-        f"Showing the {'cached' if use_cache else 'uncached'} run. Time per token after the first (each step's best of "
-        f"5 runs); the first step reads the whole prompt in both modes: {gen.cached.first_ms:.2f} ms with the "
-        f"cache, {gen.uncached.first_ms:.2f} ms without. At these small sizes each step costs mostly the "
-        "engine's per-op overhead, so the cache saves little; it pays off as the text and the model grow "
+        f"The switch picks which decoding the text and the trace come from: this is the "
+        f"{'cached' if use_cache else 'uncached'} run. Both runs give the same tokens, probabilities and attention; "
+        "only their time differs. Time per token after the first (each step's best of 5 runs); the first step "
+        f"reads the whole prompt in both modes: {gen.cached.first_ms:.2f} ms with the cache, "
+        f"{gen.uncached.first_ms:.2f} ms without. At these small sizes each step costs mostly the engine's per-op "
+        "overhead, so the cache saves little; it pays off as the text and the model grow "
         "(`bench/bench_decode.py` measures it against the context length)."
     )
 
@@ -176,33 +184,46 @@ def trace_ui(gen: Generation) -> None:
         chosen = st.select_slider("Step to inspect", labels, value=labels[-1], key="gen_step")
         index = labels.index(chosen) if chosen in labels else 0
     step = trace.steps[index]
-    bars_col, attn_col = st.columns([2, 3])
-    with bars_col:
-        st.plotly_chart(charts.topk_figure(gen.vocab, step.probs, step.token_id, k=10), key="gen_topk")
-    with attn_col:
-        st.markdown(
-            f"**Causal attention at step {index + 1}**: each query position (row) mixes the values of the "
-            "positions it may see (columns); the upper triangle is the future, masked out."
-        )
-        for layer, weights in enumerate(step.attention[:MAX_LAYERS_SHOWN]):  # (H, t, t)
-            n_heads = min(weights.shape[0], MAX_HEADS_SHOWN)
-            heads = st.columns(min(n_heads, 4))
-            for head in range(n_heads):
-                with heads[head % len(heads)]:
-                    st.plotly_chart(
-                        charts.attention_figure(weights[head], step.labels, f"layer {layer + 1} · head {head + 1}"),
-                        key=f"gen_attention_{layer}_{head}",
-                        width="content",
-                    )
-        hidden = len(step.attention) > MAX_LAYERS_SHOWN or step.attention[0].shape[0] > MAX_HEADS_SHOWN
-        if hidden:
-            st.caption(f"Showing the first {MAX_LAYERS_SHOWN} layers and {MAX_HEADS_SHOWN} heads of each.")
+    st.plotly_chart(charts.topk_figure(gen.vocab, step.probs, step.token_id, k=10), key="gen_topk")
+    attention_ui(step, index)
     st.plotly_chart(
         charts.probability_heatmap(
             gen.vocab, [s.probs for s in trace.steps], [s.token_id for s in trace.steps], labels
         ),
         key="gen_prob_heatmap",
     )
+
+
+def pick(label: str, count: int, key: str) -> list[int]:
+    """Which layers or heads to draw: all of a few; past HEADS_SHOWN, the first few and a picker for the rest."""
+    if count <= HEADS_SHOWN:
+        return list(range(count))
+    names = [str(i + 1) for i in range(count)]
+    chosen = st.multiselect(label, names, default=names[:HEADS_SHOWN], key=key)
+    return [names.index(name) for name in chosen]
+
+
+def attention_ui(step, index: int) -> None:
+    """One heatmap per chosen layer and head, GRID_COLUMNS per row, each filling its cell at any width."""
+    st.markdown(
+        f"**Causal attention at step {index + 1}**: each query position (row) mixes the values of the positions "
+        "it may see (columns); the upper triangle is the future, masked out."
+    )
+    layer_col, head_col = st.columns(2)
+    with layer_col:
+        layers = pick("Layers to show", len(step.attention), "gen_layers")
+    with head_col:
+        heads = pick("Heads to show", step.attention[0].shape[0], "gen_heads")
+    cells = [(layer, head) for layer in layers for head in heads]
+    for row in range(0, len(cells), GRID_COLUMNS):
+        for col, (layer, head) in zip(st.columns(GRID_COLUMNS), cells[row : row + GRID_COLUMNS]):
+            with col:
+                st.plotly_chart(
+                    charts.attention_figure(
+                        step.attention[layer][head], step.labels, f"layer {layer + 1} · head {head + 1}"
+                    ),
+                    key=f"gen_attention_{layer}_{head}",
+                )
 
 
 st.title("Generate")
@@ -217,7 +238,8 @@ if model is None:
 cfg = model.config
 st.caption(
     f"{model.num_parameters():,} parameters · {cfg.n_layers} layer(s) × {cfg.n_heads} head(s) · "
-    f"d_model {cfg.d_model} · vocabulary {cfg.vocab_size} · context {cfg.context}"
+    f"d_model {cfg.d_model} · vocabulary {len(model.tokenizer.words)} words (+ "
+    f"{', '.join(f'`{t}`' for t in model.tokenizer.vocab if t in model.tokenizer.SPECIALS)}) · context {cfg.context}"
 )
 options = options_ui(model)
 # Generate once per model and options (both modes, timed); inspecting another step reuses it.
@@ -227,7 +249,7 @@ if st.session_state.get("gen_last", (None,))[0] != request:
         st.session_state["gen_last"] = (request, run_generation(model, **options))
     except GenerateError as err:
         st.session_state.pop("gen_last", None)
-        st.error(str(err), icon="⚠️")
+        st.error(str(err), icon=":material/error:")
         st.stop()
 generation = st.session_state["gen_last"][1]
 st.markdown("#### " + highlighted_markdown(generation.trace))

@@ -1,7 +1,8 @@
 """The Train page: edit the corpus and the model, press Start and watch the loss fall live.
 
 Training runs a fraction of a second per fragment tick (`st.fragment(run_every=...)`), so the page
-stays responsive; the logic is `playground.training`, the figures `playground.charts`.
+stays responsive; the logic is `playground.training`, the figures `playground.charts`. The run's
+outcome is drawn inside the fragment too, so it never depends on one rerun of the whole page.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ import math
 
 import streamlit as st
 
+from lm.train import MemorizationRow
 from lm.weights import to_bytes
 from playground import charts
-from playground.state import persistent, training_session
+from playground.state import DRAWN_RUNNING, persistent, training_session
 from playground.training import (
     LIMITS,
     MAX_CORPUS_LINES,
@@ -51,12 +53,11 @@ def settings_ui(disabled: bool) -> TrainSettings:
             ("d_ff", "d_ff", "Hidden width of each feed-forward block."),
         ],
     ):
-        # Heads may be typed as 0 so the page can explain why a model needs at least one.
-        low = 0 if name == "n_heads" else int(LIMITS[name][0])
+        # Heads may be typed as 0 so lm can explain why a model needs at least one.
         numbers[name] = col.number_input(
             label,
-            min_value=low,
-            max_value=int(LIMITS[name][1]),
+            min_value=0 if name == "n_heads" else 1,
+            max_value=int(LIMITS[name]),
             step=1,
             help=help_text,
             disabled=disabled,
@@ -72,8 +73,8 @@ def settings_ui(disabled: bool) -> TrainSettings:
     )
     lr = lr_col.number_input(
         "Learning rate",
-        min_value=LIMITS["lr"][0],
-        max_value=LIMITS["lr"][1],
+        min_value=0.0,  # lm explains why a learning rate must be positive
+        max_value=LIMITS["lr"],
         format="%g",
         step=0.01,
         disabled=disabled,
@@ -83,7 +84,7 @@ def settings_ui(disabled: bool) -> TrainSettings:
     epochs = epochs_col.number_input(
         "Epochs",
         min_value=1,
-        max_value=int(LIMITS["epochs"][1]),
+        max_value=int(LIMITS["epochs"]),
         step=50,
         disabled=disabled,
         help="Full-batch epochs: one optimizer step over the whole corpus each.",
@@ -92,7 +93,7 @@ def settings_ui(disabled: bool) -> TrainSettings:
     seed = seed_col.number_input(
         "Seed",
         min_value=0,
-        max_value=int(LIMITS["seed"][1]),
+        max_value=int(LIMITS["seed"]),
         step=1,
         disabled=disabled,
         help="The initialization's seed: the same seed gives the same run.",
@@ -138,14 +139,17 @@ def controls_ui(session: TrainingSession, settings: TrainSettings) -> None:
         "↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset", on_click=session.reset
     )
     if ERROR in st.session_state:
-        st.error(st.session_state.pop(ERROR), icon="⚠️")
+        st.error(st.session_state.pop(ERROR), icon=":material/error:")
+    # What the controls were drawn for: a tick that finds the run in another state reruns the page.
+    st.session_state[DRAWN_RUNNING] = session.running
 
 
-def live_ui(session: TrainingSession) -> None:
-    """One tick: train a little, then draw progress and charts. Reruns the whole page when the run ends."""
-    was_running = session.running
+def live_ui(session: TrainingSession, settings: TrainSettings) -> None:
+    """One tick: train a little, then draw progress, charts and the run's outcome. When the run has
+    ended since the controls were drawn, rerun the whole page (Start enabled, settings editable)."""
     session.advance(budget_s=BUDGET_S, max_epochs=max(1, math.ceil(session.epochs / MIN_UPDATES)))
     h = session.history
+    planned = session.epochs or settings.epochs  # before a run: the epochs the settings plan
     if session.epochs:
         st.progress(
             min(1.0, session.epoch / session.epochs),
@@ -164,40 +168,57 @@ def live_ui(session: TrainingSession) -> None:
             )
         grad_col.metric("Gradient norm", f"{h.grad_norms[-1]:.3g}")
         log_y = st.toggle("Log-scale loss", key="train_log_y")
-        st.plotly_chart(charts.loss_figure(h.epochs, h.losses, log_y), key="train_loss_chart")
+        st.plotly_chart(charts.loss_figure(h.epochs, h.losses, log_y, planned), key="train_loss_chart")
         mem_col, grad_col = st.columns(2)
         with mem_col:
             st.plotly_chart(
-                charts.memorization_figure(h.mem_epochs, h.mem_scores, session.n_sentences), key="train_mem_chart"
+                charts.memorization_figure(h.mem_epochs, h.mem_scores, session.n_sentences, planned),
+                key="train_mem_chart",
             )
         with grad_col:
-            st.plotly_chart(charts.grad_norm_figure(h.epochs, h.grad_norms), key="train_grad_chart")
+            st.plotly_chart(charts.grad_norm_figure(h.epochs, h.grad_norms, planned), key="train_grad_chart")
     else:  # an empty curve before the first run: the browser loads its charting code before Start is pressed
-        st.plotly_chart(charts.loss_figure([], []), key="train_loss_chart")
-    if was_running and not session.running:
-        st.rerun(scope="app")  # the run ended in this tick: stop ticking and show the results
+        st.plotly_chart(charts.loss_figure([], [], planned=planned), key="train_loss_chart")
+    outcome_ui(session)
+    if st.session_state.get(DRAWN_RUNNING, False) != session.running:
+        st.rerun(scope="app")  # the run ended (or began) since the controls were drawn: redraw them
 
 
-def results_ui(session: TrainingSession) -> None:
-    """After a run stops or finishes: its outcome, its weights and what it generates."""
+def outcome_ui(session: TrainingSession) -> None:
+    """How the run ended (or where it paused), and from which epoch it reproduced every sentence."""
     if session.status == "diverged":
-        st.error(session.message, icon="💥")
+        st.error(session.message, icon=":material/trending_up:")
         return
     if session.status not in ("stopped", "finished"):
         return
     score = session.history.mem_scores[-1] if session.history.mem_scores else 0
     when = (
         f" It first reproduced all {session.n_sentences} at epoch {session.first_full_epoch} "
-        f"({session.first_full_s:.1f} s)."
+        f"({session.first_full_s:.1f} s of training)."
         if session.first_full_epoch
         else ""
     )
     verb = "Finished" if session.status == "finished" else "Stopped"
     st.success(
         f"{verb} at epoch {session.epoch}: the model reproduces {score} of {session.n_sentences} sentences "
-        f"from their first two words.{when} It is now the **trained model** on the Generate page.",
-        icon="✅",
+        f"from their first two words, each ending where it should.{when} It is now the **trained model** on "
+        "the Generate page.",
+        icon=":material/check_circle:",
     )
+
+
+def table_rows(rows: list[MemorizationRow]) -> list[dict]:
+    """lm's memorization rows as the table shows them (a checkbox column, not emoji a browser may lack)."""
+    return [
+        {"reproduced": r.correct, "sentence": r.sentence, "prompt": r.prompt, "model generates": r.generated}
+        for r in rows
+    ]
+
+
+def results_ui(session: TrainingSession) -> None:
+    """After a run stops or finishes: its weights and what it generates."""
+    if session.status not in ("stopped", "finished"):
+        return
     st.download_button(
         "Download weights (.safetensors)",
         to_bytes(session.model),
@@ -206,18 +227,28 @@ def results_ui(session: TrainingSession) -> None:
         key="train_download",
     )
     st.subheader("What the model generates from each sentence's first two words")
-    st.dataframe(session.memorization_table(), hide_index=True, width="stretch")
+    st.dataframe(
+        table_rows(session.memorization_table()),
+        hide_index=True,
+        width="stretch",
+        column_config={"reproduced": st.column_config.CheckboxColumn("reproduced", width="small")},
+    )
 
 
 st.title("Train")
 st.markdown(
     "Train a small transformer — every forward and backward pass an `autodiff` graph — to memorize a corpus. "
     "Press **Start** and watch the loss fall; the model is scored on how many sentences it completes from "
-    "their first two words."
+    "their first two words (and ends: every sentence is followed by an end token, `<eos>`)."
+)
+st.caption(
+    "Training runs only while this page is open: leaving it for another page pauses the run (press **Resume** "
+    "when you are back). The trained model lives in this browser tab: reloading or closing the tab loses it, "
+    "so download its weights to keep them."
 )
 session = training_session()
 settings = settings_ui(disabled=session.running)
 controls_ui(session, settings)
 
-st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session)
+st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session, settings)
 results_ui(session)
