@@ -1,0 +1,184 @@
+"""Benchmark: training speed of the text models on our engine against plain PyTorch, in one process.
+
+Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW) of our TextTrainer
+and of the same model in plain PyTorch eager (tests/reference_model.py, autograd, torch.optim.AdamW
+with the same param groups), from the same weights and batches, rounds alternating the two sides;
+prints the ratio's min/median/max. `--memory` measures each side's peak RSS in a child process.
+`--recipe` runs nanoGPT's CPU quickstart (Tiny Shakespeare characters, 2000 steps) on both sides
+and prints validation loss and wall time. A script, not a test: `python bench/bench_text.py --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_model import reference_loss  # noqa: E402
+
+from lm.data import get_batch  # noqa: E402
+from lm.optim import lr_schedule  # noqa: E402
+from lm.textrun import TextTrainConfig, TextTrainer  # noqa: E402
+
+
+class TorchSide:
+    """The same run in plain PyTorch: parameters copied from our trainer, the same batch generator."""
+
+    def __init__(self, ours: TextTrainer):
+        cfg = ours.config
+        self.cfg, self.model_config, self.data = cfg, ours.model.config, ours.data
+        self.params = {n: p.detach().clone().requires_grad_(True) for n, p in ours.model.params.items()}
+        matrices = [p for p in self.params.values() if p.dim() >= 2]
+        gains = [p for p in self.params.values() if p.dim() < 2]
+        groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": gains, "weight_decay": 0.0}]
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
+        self.batches = torch.Generator().manual_seed(cfg.seed)
+        self.val_batches = ours.val_batches
+        self.step = 0
+
+    def train_step(self) -> float:
+        cfg = self.cfg
+        x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
+        self.opt.zero_grad(set_to_none=True)
+        loss = reference_loss(self.params, self.model_config, x, y, ignore_index=-100)
+        loss.backward()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(self.params.values(), cfg.clip)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+    def evaluate(self) -> float:
+        with torch.no_grad():
+            losses = [reference_loss(self.params, self.model_config, x, y, -100).item() for x, y in self.val_batches]
+        return sum(losses) / len(losses)
+
+
+def make_trainer(args, preset: str) -> TextTrainer:
+    cfg = TextTrainConfig(
+        data=args.data, preset=preset, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
+        context=args.context, batch_size=args.batch, steps=10_000, eval_every=0, eval_batches=2, dtype="float32",
+    )  # fmt: skip
+    return TextTrainer(cfg)
+
+
+def timed_steps(side, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        side.train_step()
+    return (time.perf_counter() - start) / n
+
+
+def speed(args) -> None:
+    print(
+        f"model: d {args.d_model}, {args.layers} layers, {args.heads} heads, context {args.context}, batch {args.batch}"
+    )
+    tokens = args.batch * args.context
+    for preset in args.presets:
+        ours = make_trainer(args, preset)
+        theirs = TorchSide(ours)
+        for side in (ours, theirs):  # warm-up: graph building, code generation, allocator
+            timed_steps(side, 2)
+        ratios, ours_s, theirs_s = [], [], []
+        for _ in range(args.rounds):  # alternating, so a busy moment of the shared machine hits both
+            a, b = timed_steps(ours, args.steps), timed_steps(theirs, args.steps)
+            ours_s.append(a), theirs_s.append(b), ratios.append(b / a)
+        print(
+            f"{preset:8s} {ours.model.num_parameters():>10,} params  ours {tokens / min(ours_s):>8,.0f} tok/s  "
+            f"PyTorch {tokens / min(theirs_s):>8,.0f} tok/s  speed ratio ours/PyTorch "
+            f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f} (min/median/max of {args.rounds})"
+        )
+
+
+def memory_child(args) -> None:
+    side = make_trainer(args, args.preset)
+    if args.side == "torch":
+        side = TorchSide(side)
+    timed_steps(side, 3)
+
+
+def memory(args) -> None:
+    sizes = {"--d-model": args.d_model, "--layers": args.layers, "--heads": args.heads, "--context": args.context,
+             "--batch": args.batch, "--data": args.data, "--threads": args.threads}  # fmt: skip
+    base = [sys.executable, __file__, *[str(x) for item in sizes.items() for x in item]]
+    for preset in args.presets:
+        peaks = {}
+        for side in ("ours", "torch"):
+            proc = subprocess.Popen([*base, "--child", side, "--preset", preset])
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status:
+                raise SystemExit(f"the {side} child failed")
+            peaks[side] = usage.ru_maxrss / 1024  # KiB -> MiB (Linux)
+        print(
+            f"{preset:8s} peak RSS (whole process, data and torch included): ours {peaks['ours']:.0f} MiB, "
+            f"PyTorch {peaks['torch']:.0f} MiB, ratio {peaks['ours'] / peaks['torch']:.2f}"
+        )
+
+
+def recipe(args) -> None:
+    """nanoGPT's CPU quickstart, both sides in turn from the same weights and batches."""
+    cfg = TextTrainConfig(steps=args.recipe_steps, eval_every=max(1, args.recipe_steps // 8))
+    ours = TextTrainer(cfg)
+    theirs = TorchSide(ours)
+    print(f"recipe: gpt, {ours.model.num_parameters():,} params, {cfg.steps} steps, batch 12 x 64 characters")
+    start = time.perf_counter()
+    for event in ours.events():
+        if event.kind == "eval":
+            print(f"  ours    step {event.step:5d}  train {event.loss:.4f}  val {event.val_loss:.4f}  "
+                  f"{time.perf_counter() - start:6.1f}s")  # fmt: skip
+    ours_wall, ours_val = time.perf_counter() - start, ours.evaluate()
+    start = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        loss = theirs.train_step()
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            print(f"  PyTorch step {step:5d}  train {loss:.4f}  val {theirs.evaluate():.4f}  "
+                  f"{time.perf_counter() - start:6.1f}s")  # fmt: skip
+    theirs_wall, theirs_val = time.perf_counter() - start, theirs.evaluate()
+    print(
+        f"ours: val loss {ours_val:.4f} in {ours_wall:.1f} s; PyTorch: val loss {theirs_val:.4f} in {theirs_wall:.1f} s"
+    )
+    print(f"time ratio ours / PyTorch: {ours_wall / theirs_wall:.2f} (nanoGPT's reference: 1.886 in 79 s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["gpt", "llama", "classic"])
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--data", default="shakespeare")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides (0 = torch's choice)")
+    parser.add_argument("--memory", action="store_true", help="peak memory of each side, in child processes")
+    parser.add_argument("--recipe", action="store_true", help="nanoGPT's CPU quickstart on both sides")
+    parser.add_argument("--recipe-steps", type=int, default=2000)
+    parser.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--preset", default="gpt", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.side = args.child
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        return memory_child(args)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32")
+    if args.recipe:
+        return recipe(args)
+    if args.memory:
+        return memory(args)
+    speed(args)
+
+
+if __name__ == "__main__":
+    main()
