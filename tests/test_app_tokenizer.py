@@ -70,8 +70,12 @@ def test_train_on_the_story_sample_then_explore_and_download():
     first = next(md.value for md in at.markdown if md.value.startswith("Merge **1**"))
     assert "id 256" in first and "times when it was chosen" in first
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    ys = spec["data"][0]["y"]
-    assert spec["layout"]["title"]["text"] == "Bytes per token against merges" and ys[-1] > ys[0]
+    ys = spec["data"][0]["y"]  # more merges, longer tokens: the curve never falls on the text it learned from
+    assert (
+        spec["layout"]["title"]["text"] == "Bytes per token of the training text against merges"
+        and ys == sorted(ys)
+        and ys[-1] > 1.5 * ys[0]
+    )
     assert len(at.get("download_button")) == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"home": "", "graph": "graph", "train": "train", "generate": "generate"}
+PAGES = {"home": "", "graph": "graph", "tokenizer": "tokenizer", "train": "train", "generate": "generate"}
 
 
 def assert_no_error(app) -> None:

@@ -100,7 +100,7 @@ if trained:
             st.caption(f"The text above with the first {k} merges: {with_k.tokens:,} tokens, "
                        f"{with_k.bytes_per_token:.2f} bytes per token.")  # fmt: skip
             st.html(tk.chips_html(with_k.chips))
-            ks, values = tk.bytes_per_token_curve(latest, sample[:5000])
+            ks, values = tk.bytes_per_token_curve(latest)
             st.plotly_chart(tk.curve_figure(ks, values, k), key="tok_curve")
     st.download_button(
         "Download vocab.json + merges.txt (zip)",
