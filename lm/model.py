@@ -372,8 +372,9 @@ def build_forward(pv: ParamVars, batch: int, packed: bool) -> ForwardGraph:
 
     def attend(q: Node, k: Node, v: Node) -> Node:
         # Shapes given packed | batched:
-        q, k, v = (_split_heads(t, batch, cfg, packed) for t in (q, k, v))  # (H, N, dh) | (B, H, T, dh)
-        scores = ad.matmul(q, ad.transpose(k, -1, -2)) * scale + mask  # (H, N, N) | (B, H, T, T)
+        # The 1/sqrt(dh) scale goes on q (N x D values), not on the scores (B x H x T x T: T/dh times more).
+        q, k, v = (_split_heads(t, batch, cfg, packed) for t in (q * scale, k, v))  # (H, N, dh) | (B, H, T, dh)
+        scores = ad.matmul(q, ad.transpose(k, -1, -2)) + mask  # (H, N, N) | (B, H, T, T)
         weights = ad.softmax(scores, -1)  # rows = queries
         attention.append(weights), keys.append(k), values.append(v)
         return _merge_heads(ad.matmul(weights, v), cfg, packed)  # (N, D)
