@@ -49,9 +49,11 @@ def _identifier(name: str, taken: set[str]) -> str | None:
     return name if ok and name not in taken and not hasattr(builtins, name) else None
 
 
-def generate(plan: Plan, title: str = "graph", checks: bool = True) -> Compiled:
+def generate(plan: Plan, title: str = "graph", checks: bool = True, names: dict[Node, str] | None = None) -> Compiled:
     """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
-    With `checks=False` the gradient-shape checks are left out (for shapes already checked)."""
+    With `checks=False` the gradient-shape checks are left out (for shapes already checked);
+    `names` may give locals their names (e.g. a drawing's ids), where they are free identifiers."""
+    names = names or {}
     namespace: dict[str, object] = {}
     function_of: dict[int, str] = {}  # id(op) -> the name its tensor function has in the source
     taken = {"check"}
@@ -76,7 +78,12 @@ def generate(plan: Plan, title: str = "graph", checks: bool = True) -> Compiled:
         taken.add(local[slot])
     args = [local[slot] for slot, _ in plan.fed]
     for step in plan.steps:
-        local[step.slot] = f"t{step.slot}"
+        given = names.get(step.node)
+        name = given if given and _identifier(given, taken) else f"t{step.slot}"
+        while name in taken:
+            name = f"v{step.slot}" if name != f"v{step.slot}" else f"v{step.slot}_"
+        local[step.slot] = name
+        taken.add(name)
 
     lines = [f"def {title}({', '.join(args)}):"]
     step_at_line: dict[int, tuple[Step, list[str]]] = {}
@@ -94,10 +101,11 @@ def generate(plan: Plan, title: str = "graph", checks: bool = True) -> Compiled:
             namespace[node_name] = node
             fn_name = function_name(node.op, node.op.compute)
             text = f"{local[step.slot]} = {fn_name}({node_name}, [{', '.join(reads)}])"
-        # The node's name as a comment: printable characters only, so no name can end the comment.
+        # The node's name as a comment (a numbered one says nothing): printable characters only,
+        # so no name can end the comment.
         label = "".join(ch if ch.isprintable() else "?" for ch in node.name[:40])
         label = label if len(node.name) <= 40 else label[:37] + "..."
-        lines.append(f"    {text}  # {label}")
+        lines.append(f"    {text}" if node.auto_named else f"    {text}  # {label}")
         step_at_line[len(lines)] = (step, reads)
         for k, c in enumerate(step.checks if checks else ()):
             grad, wrt = local[c.grad], local[c.wrt]

@@ -37,9 +37,12 @@ class Evaluator:
         """The plan for this set of fed nodes (made on first use, then cached)."""
         return self._entry(input_values).plan
 
-    def source(self, input_values: dict[Node, object]) -> str:
-        """The generated Python that `run` calls for this set of fed nodes."""
+    def source(self, input_values: dict[Node, object], names: dict[Node, str] | None = None) -> str:
+        """The generated Python that `run` calls for this set of fed nodes; `names` may name its
+        locals (e.g. like a drawing's ids) instead of t<slot>."""
         entry = self._entry(input_values)
+        if names:
+            return generate(entry.plan, names=names).source
         entry.checked = entry.checked or generate(entry.plan)
         return entry.checked.source
 

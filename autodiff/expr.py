@@ -41,7 +41,8 @@ class ExprError(ValueError):
     def __init__(self, message: str, column: int | None = None):
         super().__init__(f"column {column}: {message}" if column else message)
         self.message = message
-        self.column = column
+        self.column = column  # in the expression
+        self.in_declarations = False  # True when the declarations are what is wrong
 
     def caret(self, text: str) -> str:
         """The text with a `^` under the column, for a code block."""
@@ -87,6 +88,7 @@ class Call:
     args: tuple  # tensor arguments (Expr), or for concat one tuple of Expr
     attrs: dict  # constant attributes by name, defaults filled in
     col: int
+    attr_cols: dict = field(default_factory=dict)  # column of each attribute the text gives
 
 
 Expr = Num | Var | BinOp | Neg | Call
@@ -296,7 +298,8 @@ class _Parser:
                 raise self.fail(f"{name} needs {fn.tensors} tensor argument(s): {fn.help}", node)
             args = tuple(self.tensor(a, name, depth) for a in positional[: fn.tensors])
             positional = positional[fn.tensors :]
-        return Call(name, args, self.attrs(fn, name, positional, node), self.col(node))
+        attrs, attr_cols = self.attrs(fn, name, positional, node)
+        return Call(name, args, attrs, self.col(node), attr_cols)
 
     def alias(self, name: str, node: ast.Call, depth: int) -> Expr:
         arity = 1 if name == "neg" else 2
@@ -313,7 +316,8 @@ class _Parser:
             raise self.fail(f"{func} needs a tensor expression here, not the number {arg.value}", node)
         return arg
 
-    def attrs(self, fn: Function, func: str, positional: list[ast.AST], node: ast.Call) -> dict:
+    def attrs(self, fn: Function, func: str, positional: list[ast.AST], node: ast.Call) -> tuple[dict, dict]:
+        """The attributes by name (defaults filled in) and the column of each one the text gives."""
         names = [p[0] for p in fn.params]
         if len(positional) > len(fn.params):
             raise self.fail(f"{func} takes too many arguments: {fn.help}", node)
@@ -332,7 +336,7 @@ class _Parser:
                 raise self.fail(f"{func} needs its argument '{pname}': {fn.help}", node)
             else:
                 attrs[pname] = default
-        return attrs
+        return attrs, {pname: self.col(value) for pname, value in given.items()}
 
     def literal(self, node: ast.AST, kind: str, what: str):
         """A constant attribute: an int, a float, a bool, None or a list of ints, per `kind`."""
@@ -548,8 +552,8 @@ def infer_shapes(
 ) -> dict:
     """Every node's shape, computed on the `meta` device (no memory, no arithmetic); checks sizes:
     each tensor's, the elements summed over all nodes (`max_total`) and the multiply-adds summed over
-    all matmuls (`max_macs`). `where(node)` gives the column of a node for error messages; `graph`
-    names what is measured in them."""
+    all matmuls (`max_macs`). `where(node, attr=None)` gives the column of a node (or of one of its
+    call's arguments) for error messages; `graph` names what is measured in them."""
     shapes: dict[Node, tuple[int, ...]] = {}
     metas: dict[int, Tensor] = {}
     total = macs = 0
@@ -561,6 +565,10 @@ def infer_shapes(
             try:
                 metas[id(node)] = node.op.compute(node, args)
             except Exception as err:
+                blamed = _blame(node, args)
+                if blamed is not None:  # a constant argument that cannot fit this input: point at it
+                    attr, sentence = blamed
+                    raise ExprError(f"{node.op.name}: {sentence}", where(node, attr) if where else None) from None
                 in_shapes = " and ".join(str(list(a.shape)) for a in args)
                 raise ExprError(
                     f"{node.op.name} cannot take inputs of shapes {in_shapes}: {_short(err)}" + _hint(node, args),
@@ -592,6 +600,38 @@ def infer_shapes(
     return shapes
 
 
+_DIM_ATTRS = ("dim", "dim0", "dim1", "dims")
+
+
+def _blame(node: Node, args: list[Tensor]) -> tuple[str, str] | None:
+    """(attribute, what is wrong with it) when a constant argument of `node` cannot fit its input:
+    a dim out of range, or a layernorm shape that is not the input's last dims."""
+    if not args:
+        return None
+    shape = list(args[0].shape)
+    bound = max(len(shape) + (node.op.name == "unsqueeze"), 1)  # unsqueeze may add a dim at the end
+    for name in _DIM_ATTRS:
+        value = node.attrs.get(name)
+        for d in value if isinstance(value, tuple) else (value,):
+            if isinstance(d, int) and not -bound <= d < bound:
+                given = f"{name}={d}" if not isinstance(value, tuple) else f"{name}={list(value)}: {d}"
+                return name, (
+                    f"{given} is out of range for an input of shape {shape} ({len(shape)} dims): "
+                    f"use a dim from -{bound} to {bound - 1}"
+                )
+    normalized = node.attrs.get("normalized_shape")
+    if (
+        node.op.name == "layernorm"
+        and normalized is not None
+        and shape[len(shape) - len(normalized) :] != list(normalized)
+    ):
+        return "normalized_shape", (
+            f"normalized_shape={list(normalized)} must be the last dims of the input's shape {shape}, "
+            f"e.g. [{shape[-1] if shape else 1}]"
+        )
+    return None
+
+
 def _short(err: Exception) -> str:
     return str(err).splitlines()[0][:200]
 
@@ -613,14 +653,28 @@ def compile_program(text: str, declarations: str = "", seed: int = 0) -> Program
     tree = parse(text)
     if isinstance(tree, Num):
         raise ExprError("the expression has no variables: use at least one, e.g. `x * 2`")
-    decls = parse_declarations(declarations)
+    try:
+        decls = parse_declarations(declarations)
+    except ExprError as err:
+        err.in_declarations = True
+        raise
     names = variables_of(tree)
     variables = {name: Variable(name) for name in names}
 
-    # Each node remembers the column of the expression that made it, for shape errors found later.
+    # Each node remembers the column of the expression that made it, for shape errors found later,
+    # and a call's node its Call, so an error about one of its arguments can point at that argument.
     columns: dict[int, int] = {id(v): 0 for v in variables.values()}
+    calls: dict[int, Call] = {}
+
+    def where(node: Node, attr: str | None = None) -> int | None:
+        call = calls.get(id(node))
+        if attr is not None and call is not None and attr in call.attr_cols:
+            return call.attr_cols[attr]
+        return columns.get(id(node)) or None
 
     def remember(value, e: Expr) -> None:
+        if isinstance(e, Call) and isinstance(value, Node):
+            calls.setdefault(id(value), e)
         stack = [value] if isinstance(value, Node) else []
         while stack:
             node = stack.pop()
@@ -639,7 +693,7 @@ def compile_program(text: str, declarations: str = "", seed: int = 0) -> Program
     # Shapes first (no memory, no arithmetic), so an expression too big to run costs nothing to refuse.
     declared = {name: decls.get(name, Declaration()) for name in names}
     feed_shapes = {variables[n]: d.shape or () for n, d in declared.items()}
-    shapes = infer_shapes([output], feed_shapes, lambda node: columns.get(id(node)) or None)
+    shapes = infer_shapes([output], feed_shapes, where)
     generator = torch.Generator().manual_seed(seed)
     values: dict[str, Tensor] = {}
     for name, decl in declared.items():

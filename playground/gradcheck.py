@@ -67,7 +67,15 @@ class CheckRow:
     shape: tuple[int, ...]
     max_abs_diff: float
     max_abs_torch: float
-    ok: bool
+    ok: bool  # same shape and values as torch's (matching infinities and NaNs count as equal)
+    finite: bool = True  # every value of both is finite
+
+    @property
+    def status(self) -> str:
+        """What the page shows: agreement alone is no pass when the values are not numbers."""
+        if not self.ok:
+            return "✗ MISMATCH"
+        return "✓" if self.finite else "✗ not finite (inf or NaN, like torch)"
 
 
 def torch_reference(ex: Exploration) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
@@ -113,5 +121,6 @@ def check(ex: Exploration, rtol: float = 1e-7, atol: float = 1e-9) -> list[Check
         finite = expected[torch.isfinite(expected)]
         scale = finite.abs().max().item() if finite.numel() else 0.0
         ok = tuple(got.shape) == tuple(expected.shape) and diff <= atol + rtol * scale
-        rows.append(CheckRow(label, tuple(expected.shape), diff, scale, ok))
+        finite = bool(torch.isfinite(got).all() and torch.isfinite(expected).all())
+        rows.append(CheckRow(label, tuple(expected.shape), diff, scale, ok, finite))
     return rows

@@ -5,6 +5,7 @@ input from an example, differentiates again, and keeps its input across page swi
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,11 @@ def open_page(page: str) -> AppTest:
     if page != PAGES[0]:
         at.switch_page(page).run()
     return at
+
+
+def error_text(at: AppTest) -> str:
+    """The first error as the reader sees it (the page escapes Markdown)."""
+    return re.sub(r"\\(.)", r"\1", at.error[0].value)
 
 
 def graph_dot(at: AppTest) -> str:
@@ -64,11 +70,11 @@ def test_a_bad_expression_shows_an_error_and_the_page_keeps_running():
     at = open_page("app_pages/graph.py")
     at.text_input(key="graph_expression").set_value("relu(x @ W) + foo(x)").run()
     assert not at.exception
-    assert "unknown function 'foo'" in at.error[0].value
+    assert "unknown function 'foo'" in error_text(at)
     assert not at.get("graphviz_chart")
     at.text_input(key="graph_declarations").set_value("x: 2x3, W: 2x4").run()
     at.text_input(key="graph_expression").set_value("relu(x @ W)").run()
-    assert "matmul cannot take inputs of shapes [2, 3] and [2, 4]" in at.error[0].value
+    assert "matmul cannot take inputs of shapes [2, 3] and [2, 4]" in error_text(at)
     at.text_input(key="graph_declarations").set_value("x: 2x3, W: 3x4").run()
     assert not at.error and not at.exception and "relu" in graph_dot(at)
 
@@ -77,11 +83,11 @@ def test_hostile_inputs_show_an_error_quickly_and_the_page_keeps_running():
     at = open_page("app_pages/graph.py")
     at.text_input(key="graph_declarations").set_value("x: 1000x1000").run()
     at.text_input(key="graph_expression").set_value("gelu(" * 190 + "x" + ")" * 190).run()  # 19 GB before
-    assert not at.exception and "tensor elements in all" in at.error[0].value
+    assert not at.exception and "tensor elements in all" in error_text(at)
     at.text_input(key="graph_expression").set_value("@".join(["x"] * 30)).run()  # 7.8 s before
-    assert not at.exception and "multiply-adds" in at.error[0].value
+    assert not at.exception and "multiply-adds" in error_text(at)
     at.text_input(key="graph_declarations").set_value("x: 2x²").run()  # a ValueError from int() before
-    assert not at.exception and "cannot read the shape" in at.error[0].value
+    assert not at.exception and "cannot read the shape" in error_text(at)
 
 
 def test_an_example_button_fills_the_input():
@@ -122,9 +128,53 @@ def test_a_big_graph_draws_the_forward_part_until_asked():
 def test_exports_dot_and_svg_only_where_the_dot_program_exists(monkeypatch):
     at = open_page("app_pages/graph.py")
     labels = [b.proto.label for b in at.get("download_button")]
-    assert "Download DOT" in labels
-    assert ("Download SVG" in labels) == (shutil.which("dot") is not None)
+    assert labels == ["Download DOT"]
+    has_dot = shutil.which("dot") is not None
+    assert any(b.label == "Make SVG" for b in at.button) == has_dot
+    if has_dot:  # the SVG is made on request (bounded, timed), then offered for download
+        next(b for b in at.button if b.label == "Make SVG").click().run()
+        assert not at.exception
+        assert [b.proto.label for b in at.get("download_button")] == ["Download DOT", "Download SVG"]
     monkeypatch.setattr(shutil, "which", lambda name: None)  # AppTest runs the page in this process
     at.run()
     assert [b.proto.label for b in at.get("download_button")] == ["Download DOT"]
     assert any("needs the Graphviz `dot` program" in c.value for c in at.caption)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz `dot` program is not installed")
+def test_a_graph_too_big_for_svg_says_so_instead_of_offering_it():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_declarations").set_value("x: 4x4, W: 4x4, y: 4x4").run()
+    at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 60)).run()
+    assert not at.exception and not any(b.label == "Make SVG" for b in at.button)
+    assert any("SVG export is limited to 1,000 nodes" in c.value.replace("\\", "") for c in at.caption)
+
+
+def test_errors_show_literally_with_the_argument_and_its_caret():
+    at = open_page("app_pages/graph.py")
+    at.text_input(key="graph_expression").set_value("__import__('os')").run()
+    assert not at.exception
+    assert "\\_\\_import\\_\\_" in at.error[0].value  # escaped: Markdown would show a bold `import`
+    assert at.code[0].value == "__import__('os')\n^"
+
+    at.text_input(key="graph_declarations").set_value("x: 2x3").run()
+    at.text_input(key="graph_expression").set_value("softmax(x, dim=5)").run()
+    message = error_text(at)
+    assert "softmax: dim=5 is out of range for an input of shape [2, 3]" in message
+    assert at.code[0].value == "softmax(x, dim=5)\n" + " " * 15 + "^"
+
+    at.text_input(key="graph_declarations").set_value("x: 2y3").run()  # the declarations are at fault
+    assert "cannot read the shape" in error_text(at)
+    assert at.code[0].value == "x: 2y3"
+
+
+def test_the_text_form_sits_beside_the_generated_code_and_opens_collapsed_when_long():
+    at = open_page("app_pages/graph.py")
+    text, code = at.code[0].value, at.code[1].value
+    assert "t0: f64[] = mul(x1, x2)" in text
+    assert code.startswith("def graph(x1, x2):") and "t0 = mul(x1, x2)" in code
+    assert at.expander[0].proto.expanded
+    at.text_input(key="graph_declarations").set_value("x: 4x4, W: 4x4, y: 4x4").run()
+    at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 30)).run()
+    assert not at.exception and at.code[0].value.count("\n") > 400
+    assert not at.expander[0].proto.expanded

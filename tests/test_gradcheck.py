@@ -8,6 +8,11 @@ exception other than ExprError.
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -15,8 +20,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import playground.explore as explore_module
 from autodiff.expr import ALL_NAMES, FUNCTIONS, ExprError
-from playground.explore import EXAMPLES, explore
+from playground.explore import (
+    EXAMPLES,
+    SvgExportError,
+    error_display,
+    explore,
+    markdown_escape,
+    render_svg,
+    svg_refusal,
+    text_expanded,
+)
 from playground.gradcheck import TORCH, check, max_abs_diff
 
 
@@ -194,3 +209,109 @@ def expression_trees(leaves):
 @given(st.recursive(LEAVES, expression_trees, max_leaves=8).filter(lambda e: "x" in e or "y" in e), DECLARATIONS)
 def test_fuzz_explore_on_expression_trees(expression, declarations):
     explore_like_the_page(expression, declarations)
+
+
+# --- what the page shows around an exploration (issue 9 #3, #14, #18) ---
+
+
+def test_non_finite_gradients_are_flagged_even_when_torch_agrees():
+    ex = explore("log(x) + sqrt(y)", "x = [0.0, 1.0], y = [-1.0, 4.0]")
+    rows = {r.gradient: r for r in check(ex)}
+    assert rows["∂out/∂x"].ok and not rows["∂out/∂x"].finite  # 1/0 = inf on both sides
+    assert rows["∂out/∂y"].ok and not rows["∂out/∂y"].finite  # NaN on both sides
+    assert rows["∂out/∂x"].status.startswith("✗ not finite")
+    clean = check(explore("x * 2", "x: 3"))
+    assert all(r.status == "✓" for r in clean)
+
+
+def test_an_argument_that_cannot_fit_is_named_with_a_caret_under_it():
+    expression = "softmax(x, dim=5)"
+    with pytest.raises(ExprError) as info:
+        explore(expression, "x: 2x3")
+    err = info.value
+    assert err.message.startswith("softmax: dim=5 is out of range for an input of shape [2, 3]")
+    assert "use a dim from -2 to 1" in err.message
+    assert err.caret(expression).splitlines()[1] == " " * expression.index("5") + "^"
+    with pytest.raises(ExprError, match=r"layernorm: normalized_shape=\[4\] must be the last dims.*e\.g\. \[3\]"):
+        explore("layernorm(x, [4])", "x: 2x3")
+    with pytest.raises(ExprError, match=r"transpose: dim1=4") as info:
+        explore("transpose(x, 0, 4)", "x: 2x3")
+    assert info.value.column == len("transpose(x, 0, ") + 1
+
+
+def test_messages_are_shown_literally_and_the_code_box_shows_what_is_wrong():
+    with pytest.raises(ExprError) as info:
+        explore("__import__('os')")
+    message, code = error_display(info.value, "__import__('os')", "")
+    assert "unknown function \\'\\_\\_import\\_\\_\\'" in message  # Markdown would make it bold `import`
+    assert re.sub(r"\\(.)", r"\1", message) == str(info.value)  # unescaped, exactly the message
+    assert code == "__import__('os')\n^"
+    assert markdown_escape(":material/error: $x$ [a](b) *b* #") == (
+        "\\:material\\/error\\: \\$x\\$ \\[a\\]\\(b\\) \\*b\\* \\#"
+    )
+    with pytest.raises(ExprError) as info:  # the declarations are wrong: show them, not the expression
+        explore("x * 2", "x: 2y3")
+    assert error_display(info.value, "x * 2", "x: 2y3")[1] == "x: 2y3"
+    with pytest.raises(ExprError) as info:  # no column, not the declarations: no code box
+        explore("x * 2", second_of="z")
+    assert error_display(info.value, "x * 2", "")[1] is None
+
+
+def test_a_long_text_form_opens_collapsed():
+    assert text_expanded(explore(*EXAMPLES["attention head"]).text())
+    long = explore(" + ".join(["relu(x @ W) * y"] * 30), "x: 4x4, W: 4x4, y: 4x4")
+    assert long.node_count() > 500 and not text_expanded(long.text())
+
+
+def test_generated_code_reads_beside_the_text_form():
+    ex = explore(*EXAMPLES["softmax"])
+    code, text = ex.generated_code(), ex.text()
+    assert code.startswith("def graph(x, W, y):")
+    for line in ("t0 = matmul(x, W)", "t1 = softmax(t0, -1)", "t5 = softmax_backward("):
+        assert line in code
+    assert "t0: f64[2,4] = matmul(x, W)" in text and "t5: f64[2,4] = softmax_backward(" in text
+    assert "sum_to_shape_" not in code  # no global counters in the names
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the Graphviz `dot` program is not installed")
+def test_svg_export_renders_a_bounded_graph():
+    ex = explore(*EXAMPLES["scalar"])
+    assert svg_refusal(ex) is None
+    assert render_svg(ex.dot()).lstrip().startswith(b"<?xml")
+
+
+def test_svg_export_refuses_graphs_past_its_bounds():
+    # The issue's cases: a balanced product of 400 `x` leaves (2,396 nodes with the backward graph),
+    # and concat of 380 2x2 variables (145,161 edges: each part's gradient reads every part).
+    def balanced(n: int) -> str:
+        return "x" if n == 1 else f"({balanced(n // 2)}*{balanced(n - n // 2)})"
+
+    product = explore(balanced(400), evaluate=False)
+    parts = ",".join(f"v{i}" for i in range(380))
+    concat = explore(f"concat([{parts}])", ", ".join(f"v{i}: 2x2" for i in range(380)), evaluate=False)
+    assert (product.node_count(), concat.edge_count()) == (2396, 145161)
+    for ex in (product, concat):
+        refusal = svg_refusal(ex)
+        assert refusal and "download the DOT" in refusal
+
+
+def test_svg_export_stops_a_slow_graphviz_and_runs_one_at_a_time():
+    slow = (sys.executable, "-c", "import time; time.sleep(60)")
+    start = time.monotonic()
+    with pytest.raises(SvgExportError, match="longer than 1 s and was stopped"):
+        render_svg("digraph {}", timeout_s=1, command=slow)
+    assert time.monotonic() - start < 10
+    leftovers = subprocess.run(["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True).stdout
+    assert not leftovers.strip(), "the stopped process is still running"
+
+    ready, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=lambda: (explore_module._svg_lock.acquire(), ready.set(), release.wait(),
+                                              explore_module._svg_lock.release()))  # fmt: skip
+    holder.start()
+    ready.wait()
+    try:
+        with pytest.raises(SvgExportError, match="another SVG export is running"):
+            render_svg("digraph {}")
+    finally:
+        release.set()
+        holder.join()

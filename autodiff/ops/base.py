@@ -39,6 +39,13 @@ def normalize_dims(dim, ndim: int) -> tuple[int, ...]:
     return tuple(sorted(d % bound for d in dim)) if ndim else ()
 
 
+def check_dim(dim: int, ndim: int) -> int:
+    """`dim` itself when it names one of `ndim` dims (negative counts from the end), else IndexError
+    worded like normalize_dims' (some torch kernels, e.g. softmax on `meta`, do not check)."""
+    normalize_dims(dim, ndim)
+    return dim
+
+
 def as_attr(value):
     """Attrs stay hashable (plan sharing keys on them): lists from users become tuples."""
     return tuple(value) if isinstance(value, list) else value

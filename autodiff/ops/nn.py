@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node
-from autodiff.ops.base import REQUIRED, OpBase, Unary
+from autodiff.ops.base import REQUIRED, OpBase, Unary, check_dim
 from autodiff.ops.elementwise import Binary, add_by_const, exp, local_vjp, mul, power, sub
 from autodiff.ops.reductions import mean, sum_op
 from autodiff.ops.shape import transpose
@@ -35,7 +35,7 @@ class SoftmaxOp(Unary):
     """y = exp(a) / sum(exp(a)) along dim (stable: torch subtracts the max)."""
 
     name, params = "softmax", {"dim": -1}
-    forward = staticmethod(torch.softmax)
+    forward = staticmethod(lambda a, dim: torch.softmax(a, check_dim(dim, a.ndim)))
 
     def gradient(self, node, output_grad):
         return [softmax_backward(output_grad, node, node.dim)]
@@ -59,7 +59,7 @@ class LogSoftmaxOp(Unary):
     """a - log(sum(exp(a))) along dim, computed stably."""
 
     name, params = "log_softmax", {"dim": -1}
-    forward = staticmethod(torch.log_softmax)
+    forward = staticmethod(lambda a, dim: torch.log_softmax(a, check_dim(dim, a.ndim)))
 
     def gradient(self, node, output_grad):
         return [log_softmax_backward(output_grad, node, node.dim)]

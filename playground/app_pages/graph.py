@@ -4,12 +4,22 @@ a gradient check against torch.autograd, a second-order graph, the text form and
 import shutil
 import time
 
-import graphviz
 import streamlit as st
 
 from autodiff.expr import ExprError, parse, variables_of
 from autodiff.render import shape_text, summarize
-from playground.explore import DRAW_LIMIT, EXAMPLES, Exploration, explore
+from playground.explore import (
+    DRAW_LIMIT,
+    EXAMPLES,
+    Exploration,
+    SvgExportError,
+    error_display,
+    explore,
+    markdown_escape,
+    render_svg,
+    svg_refusal,
+    text_expanded,
+)
 from playground.gradcheck import check
 from playground.state import DECLARATIONS, EXPRESSION, graph_input, request_example
 
@@ -65,12 +75,12 @@ def check_ui(ex: Exploration) -> None:
     try:
         rows = check(ex)
     except Exception as err:  # the oracle is display only: never let it take the page down
-        st.warning(f"torch could not run this expression: {err}")
+        st.warning(markdown_escape(f"torch could not run this expression: {err}"))
         return
     st.table(
         [
             {
-                "": "✓" if r.ok else "✗ MISMATCH",
+                "": r.status,
                 "compared": r.gradient,
                 "shape": str(list(r.shape)),
                 "max |diff|": f"{r.max_abs_diff:.1e}",
@@ -84,11 +94,18 @@ def check_ui(ex: Exploration) -> None:
 def export_ui(ex: Exploration, dot: str) -> None:
     left, right = st.columns(2)
     left.download_button("Download DOT", dot, file_name="graph.dot", mime="text/vnd.graphviz")
-    if shutil.which("dot"):
-        svg = lambda: graphviz.Source(dot).pipe(format="svg")  # noqa: E731  (rendered only when clicked)
-        right.download_button("Download SVG", svg, file_name="graph.svg", mime="image/svg+xml")
-    else:
+    refusal = svg_refusal(ex)
+    if not shutil.which("dot"):
         right.caption("SVG export needs the Graphviz `dot` program (e.g. `apt-get install graphviz`).")
+    elif refusal:
+        right.caption(markdown_escape(refusal))
+    elif right.button("Make SVG", help="Runs Graphviz on the server (at most one at a time, stopped after 20 s)."):
+        try:
+            svg = render_svg(dot)
+        except SvgExportError as err:
+            right.warning(markdown_escape(str(err)), icon=":material/warning:")
+        else:
+            right.download_button("Download SVG", svg, file_name="graph.svg", mime="image/svg+xml", on_click="ignore")
 
 
 st.title("Graph")
@@ -103,8 +120,10 @@ start = time.perf_counter()
 try:
     ex = explore(expression, declarations, seed, evaluate, second_of)
 except ExprError as err:
-    st.error(str(err), icon=":material/error:")
-    st.code(err.caret(expression), language=None)
+    message, code = error_display(err, expression, declarations)
+    st.error(message, icon=":material/error:")
+    if code is not None:
+        st.code(code, language=None)
     st.stop()
 
 total = ex.node_count()
@@ -127,6 +146,11 @@ if evaluate:
         st.table(values_table(ex), hide_index=True)
     with checks:
         check_ui(ex)
-with st.expander("Text form (jaxpr-like): one line per node", expanded=True):
-    st.code(ex.text(), language=None)
+text = ex.text()
+with st.expander("Text form (jaxpr-like) and generated code", expanded=text_expanded(text)):
+    left, right = st.columns(2)
+    left.caption("Text form: one line per node, ids as in the drawing")
+    left.code(text, language=None)
+    right.caption("Generated code: the straight-line Python `Evaluator.run` calls (same ids)")
+    right.code(ex.generated_code(), language="python")
 export_ui(ex, ex.dot() if not draw_all else dot)
