@@ -82,7 +82,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(_text_argument(args))
     if not args.ids_only:
         print(" ".join(f"[{tokenizer.token_str(i)}]" for i in ids))
-    print(" ".join(map(str, ids)))
+    print(" ".join(map(str, ids)), flush=True)  # before the count on stderr, so a terminal shows them in order
     if not args.ids_only:
         n_bytes = len(args.text.encode("utf-8")) if args.text != "-" else None
         per = f", {n_bytes / len(ids):.2f} bytes per token" if n_bytes and ids else ""
