@@ -116,3 +116,42 @@ def test_a_large_vocabulary_shows_its_likeliest_tokens_and_every_chosen_one() ->
     assert set(marks.x) <= set(heat.x) and "of 500 tokens" in fig.layout.title.text
     top = f"w{int(probs[1].argmax())}"
     assert top in heat.x
+
+
+RACE = """
+import threading
+from playground import charts  # the app has imported its modules when sessions start drawing
+
+errors = []
+
+def draw():
+    for i in range(2000):  # while the import runs (a few draws more, to be sure)
+        if i > 20 and not importer.is_alive():
+            return
+        try:
+            charts.loss_figure([1, 2, 3], [1.0, 0.5, 0.25])
+        except AttributeError as err:
+            errors.append(str(err))
+            return
+
+importer = threading.Thread(target=lambda: __import__("pandas"))  # another session's st.dataframe
+importer.start()
+draw()
+importer.join()
+print("errors:", errors)
+"""
+
+
+def test_a_chart_drawn_while_another_thread_imports_pandas_does_not_fail() -> None:
+    """The issue's race: plotly looks pandas up in sys.modules without importing it, so a chart drawn
+    while another session's thread is still importing pandas found it half-initialized. charts.py
+    imports pandas itself, so drawing waits for the import to finish. A fresh interpreter each time."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", RACE], cwd=root, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "errors: []" in out.stdout, out.stdout

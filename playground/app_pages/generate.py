@@ -108,7 +108,9 @@ def options_ui(model: LanguageModel) -> dict:
         help=f"Generation also stops when the model's context ({model.config.context} positions) is full.",
         **persistent("gen_max_new", 10),
     )
-    mode_col, temp_col, k_col, seed_col, cache_col = st.columns(5)
+    # Toggles apart from the numbers: five columns at a 1024 px window cut the toggles' labels.
+    mode_col, cache_col = st.columns(2)
+    temp_col, k_col, seed_col = st.columns(3)
     sample = mode_col.toggle(
         "Sample",
         help="Off: greedy (the most likely token). On: temperature and top-k.",
