@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import regex
 
@@ -73,6 +74,15 @@ def _count_chunk(args: tuple[str, list[str]]) -> Counter[str]:
     return count_pretokens(*args)
 
 
+def _context():
+    """fork where it is safe (one thread: the CLI), since a forked worker starts at once; spawn otherwise
+    (a server's or a test runner's threads may hold locks a forked child would inherit, held forever),
+    though a spawned worker first re-imports `lm` and torch (seconds)."""
+    if "fork" in get_all_start_methods() and threading.active_count() == 1:
+        return get_context("fork")
+    return get_context("spawn")
+
+
 def parallel_pretoken_counts(
     text: str,
     special_tokens: list[str],
@@ -91,8 +101,7 @@ def parallel_pretoken_counts(
             progress(1, 1, "pretokenize")
         return counts
     total: Counter[str] = Counter()
-    # spawn, not fork: the server and the tests run threads (torch, streamlit), and forking those is unsafe
-    with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=_context()) as pool:
         jobs = ((text[a:b], special_tokens) for a, b in bounds)
         for done, counts in enumerate(pool.map(_count_chunk, jobs), start=1):
             total.update(counts)
