@@ -58,3 +58,28 @@ def test_graph_page_shows_a_bad_expression_as_an_error(app):
     app.wait_idle()
     app.page.get_by_text("unknown function 'foo'").first.wait_for()
     assert_no_error(app)
+
+
+def test_graph_labels_stay_readable_at_1400_px(app):
+    """The drawing is scaled to the page's width: its 10 pt labels must stay readable (they were
+    4-6 px tall when the backward graph sat beside the forward one)."""
+    app.open("graph")  # the fixture's window is 1400 px wide
+    app.page.get_by_role("button", name="attention head").click()
+    app.wait_idle()
+    svg = app.page.locator('[data-testid="stGraphVizChart"] svg')
+    svg.locator("text", has_text="∂out/∂v").first.wait_for(timeout=60_000)
+    heights = sorted(box["height"] for t in svg.locator("text").all()[:60] if (box := t.bounding_box()))
+    median = heights[len(heights) // 2]
+    print(f"drawing labels are {median:.1f} px tall at 1400 px")
+    assert median >= 11, f"labels are {median:.1f} px tall"
+    assert_no_error(app)
+
+
+def test_a_hostile_expression_is_shown_literally(app):
+    app.open("graph")
+    box = app.page.get_by_role("textbox", name="Expression")
+    box.fill("__import__('os')")
+    box.press("Enter")
+    app.wait_idle()
+    app.page.get_by_text("unknown function '__import__'").first.wait_for()  # not a bold "import"
+    assert_no_error(app)
