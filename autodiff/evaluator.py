@@ -2,8 +2,8 @@
 
 `Evaluator(nodes).run(feed)` plans once per set of fed nodes (plan.py), generates and compiles
 that plan's code once (codegen.py), then each run is one call of the compiled function. Gradient
-shapes are checked on the first run with each set of fed shapes, dtypes and devices; later runs
-with the same ones call code without the checks (our ops' output shapes depend only on those). With
+shapes are checked on the first run with each set of fed shapes; later runs with the same shapes
+call code without the checks (our ops' output shapes depend only on their inputs' shapes). With
 `compiled=False` it runs the same plan in a plain interpreted loop: the reference the compiled
 code is tested against (bit-identical results). Either way, an op that fails raises `OpError`
 naming the op, the node and the input shapes.
@@ -68,11 +68,15 @@ class Evaluator:
             fed.append(value if isinstance(value, Tensor) else torch.as_tensor(value))
         if not self.compiled:
             return run_interpreted(plan, fed)
-        signature = tuple((v.shape, v.dtype, v.device) for v in fed)
-        if signature in entry.checked_signatures:
-            compiled = entry.fast = entry.fast or generate(plan, checks=False)
-        else:
+        if not entry.has_checks:  # a forward-only graph: one code, nothing to remember
+            signature = None
             compiled = entry.checked = entry.checked or generate(plan)
+        else:  # output shapes depend on input shapes only, not on dtype or device
+            signature = tuple(v.shape for v in fed)
+            if signature in entry.checked_signatures:
+                compiled = entry.fast = entry.fast or generate(plan, checks=False)
+            else:
+                compiled = entry.checked = entry.checked or generate(plan)
         try:
             outputs = compiled.function(*fed)
         except Exception as err:
@@ -80,7 +84,8 @@ class Evaluator:
             if mapped is err:
                 raise
             raise mapped from err
-        entry.checked_signatures.add(signature)
+        if signature is not None:
+            entry.checked_signatures.add(signature)
         return outputs
 
 
@@ -93,6 +98,9 @@ class _Entry:
     checked: Compiled | None = None
     fast: Compiled | None = None
     checked_signatures: set = field(default_factory=set)
+
+    def __post_init__(self):
+        self.has_checks = any(step.checks for step in self.plan.steps)
 
 
 def run_interpreted(plan: Plan, fed: list[Tensor]) -> list[Tensor]:

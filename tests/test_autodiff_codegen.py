@@ -120,3 +120,28 @@ def test_errors_from_generated_code_name_the_op_node_and_shapes_like_the_loop():
         messages.append(str(err.value))
     assert messages[0] == messages[1]
     assert "matmul" in messages[0] and "'(a@b)'" in messages[0] and "(2, 3), (4, 5)" in messages[0]
+
+
+class KeepRowOp(ad.Op):
+    """Doubles its input; its gradient rule keeps one row, right only for inputs of one row."""
+
+    name = "keep_row"
+
+    def __call__(self, a):
+        return ad.Node([a], self, name="kept")
+
+    def compute(self, node, input_values):
+        return input_values[0] * 2
+
+    def gradient(self, node, output_grad):
+        return [ops.sum_op(output_grad, 0, keepdim=True)]
+
+
+def test_gradient_shapes_are_checked_again_for_new_fed_shapes():
+    x = ad.Variable("x")
+    (g,) = ad.gradients(ops.sum_op(KeepRowOp()(x)), [x])
+    evaluator = ad.Evaluator([g])
+    for _ in range(3):  # the first run checks, the later ones run the code without checks
+        evaluator.run({x: torch.ones(1, 3)})
+    with pytest.raises(ad.GradientShapeError, match="keep_row.*shape \\(1, 3\\).*'x' of shape \\(2, 3\\)"):
+        evaluator.run({x: torch.ones(2, 3)})
