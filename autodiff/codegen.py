@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import keyword
-import linecache
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,17 +16,15 @@ from types import TracebackType
 from autodiff.graph import Node, OpError, Tensor
 from autodiff.plan import Plan, Step, gradient_shape_error
 
-_counter = iter(range(1 << 62))
-
 
 @dataclass
 class Compiled:
     """A plan's generated function, its source, and where each step sits in that source."""
 
     source: str
-    function: Callable[..., list[Tensor]]
+    function: Callable[..., list[Tensor]] | None  # None when only the source was asked for
     step_at_line: dict[int, tuple[Step, list[str]]]  # line -> (step, names of the values it reads)
-    code: object  # the function's code object, to find its frame in a traceback
+    code: object | None  # the function's code object, to find its frame in a traceback
 
 
 def _literal(value, constants: dict) -> str:
@@ -49,10 +46,17 @@ def _identifier(name: str, taken: set[str]) -> str | None:
     return name if ok and name not in taken and not hasattr(builtins, name) else None
 
 
-def generate(plan: Plan, title: str = "graph", checks: bool = True, names: dict[Node, str] | None = None) -> Compiled:
+def generate(
+    plan: Plan,
+    title: str = "graph",
+    checks: bool = True,
+    names: dict[Node, str] | None = None,
+    compile_code: bool = True,
+) -> Compiled:
     """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
     With `checks=False` the gradient-shape checks are left out (for shapes already checked);
-    `names` may give locals their names (e.g. a drawing's ids), where they are free identifiers."""
+    `names` may give locals their names (e.g. a drawing's ids), where they are free identifiers;
+    with `compile_code=False` only the source is made (for display)."""
     names = names or {}
     namespace: dict[str, object] = {}
     function_of: dict[int, str] = {}  # id(op) -> the name its tensor function has in the source
@@ -116,15 +120,17 @@ def generate(plan: Plan, title: str = "graph", checks: bool = True, names: dict[
     lines.append(f"    return [{outputs}]")
     source = "\n".join(lines) + "\n"
 
-    checks = {step.slot: step.checks for step in plan.steps}
+    if not compile_code:
+        return Compiled(source, None, step_at_line, None)
+    step_checks = {step.slot: step.checks for step in plan.steps}
 
     def check(slot: int, k: int, grad: Tensor, wrt: Tensor) -> None:
-        raise gradient_shape_error(plan, checks[slot][k], grad, wrt)
+        raise gradient_shape_error(plan, step_checks[slot][k], grad, wrt)
 
     namespace.update(constants, check=check)
-    filename = f"<autodiff generated {title} {next(_counter)}>"
-    code = compile(source, filename, "exec")
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # readable tracebacks
+    # Not registered with linecache: a long-running app compiles many graphs, and an error inside the
+    # code is mapped back to its node by line (error_in_generated) anyway.
+    code = compile(source, f"<autodiff generated {title}>", "exec")
     exec(code, namespace)  # our own generated text, never user text
     function = namespace[title]
     return Compiled(source, function, step_at_line, function.__code__)

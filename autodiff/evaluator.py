@@ -42,7 +42,7 @@ class Evaluator:
         locals (e.g. like a drawing's ids) instead of t<slot>."""
         entry = self._entry(input_values)
         if names:
-            return generate(entry.plan, names=names).source
+            return generate(entry.plan, names=names, compile_code=False).source
         entry.checked = entry.checked or generate(entry.plan)
         return entry.checked.source
 
