@@ -218,7 +218,7 @@ def make_tokenizer(spec: str, text: str):
                 f"the {spec} tokenizer needs lm.tokenizers.bpe, not in this version: use char or word"
             ) from None
         if spec == "gpt2":
-            return bpe.BPETokenizer.gpt2()
+            return bpe.BPETokenizer.gpt2()  # <|endoftext|> is its id 50256
         try:
             size = int(spec[4:])
         except ValueError:
@@ -227,7 +227,7 @@ def make_tokenizer(spec: str, text: str):
             raise DataError(
                 f"a BPE vocabulary holds the 256 bytes, <|endoftext|> and merges: 257 to 100,000, got {size}"
             )
-        return bpe.BPETokenizer.train(text, size, [EOT])
+        return bpe.BPETokenizer.train(text, size, [EOT])[0]  # (tokenizer, training details)
     raise DataError(f"unknown tokenizer {spec!r}: use char, word, bpe:N (e.g. bpe:1000) or gpt2")
 
 
@@ -237,6 +237,11 @@ def tokenizer_to_json(tokenizer) -> str:
         return json.dumps({"type": "word-text", "vocab": tokenizer.vocab}, ensure_ascii=False)
     if hasattr(tokenizer, "to_json"):
         return tokenizer.to_json()
+    if hasattr(tokenizer, "merges"):  # BPE: bytes as hex, so any byte string survives JSON
+        return json.dumps({
+            "type": "bpe", "vocab": [tokenizer.token_bytes(i).hex() for i in range(len(tokenizer))],
+            "merges": [[a.hex(), b.hex()] for a, b in tokenizer.merges], "special_tokens": tokenizer.special_tokens,
+        })  # fmt: skip
     raise DataError(f"cannot save a {type(tokenizer).__name__}")
 
 
@@ -254,13 +259,15 @@ def tokenizer_from_json(text: str):
         return WordTextTokenizer(vocab)
     if kind == "char":
         return CharTokenizer.from_json(text)
-    if kind is not None:
-        try:
-            from lm.tokenizers import bpe  # noqa: PLC0415
+    if kind == "bpe":
+        from lm.tokenizers.bpe import BPETokenizer  # noqa: PLC0415
 
-            return bpe.BPETokenizer.from_json(text)
-        except ImportError:
-            pass
+        try:
+            vocab = {i: bytes.fromhex(h) for i, h in enumerate(data["vocab"])}
+            merges = [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]]
+            return BPETokenizer(vocab, merges, data.get("special_tokens", []))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"the BPE tokenizer is broken: {err}") from None
     raise DataError(f"unknown tokenizer type {kind!r} (expected char, word-text or bpe)")
 
 

@@ -69,6 +69,17 @@ def test_bad_tokenizer_names(spec, message):
         data.make_tokenizer(spec, "some text")
 
 
+@pytest.mark.parametrize("spec", ["bpe:300", "gpt2"])
+def test_bpe_tokenizers_know_end_of_text_and_round_trip(spec):
+    text = data.load_source("stories")
+    tok = data.make_tokenizer(spec, text[:5000] if spec.startswith("bpe") else text)
+    ids = tok.encode(text[:2000])
+    assert tok.decode(ids) == text[:2000] and data.eot_id(tok) in ids
+    assert len(tok) == (300 if spec == "bpe:300" else 50257)
+    again = data.tokenizer_from_json(data.tokenizer_to_json(tok))
+    assert again.encode(text[:2000]) == ids
+
+
 def test_tokens_are_encoded_once_and_reused(tmp_path, monkeypatch):
     text = "hello world, " * 100
     tok = data.make_tokenizer("char", text)
