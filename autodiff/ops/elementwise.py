@@ -266,11 +266,21 @@ class GeluOp(Unary):
     name, forward = "gelu", staticmethod(F.gelu)
 
     def gradient(self, node, output_grad):
-        # da = g * (Phi(a) + a * phi(a)); Phi(a) = (1 + erf(a / sqrt 2)) / 2, phi(a) = exp(-a^2/2) / sqrt(2 pi)
-        a = node.inputs[0]
+        return [gelu_backward(output_grad, node.inputs[0])]
+
+
+class GeluBackwardOp(OpBase):
+    """GELU's input gradient from upstream g and its input a, in one node: g * (Phi(a) + a * phi(a))."""
+
+    name, inputs = "gelu_backward", ("g", "a")
+    forward = staticmethod(torch.ops.aten.gelu_backward.default)  # torch's one-pass kernel
+
+    def gradient(self, node, output_grad):
+        # Phi(a) = (1 + erf(a / sqrt 2)) / 2, phi(a) = exp(-a^2/2) / sqrt(2 pi)
+        g, a = node.inputs
         cdf = mul_by_const(add_by_const(erf(mul_by_const(a, 1.0 / math.sqrt(2.0))), 1.0), 0.5)
         pdf = mul_by_const(exp(mul_by_const(mul(a, a), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
-        return [mul(output_grad, add(cdf, mul(a, pdf)))]
+        return local_vjp(mul(g, add(cdf, mul(a, pdf))), [g, a], output_grad)
 
 
 class SiLUOp(Unary):
@@ -279,10 +289,19 @@ class SiLUOp(Unary):
     name, forward = "silu", staticmethod(F.silu)
 
     def gradient(self, node, output_grad):
-        # da = g * (s + a * s * (1 - s)) with s = sigmoid(a)
-        a = node.inputs[0]
+        return [silu_backward(output_grad, node.inputs[0])]
+
+
+class SiLUBackwardOp(OpBase):
+    """SiLU's input gradient from upstream g and its input a, in one node: g * (s + a s (1 - s)), s = sigmoid(a)."""
+
+    name, inputs = "silu_backward", ("g", "a")
+    forward = staticmethod(torch.ops.aten.silu_backward.default)  # torch's one-pass kernel
+
+    def gradient(self, node, output_grad):
+        g, a = node.inputs
         s = sigmoid(a)
-        return [mul(output_grad, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0))))]
+        return local_vjp(mul(g, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0)))), [g, a], output_grad)
 
 
 def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:
@@ -376,6 +395,7 @@ add_by_const, mul_by_const, div_by_const = AddByConstOp(), MulByConstOp(), DivBy
 rdiv_by_const = RDivByConstOp()
 neg, power, sqrt, exp, log, abs_op = NegOp(), PowerOp(), SqrtOp(), ExpOp(), LogOp(), AbsOp()
 relu, sigmoid, tanh, erf, gelu, silu = ReLUOp(), SigmoidOp(), TanhOp(), ErfOp(), GeluOp(), SiLUOp()
+gelu_backward, silu_backward = GeluBackwardOp(), SiLUBackwardOp()
 sigmoid_backward, tanh_backward = SigmoidBackwardOp(), TanhBackwardOp()
 sign, greater, equal, zeros_like, ones_like = SignOp(), GreaterOp(), EqualOp(), ZerosLikeOp(), OnesLikeOp()
 sum_to_shape, expand_as = SumToShapeOp(), ExpandAsOp()
@@ -383,6 +403,6 @@ sum_to_shape, expand_as = SumToShapeOp(), ExpandAsOp()
 __all__ = [
     "add", "add_by_const", "sub", "mul", "mul_by_const", "div", "div_by_const", "rdiv_by_const", "neg", "power",
     "sqrt", "exp", "log", "abs_op", "sign", "relu", "sigmoid", "sigmoid_backward", "tanh", "tanh_backward",
-    "erf", "gelu", "silu", "greater", "equal",
+    "erf", "gelu", "gelu_backward", "silu", "silu_backward", "greater", "equal",
     "zeros_like", "ones_like", "sum_to_shape", "expand_as",
 ]  # fmt: skip
