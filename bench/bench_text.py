@@ -4,8 +4,9 @@ Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW
 and of the same model in plain PyTorch eager (tests/reference_model.py, autograd, torch.optim.AdamW
 with the same param groups), from the same weights and batches, rounds alternating the two sides;
 prints the ratio's min/median/max. `--memory` measures each side's peak RSS in a child process.
-`--recipe` runs nanoGPT's CPU quickstart (Tiny Shakespeare characters, 2000 steps) on both sides
-and prints validation loss and wall time. A script, not a test: `python bench/bench_text.py --help`.
+`--recipe` runs nanoGPT's CPU quickstart (Tiny Shakespeare characters, 2000 steps) on both sides,
+steps alternating, and prints validation loss, time and a sample (`--svg` draws the curves).
+A script, not a test: `python bench/bench_text.py --help`.
 """
 
 from __future__ import annotations
@@ -125,28 +126,67 @@ def memory(args) -> None:
 
 
 def recipe(args) -> None:
-    """nanoGPT's CPU quickstart, both sides in turn from the same weights and batches."""
-    cfg = TextTrainConfig(steps=args.recipe_steps, eval_every=max(1, args.recipe_steps // 8))
+    """nanoGPT's CPU quickstart on both sides from the same weights and batches, steps alternating
+    (a busy moment of the shared machine hits both); validation every 250 steps (not timed)."""
+    cfg = TextTrainConfig(steps=args.recipe_steps, eval_every=max(1, min(250, args.recipe_steps // 8)))
     ours = TextTrainer(cfg)
     theirs = TorchSide(ours)
     print(f"recipe: gpt, {ours.model.num_parameters():,} params, {cfg.steps} steps, batch 12 x 64 characters")
-    start = time.perf_counter()
-    for event in ours.events():
-        if event.kind == "eval":
-            print(f"  ours    step {event.step:5d}  train {event.loss:.4f}  val {event.val_loss:.4f}  "
-                  f"{time.perf_counter() - start:6.1f}s")  # fmt: skip
-    ours_wall, ours_val = time.perf_counter() - start, ours.evaluate()
-    start = time.perf_counter()
+    seconds = {"ours": 0.0, "torch": 0.0}
+    curves = {"ours": [], "torch": []}  # (step, validation loss)
     for step in range(1, cfg.steps + 1):
-        loss = theirs.train_step()
+        for name, side in (("ours", ours), ("torch", theirs)):
+            start = time.perf_counter()
+            loss = side.train_step()
+            seconds[name] += time.perf_counter() - start
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            print(f"  PyTorch step {step:5d}  train {loss:.4f}  val {theirs.evaluate():.4f}  "
-                  f"{time.perf_counter() - start:6.1f}s")  # fmt: skip
-    theirs_wall, theirs_val = time.perf_counter() - start, theirs.evaluate()
-    print(
-        f"ours: val loss {ours_val:.4f} in {ours_wall:.1f} s; PyTorch: val loss {theirs_val:.4f} in {theirs_wall:.1f} s"
-    )
-    print(f"time ratio ours / PyTorch: {ours_wall / theirs_wall:.2f} (nanoGPT's reference: 1.886 in 79 s)")
+            vals = {"ours": ours.evaluate(), "torch": theirs.evaluate()}
+            for name in curves:
+                curves[name].append((step, vals[name]))
+            print(f"  step {step:5d}  val ours {vals['ours']:.4f}  PyTorch {vals['torch']:.4f}  (train {loss:.4f})  "
+                  f"time ours {seconds['ours']:6.1f}s  PyTorch {seconds['torch']:6.1f}s", flush=True)  # fmt: skip
+    (_, ours_val), (_, theirs_val) = curves["ours"][-1], curves["torch"][-1]
+    print(f"ours: val loss {ours_val:.4f} in {seconds['ours']:.1f} s of training steps; "
+          f"PyTorch: val loss {theirs_val:.4f} in {seconds['torch']:.1f} s")  # fmt: skip
+    print(f"time ratio ours / PyTorch: {seconds['ours'] / seconds['torch']:.2f} (nanoGPT's reference: 1.886 in 79 s)")
+    from lm.textgen import generate_text  # noqa: PLC0415
+
+    sample = generate_text(ours.model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=0)
+    print(f"sample (temperature 0.8, top-k 40):\n{sample.text}")
+    if args.svg:
+        Path(args.svg).write_text(loss_svg(curves))
+        print(f"loss curves written to {args.svg}")
+
+
+def loss_svg(curves: dict[str, list[tuple[int, float]]], width: int = 640, height: int = 360) -> str:
+    """The validation curves as a small SVG line chart (no plotting library needed)."""
+    points = [p for c in curves.values() for p in c]
+    max_step = max(s for s, _ in points)
+    low, high = min(v for _, v in points) - 0.05, max(v for _, v in points) + 0.05
+    pad = 50
+
+    def xy(step, value):
+        x = pad + (width - 2 * pad) * step / max_step
+        return f"{x:.1f},{height - pad - (height - 2 * pad) * (value - low) / (high - low):.1f}"
+
+    colors = {"ours": "#d62728", "torch": "#1f77b4"}
+    labels = {"ours": "autodiff engine", "torch": "plain PyTorch"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="12"><rect width="100%" height="100%" fill="white"/>']  # fmt: skip
+    for i in range(5):  # horizontal grid with loss labels
+        value = low + (high - low) * i / 4
+        y = xy(0, value).split(",")[1]
+        parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y}" y2="{y}" stroke="#ddd"/>')
+        parts.append(f'<text x="{pad - 6}" y="{y}" text-anchor="end" dy="4">{value:.2f}</text>')
+    for i, (name, curve) in enumerate(curves.items()):
+        path = " ".join(xy(s, v) for s, v in curve)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colors[name]}" stroke-width="2"/>')
+        parts.append(f'<text x="{width - pad}" y="{pad + 16 * i}" text-anchor="end" fill="{colors[name]}">'
+                     f"{labels[name]}</text>")  # fmt: skip
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">step (of {max_step})</text>')
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
+                 "validation loss (nats per character)</text></svg>")  # fmt: skip
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -164,6 +204,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="peak memory of each side, in child processes")
     parser.add_argument("--recipe", action="store_true", help="nanoGPT's CPU quickstart on both sides")
     parser.add_argument("--recipe-steps", type=int, default=2000)
+    parser.add_argument("--svg", help="with --recipe: write the validation curves to this SVG file")
     parser.add_argument("--child", choices=["ours", "torch"], help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="gpt", help=argparse.SUPPRESS)
     args = parser.parse_args()
