@@ -125,6 +125,16 @@ def test_save_and_load_round_trip_keeps_ids_and_specials(tmp_path):
     assert again.encode(text) == tok.encode(text)
 
 
+def test_json_round_trip_and_its_errors():
+    tok, _ = BPETokenizer.train("the cat sat on the mat. " * 30, 280, [EOT])
+    again = BPETokenizer.from_json(tok.to_json())
+    assert again.vocab == tok.vocab and again.merges == tok.merges and again.special_tokens == [EOT]
+    for bad, match in [("{", "not valid JSON"), ('{"type": "char"}', '"type": "bpe"'),
+                       ('{"type": "bpe", "vocab": ["zz"], "merges": []}', "hex")]:  # fmt: skip
+        with pytest.raises(TokenizerError, match=match):
+            BPETokenizer.from_json(bad)
+
+
 def test_our_saved_gpt2_files_equal_the_originals(gpt2, tmp_path):
     gpt2.save(tmp_path)
     assert json.loads((tmp_path / "vocab.json").read_text()) == json.loads(GPT2_VOCAB.read_text())

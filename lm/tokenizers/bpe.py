@@ -8,6 +8,7 @@ turns invalid UTF-8 into U+FFFD. `encode_iterable` streams a large file in bound
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -118,6 +119,29 @@ class BPETokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `vocab.json` and `merges.txt` (GPT-2's format) into `directory`, atomically each."""
         return write_files(directory, dict(enumerate(self._bytes)), self.merges)
+
+    def to_json(self) -> str:
+        """The tokenizer as one JSON text (for a checkpoint): bytes as hex, so any byte string survives."""
+        return json.dumps({
+            "type": "bpe", "vocab": [t.hex() for t in self._bytes],
+            "merges": [[a.hex(), b.hex()] for a, b in self.merges], "special_tokens": self._specials,
+        })  # fmt: skip
+
+    @classmethod
+    def from_json(cls, text: str) -> BPETokenizer:
+        """The tokenizer of `to_json`'s text; malformed text gets a TokenizerError saying what is wrong."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise TokenizerError(f"a BPE tokenizer's JSON is not valid JSON: {err}") from None
+        if not isinstance(data, dict) or data.get("type") != "bpe":
+            raise TokenizerError('a BPE tokenizer\'s JSON must be an object with "type": "bpe"')
+        try:
+            vocab = {i: bytes.fromhex(h) for i, h in enumerate(data["vocab"])}
+            merges = [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise TokenizerError(f'a BPE tokenizer\'s JSON needs hex "vocab" and "merges" lists ({err})') from None
+        return cls(vocab, merges, data.get("special_tokens", []))
 
     def with_merges(self, k: int) -> BPETokenizer:
         """The same tokenizer with only its first `k` merges (the bytes, those merges' tokens, the specials)."""
