@@ -149,6 +149,7 @@ class Trained:
     tokenizer: BPETokenizer
     result: BPETrainResult
     sample: str = ""  # the start of the training text, for the bytes-per-token curve
+    curve: tuple[list[int], list[float]] | None = None  # computed once (40 encodings), then reused on reruns
 
 
 def train(text: str, vocab_size: int, special: bool, number: int, progress=None) -> Trained:
@@ -202,11 +203,15 @@ def merge_step(trained: Trained, k: int) -> MergeStep:
 
 def bytes_per_token_curve(trained: Trained, points: int = CURVE_POINTS) -> tuple[list[int], list[float]]:
     """Bytes per token of the training text's start encoded with the first k merges, for ~`points` values of k."""
+    if trained.curve is not None and points == CURVE_POINTS:
+        return trained.curve
     text = trained.sample
     n = len(trained.result.merges)
     ks = sorted({round(i * n / max(points - 1, 1)) for i in range(points)})
     n_bytes = len(text.encode("utf-8"))
     values = [n_bytes / max(len(trained.tokenizer.with_merges(k).encode(text)), 1) for k in ks]
+    if points == CURVE_POINTS:
+        trained.curve = (ks, values)
     return ks, values
 
 
