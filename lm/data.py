@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lm.tokenizer import split_words
-from lm.tokenizers import CharTokenizer
+from lm.tokenizers import BPETokenizer, CharTokenizer
 
 Tensor = torch.Tensor
 
@@ -211,14 +211,8 @@ def make_tokenizer(spec: str, text: str):
     if spec == "word":
         return WordTextTokenizer.from_text(text)
     if spec == "gpt2" or spec.startswith("bpe:"):
-        try:
-            from lm.tokenizers import bpe  # noqa: PLC0415 (the BPE issue's module)
-        except ImportError:
-            raise DataError(
-                f"the {spec} tokenizer needs lm.tokenizers.bpe, not in this version: use char or word"
-            ) from None
         if spec == "gpt2":
-            return bpe.BPETokenizer.gpt2()  # <|endoftext|> is its id 50256
+            return BPETokenizer.gpt2()  # <|endoftext|> is its id 50256
         try:
             size = int(spec[4:])
         except ValueError:
@@ -227,7 +221,7 @@ def make_tokenizer(spec: str, text: str):
             raise DataError(
                 f"a BPE vocabulary holds the 256 bytes, <|endoftext|> and merges: 257 to 100,000, got {size}"
             )
-        return bpe.BPETokenizer.train(text, size, [EOT])[0]  # (tokenizer, training details)
+        return BPETokenizer.train(text, size, [EOT])[0]  # (tokenizer, training details)
     raise DataError(f"unknown tokenizer {spec!r}: use char, word, bpe:N (e.g. bpe:1000) or gpt2")
 
 
@@ -237,11 +231,6 @@ def tokenizer_to_json(tokenizer) -> str:
         return json.dumps({"type": "word-text", "vocab": tokenizer.vocab}, ensure_ascii=False)
     if hasattr(tokenizer, "to_json"):
         return tokenizer.to_json()
-    if hasattr(tokenizer, "merges"):  # BPE: bytes as hex, so any byte string survives JSON
-        return json.dumps({
-            "type": "bpe", "vocab": [tokenizer.token_bytes(i).hex() for i in range(len(tokenizer))],
-            "merges": [[a.hex(), b.hex()] for a, b in tokenizer.merges], "special_tokens": tokenizer.special_tokens,
-        })  # fmt: skip
     raise DataError(f"cannot save a {type(tokenizer).__name__}")
 
 
@@ -260,14 +249,7 @@ def tokenizer_from_json(text: str):
     if kind == "char":
         return CharTokenizer.from_json(text)
     if kind == "bpe":
-        from lm.tokenizers.bpe import BPETokenizer  # noqa: PLC0415
-
-        try:
-            vocab = {i: bytes.fromhex(h) for i, h in enumerate(data["vocab"])}
-            merges = [(bytes.fromhex(a), bytes.fromhex(b)) for a, b in data["merges"]]
-            return BPETokenizer(vocab, merges, data.get("special_tokens", []))
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"the BPE tokenizer is broken: {err}") from None
+        return BPETokenizer.from_json(text)
     raise DataError(f"unknown tokenizer type {kind!r} (expected char, word-text or bpe)")
 
 

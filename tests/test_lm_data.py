@@ -63,8 +63,6 @@ def test_char_and_word_tokenizers_know_end_of_text_and_round_trip():
     "spec,message", [("morse", "unknown tokenizer 'morse'"), ("bpe:lots", "whole vocabulary size"), ("bpe:3", "257")]
 )
 def test_bad_tokenizer_names(spec, message):
-    if spec.startswith("bpe"):
-        pytest.importorskip("lm.tokenizers.bpe")
     with pytest.raises(DataError, match=message):
         data.make_tokenizer(spec, "some text")
 
