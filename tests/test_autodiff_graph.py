@@ -338,3 +338,11 @@ def test_the_graph_machinery_never_imports_the_ops():
     imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     imported += [alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names]
     assert not [m for m in imported if m and m.startswith("autodiff")], imported
+
+
+def test_broadcast_checks_the_input_shape_it_declares():
+    x = ad.Variable("x")
+    y = ops.broadcast(x, (3, 1), (2, 3, 4))
+    assert ad.Evaluator([y]).run({x: rand(3, 1)})[0].shape == (2, 3, 4)
+    with pytest.raises(ad.OpError, match="broadcast: the input has shape \\(1, 3\\), declared \\(3, 1\\)"):
+        ad.Evaluator([y]).run({x: rand(1, 3)})
