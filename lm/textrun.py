@@ -103,7 +103,10 @@ class TextEvent:
 class TextTrainer:
     """A text model, its data and optimizer, trained step by step. `events()` runs the rest of the run."""
 
-    def __init__(self, config: TextTrainConfig, cache_dir=None, tokenizer=None, data: TokenData | None = None):
+    def __init__(
+        self, config: TextTrainConfig, cache_dir=None, tokenizer=None, data: TokenData | None = None,
+        device=None, parallel=None,
+    ):  # fmt: skip
         self.config = config.validate()
         if data is None or tokenizer is None:
             text = load_source(config.data, cache_dir, config.n_stories)
@@ -116,6 +119,12 @@ class TextTrainer:
             config.preset, len(tokenizer), config.context, config.d_ff, seed=config.seed, dtype=config.dtype, **fields_
         )
         self.model = LanguageModel.create(model_config, tokenizer)
+        # parameters, AdamW's moments and every feed live on `device`; under torchrun `parallel` (an
+        # lm.distributed.DataParallel) splits the batches and averages the gradients over the ranks
+        self.device, self.parallel = torch.device(device or "cpu"), parallel
+        self.model.params.update({n: p.to(self.device) for n, p in self.model.params.items()})
+        if parallel is not None:
+            parallel.broadcast_(list(self.model.params.values()))  # every rank starts from rank 0's weights
         self.params = list(self.model.params.values())
         self.optimizer = AdamW(
             config.lr, (config.beta1, config.beta2), 1e-8, config.weight_decay, matrices_only(self.model.params)
@@ -132,7 +141,7 @@ class TextTrainer:
         self.last_grad_norm = math.nan
 
     @classmethod
-    def resume(cls, path, cache_dir=None, steps: int | None = None) -> TextTrainer:
+    def resume(cls, path, cache_dir=None, steps: int | None = None, **kwargs) -> TextTrainer:
         """The run saved at `path` (a run folder or checkpoint file), ready to continue exactly;
         `steps` extends (or shortens) the run's total, which the schedule's cosine follows."""
         saved = checkpoint.load(path)
@@ -141,20 +150,26 @@ class TextTrainer:
             config = TextTrainConfig.from_dict(settings)
         except (TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"the checkpoint's training settings are broken: {err}") from None
-        trainer = cls(config, cache_dir, tokenizer=saved.tokenizer)
+        trainer = cls(config, cache_dir, tokenizer=saved.tokenizer, **kwargs)  # kwargs: device, parallel
         if trainer.model.config != saved.model_config:
             raise checkpoint.CheckpointError("the checkpoint's model config does not match its training settings")
         trainer.load_state(saved.trainer_state())
         return trainer
 
     def save(self, path) -> object:
-        """Write a checkpoint of this run (lm.checkpoint.save); returns its path."""
+        """Write a checkpoint of this run (lm.checkpoint.save); returns its path. Under torchrun only rank 0
+        writes (the ranks hold the same state); the others return None."""
+        if self.parallel is not None and not self.parallel.is_main:
+            return None
         return checkpoint.save(self, path)
 
     # -- one step ---------------------------------------------------------------------------------
+    def _feed_batch(self, x: Tensor, y: Tensor) -> None:
+        self._feed.update({k: v.to(self.device) for k, v in self.graph.forward.inputs(x).items()})
+        self._feed[self.graph.targets] = y.reshape(-1).to(self.device)
+
     def _loss_and_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
-        self._feed.update(self.graph.forward.inputs(x))
-        self._feed[self.graph.targets] = y.reshape(-1)
+        self._feed_batch(x, y)
         loss, *grads = self.graph.evaluator.run(self._feed)
         return loss, grads
 
@@ -162,8 +177,9 @@ class TextTrainer:
         """One optimizer step over grad_accum micro-batches; returns the mean training loss."""
         cfg = self.config
         total_loss, grads = 0.0, None
+        draw = get_batch if self.parallel is None else self.parallel.batch  # a rank: its share of the global batch
         for _ in range(cfg.grad_accum):
-            x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
+            x, y = draw(self.data.train, cfg.batch_size, cfg.context, self.batches)
             loss, micro = self._loss_and_grads(x, y)
             total_loss += float(loss)
             if grads is None:
@@ -172,6 +188,10 @@ class TextTrainer:
                 torch._foreach_add_(grads, micro)
         if cfg.grad_accum > 1:
             torch._foreach_div_(grads, float(cfg.grad_accum))
+        if self.parallel is not None:  # the mean over ranks, in a few flat buffers; the loss rides along
+            loss_sum = torch.tensor([total_loss], dtype=grads[0].dtype, device=grads[0].device)
+            self.parallel.all_reduce_mean([*grads, loss_sum])
+            total_loss = float(loss_sum)
         self.last_grad_norm = clip_grad_norm_(grads, cfg.clip) if cfg.clip else math.nan
         self.optimizer.lr = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
         self.optimizer.step(self.params, grads)
@@ -184,8 +204,7 @@ class TextTrainer:
         ev = self._eval_evaluator()
         losses = []
         for x, y in self.val_batches:
-            self._feed.update(self.graph.forward.inputs(x))
-            self._feed[self.graph.targets] = y.reshape(-1)
+            self._feed_batch(x, y)
             (loss,) = ev.run(self._feed)
             losses.append(float(loss))
         return sum(losses) / len(losses)
@@ -207,15 +226,21 @@ class TextTrainer:
         while self.step < until:
             loss = self.train_step()
             elapsed = time.perf_counter() - start
-            tokens = (self.step - start_step) * cfg.batch_size * cfg.context * cfg.grad_accum
+            tokens = (self.step - start_step) * cfg.batch_size * cfg.context * cfg.grad_accum * self.world_size
             event = TextEvent(
                 "step", self.step, cfg.steps, loss, self.optimizer.lr, self.last_grad_norm, tokens / elapsed, elapsed
             )
             yield event
-            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps:
+            due = (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps
+            if due and (self.parallel is None or self.parallel.is_main):  # rank 0 alone validates
                 val = self.evaluate()
                 yield TextEvent(**{**asdict(event), "kind": "eval", "val_loss": val, "val_perplexity": math.exp(val)})
                 start += time.perf_counter() - start - elapsed  # validation time is not training time
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together (1 without torchrun); a step sees batch_size x world_size windows."""
+        return 1 if self.parallel is None else self.parallel.world_size
 
     # -- state for checkpoints ------------------------------------------------------------------------
     def state(self) -> dict:
@@ -231,7 +256,8 @@ class TextTrainer:
         """Continue from `state()`'s values (copied into this trainer's tensors)."""
         for name, value in state["params"].items():
             self.model.params[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
+        opt, to_device = state["optimizer"], lambda xs: None if xs is None else [x.to(self.device) for x in xs]
+        self.optimizer.load_state_dict({**opt, "m": to_device(opt["m"]), "v": to_device(opt["v"])})
         self.batches.set_state(state["rng"])
         self.step = int(state["step"])
 
