@@ -36,7 +36,7 @@ def _literal(value, constants: dict) -> str:
     if isinstance(value, tuple):
         parts = [_literal(v, constants) for v in value]
         return f"({parts[0]},)" if len(parts) == 1 else f"({', '.join(parts)})"
-    name = f"c{len(constants)}"
+    name = f"_c{len(constants)}"  # a leading _: no fed variable's local can take this name
     constants[name] = value
     return name
 
@@ -101,7 +101,7 @@ def generate(
             arg_text = ", ".join([*reads, *(_literal(a, constants) for a in attrs)])
             text = f"{local[step.slot]} = {function_name(node.op, fn)}({arg_text})"
         else:  # an op that computes some other way: call its compute with the node
-            node_name = f"n{step.slot}"
+            node_name = f"_n{step.slot}"
             namespace[node_name] = node
             fn_name = function_name(node.op, node.op.compute)
             text = f"{local[step.slot]} = {fn_name}({node_name}, [{', '.join(reads)}])"
