@@ -151,6 +151,6 @@ def test_variables_named_like_the_code_s_own_names_do_not_shadow_them():
     c0, n7, check, mul = (ad.Variable(n) for n in ("c0", "n7", "check", "mul"))
     inf_fill = ops.masked_fill(c0, ops.greater(n7, 0.0), float("-inf"))  # -inf is a named constant
     y = ops.concat([inf_fill * mul, check], 0)  # concat runs through compute with its node
-    (g,) = ad.gradients(ops.sum_op(ops.exp(y)), [mul])
+    (g,) = ad.gradients(ops.sum_op(ops.exp(y)), [check])  # (w.r.t. mul it would be NaN: 0 * -inf)
     feed = {c0: torch.randn(3), n7: torch.randn(3), check: torch.randn(3), mul: torch.randn(3)}
     assert_identical(both([y, g], feed), "shadowing names")
