@@ -178,12 +178,16 @@ def loss_svg(curves: dict[str, list[tuple[int, float]]], width: int = 640, heigh
         y = xy(0, value).split(",")[1]
         parts.append(f'<line x1="{pad}" x2="{width - pad}" y1="{y}" y2="{y}" stroke="#ddd"/>')
         parts.append(f'<text x="{pad - 6}" y="{y}" text-anchor="end" dy="4">{value:.2f}</text>')
-    for i, (name, curve) in enumerate(curves.items()):
+    for step in range(0, max_step + 1, max(1, max_step // 4)):  # step ticks
+        x = xy(step, low).split(",")[0]
+        parts.append(f'<text x="{x}" y="{height - pad + 16}" text-anchor="middle">{step}</text>')
+    style = {"ours": 'stroke-width="5" stroke-opacity="0.6"', "torch": 'stroke-width="2" stroke-dasharray="6 4"'}
+    for i, (name, curve) in enumerate(curves.items()):  # ours wide, PyTorch dashed on top: equal curves show
         path = " ".join(xy(s, v) for s, v in curve)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="{colors[name]}" stroke-width="2"/>')
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{colors[name]}" {style[name]}/>')
         parts.append(f'<text x="{width - pad}" y="{pad + 16 * i}" text-anchor="end" fill="{colors[name]}">'
                      f"{labels[name]}</text>")  # fmt: skip
-    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">step (of {max_step})</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">step</text>')
     parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">'
                  "validation loss (nats per character)</text></svg>")  # fmt: skip
     return "\n".join(parts)
