@@ -63,6 +63,7 @@ def model_outputs(preset: str, compiled: bool, monkeypatch) -> list[torch.Tensor
     ids = torch.tensor([[1, 4, 2, 7, 3], [5, 5, 9, 1, 0]])
     B, T = ids.shape
     graph = model.loss_graph(B, T)
+    assert graph.evaluator.compiled is compiled  # the patch reached the model's evaluators
     targets = torch.zeros(B * T, 11, dtype=torch.float64)
     targets[torch.arange(B * T), ids.roll(-1, 1).reshape(-1)] = -1.0 / (B * T)
     feed = {**model.param_feed(), **graph.forward.inputs(ids), graph.targets: targets}
