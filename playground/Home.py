@@ -19,6 +19,7 @@ pages = [
     st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("app_pages/graph.py", title="Graph", icon=":material/account_tree:"),
     st.Page("app_pages/tokenizer.py", title="Tokenizer", icon=":material/text_fields:"),
+    st.Page("app_pages/attention.py", title="Attention", icon=":material/grid_on:"),
     st.Page("app_pages/train.py", title="Train", icon=":material/show_chart:"),
     st.Page("app_pages/generate.py", title="Generate", icon=":material/edit_note:"),
 ]

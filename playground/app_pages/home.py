@@ -49,7 +49,7 @@ with generate:
         st.switch_page("app_pages/generate.py")
     st.caption("with the pretrained default model")
 
-tokenizer_card, _, _ = st.columns(3)
+tokenizer_card, attention_card, _ = st.columns(3)
 with tokenizer_card:
     st.subheader(":material/text_fields: Tokenizer")
     st.markdown(
@@ -60,3 +60,13 @@ with tokenizer_card:
         st.session_state["tok_autotrain"] = True  # the Tokenizer page trains on its story sample at once
         st.switch_page("app_pages/tokenizer.py")
     st.caption("vocabulary 400, with <|endoftext|>")
+with attention_card:
+    st.subheader(":material/grid_on: Attention")
+    st.markdown(
+        "Build self-attention in six steps on a sentence you type: dot-product scores, softmax, context "
+        "vectors, trainable queries, keys and values, the causal mask and several heads, each as heatmaps "
+        "with its math and its autodiff graph."
+    )
+    if st.button("Try: attention step by step", key="home_attention_example"):
+        st.switch_page("app_pages/attention.py")
+    st.caption("“Your journey starts with one step”, 3-d embeddings")

@@ -1,0 +1,89 @@
+"""The Attention page: self-attention built step by step on a sentence the learner types (GPT-2 tokens,
+small editable embeddings), each step's matrices as annotated heatmaps, its math and its autodiff graph.
+The logic is in playground/attention_steps.py, the heatmaps in playground/attention_figures.py."""
+
+import pandas as pd
+import streamlit as st
+
+from playground import attention_steps as att
+from playground.attention_figures import heatmap, rows_of
+from playground.tokenizing import gpt2
+
+DEFAULTS = att.AttentionSettings()
+
+
+def settings_ui() -> tuple[str, att.AttentionSettings]:
+    """The sentence and the sizes; bounds come from the library (which checks them again)."""
+    text = st.text_input(
+        "Sentence",
+        value=att.DEFAULT_TEXT,
+        key="att_text",
+        help=f"Tokenized by GPT-2's BPE: 2 to {att.MAX_TOKENS} tokens, at most {att.MAX_CHARS} characters.",
+    )
+    dim_col, dk_col, heads_col, seed_col = st.columns(4)
+    dim = dim_col.number_input("Embedding size d", *att.DIM_RANGE, value=DEFAULTS.dim, key="att_dim")
+    d_k = dk_col.number_input("d_k (per head)", *att.DK_RANGE, value=DEFAULTS.d_k, key="att_dk")
+    heads = heads_col.number_input("Heads (step 6)", *att.HEADS_RANGE, value=DEFAULTS.heads, key="att_heads")
+    seed = seed_col.number_input("Seed", *att.SEED_RANGE, value=DEFAULTS.seed, key="att_seed")
+    return text, att.AttentionSettings(int(dim), int(d_k), int(heads), int(seed))
+
+
+def embeddings_ui(tokens: list[str], settings: att.AttentionSettings):
+    """An editable table of the embeddings, one row per token; it starts from the seeded values and
+    starts again whenever the tokens, the size or the seed change (or on Reset)."""
+    labels = att.axis_labels(tokens)
+    default = att.default_embeddings(len(tokens), settings)
+    frame = pd.DataFrame(default.numpy(), index=labels, columns=[f"e{j}" for j in range(1, settings.dim + 1)])
+    version = st.session_state.get("att_reset", 0)
+    key = f"att_x_{hash((tuple(labels), settings.dim, settings.seed))}_{version}"
+    title, reset = st.columns([4, 1])
+    title.markdown("**Embeddings x** (one row per token; click a cell to edit it)")
+    if reset.button("Reset values", icon=":material/restart_alt:", key="att_reset_button"):
+        st.session_state["att_reset"] = version + 1
+        st.rerun()
+    edited = st.data_editor(
+        frame, key=key, width="stretch", num_rows="fixed",
+        column_config={c: st.column_config.NumberColumn(c, format="%.2f", step=0.01) for c in frame.columns},
+    )  # fmt: skip
+    return edited.to_numpy(dtype=float, na_value=float("nan"))
+
+
+def step_ui(step: att.Step) -> None:
+    st.header(f"{step.number}. {step.title}", divider="gray")
+    st.latex(step.math)
+    st.markdown(step.text)
+    for r, row in enumerate(rows_of(step.matrices)):
+        columns = st.columns(len(row) if len(row) > 1 else 1)
+        for c, (column, matrix) in enumerate(zip(columns, row)):
+            column.plotly_chart(heatmap(matrix), key=f"att_{step.number}_{r}_{c}", config={"displayModeBar": False})
+            if matrix.note:
+                column.caption(matrix.note)
+    for fact in step.facts:
+        st.caption(f":material/check_circle: {fact}")
+    with st.expander(f"Autodiff graph of step {step.number}", expanded=step.number <= 3):
+        st.graphviz_chart(step.dot)
+
+
+st.title("Attention")
+st.markdown(
+    "Self-attention built in six steps, the way the classic walk-through builds it, on a sentence you type. "
+    "Every matrix below is computed by our `autodiff` engine (the graph of each step is drawn under it) and "
+    "is checked against plain PyTorch in the tests. Rows are the tokens that look (queries); columns, in the "
+    "square matrices, the tokens they look at (keys)."
+)
+text, settings = settings_ui()
+try:
+    settings.check()
+    ids, tokens = att.tokenize(text, gpt2())
+except att.AttentionInputError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+st.caption(f"{len(ids)} GPT-2 tokens: " + " · ".join(f"`{tok}`" for tok in tokens))
+x = embeddings_ui(tokens, settings)
+try:
+    steps = att.build_steps(text, x, settings, gpt2())
+except att.AttentionInputError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+for step in steps:
+    step_ui(step)
