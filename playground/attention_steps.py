@@ -375,7 +375,7 @@ def _heads_step(
         f"embedding size {settings.dim}, so the result can be added to x in a transformer block.",
         matrices,
         g.dot(f"step 6: {h}-head causal attention", ["mha"], {"mha": "out"}),
-        [_rows_sum_to_one(g.value(f"head{i}_weights")) + f" (head {i})" for i in range(1, h + 1)],
+        [f"head {i}: " + _rows_sum_to_one(g.value(f"head{i}_weights")) for i in range(1, h + 1)],
     )
 
 

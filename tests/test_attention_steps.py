@@ -106,7 +106,8 @@ def test_masks_and_softmax_rows(gpt2):
     for weights in [*causal, values(steps, 2, "α = softmax(ω)"), values(steps, 4, "α = softmax(scaled scores)")]:
         torch.testing.assert_close(weights.sum(-1), torch.ones(t, dtype=torch.float64), **TOL)
     assert steps[4].facts[1] == "every weight above the diagonal is exactly 0"
-    assert all(f.startswith("every row sums to 1") for f in steps[5].facts) and len(steps[5].facts) == 4
+    heads = [f"head {h}: every row sums to 1 (" for h in (1, 2, 3, 4)]
+    assert len(steps[5].facts) == 4 and all(f.startswith(h) for f, h in zip(steps[5].facts, heads))
 
 
 def test_the_naive_normalization_breaks_where_softmax_does_not(gpt2):
