@@ -8,7 +8,7 @@ reference transformer of tests/reference_model.py (no autograd), the one the gol
 against. Each round times the four loops back to back in an order that rotates; per t the script
 prints the medians and the cached-step ratio ours / torch as min / median / max over the rounds.
 
-    .venv/bin/python bench/bench_decode.py [--rounds 5] [--repeat 10] [--total 256] [--threads 1]
+    .venv/bin/python bench/bench_decode.py [--rounds 7] [--repeat 20] [--total 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--rounds", type=int, default=5, help="rounds, each timing all four loops (at least 5)")
-    parser.add_argument("--repeat", type=int, default=10, help="runs of each loop per round (the fastest counts)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds, each timing all four loops (at least 5)")
+    parser.add_argument("--repeat", type=int, default=20, help="runs of each loop per round (the fastest counts)")
     parser.add_argument("--total", type=int, default=256, help="tokens for the end-to-end total (default: 256)")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice (default: 1, see below)"
