@@ -59,7 +59,7 @@ def generate(
     with `compile_code=False` only the source is made (for display)."""
     names = names or {}
     namespace: dict[str, object] = {}
-    function_of: dict[int, str] = {}  # id(op) -> the name its tensor function has in the source
+    function_of: dict[int, str] = {}  # id(tensor function) -> its name in the source
     taken = {"check"}
 
     def function_name(op, fn) -> str:
