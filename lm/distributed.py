@@ -8,6 +8,7 @@ Also: the device a run lives on (`pick_device`), and the clear errors of a bad l
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -178,7 +179,8 @@ class DataParallel:
             raise self._failure(err) from None
 
     def _failure(self, err: Exception) -> RankFailure:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        text = re.sub(r"^\[[^\]]*\.(cc|cpp):\d+\]\s*", "", str(err).strip())  # gloo's source location
+        first = text.splitlines()[0][:300] if text else type(err).__name__
         return RankFailure(
             f"rank {self.rank} of {self.world_size}: a collective failed ({first}). Another rank has died or "
             f"stopped answering (this rank waits at most {self.timeout_s:g} s, --dist-timeout); see its output. "

@@ -13,11 +13,13 @@ import json
 import struct
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
-from lm import checkpoint
+from lm import checkpoint, distributed
 from lm.checkpoint import CheckpointError
 from lm.data import DataError
+from lm.model import LanguageModel
 from lm.textgen import generate_text
 from lm.textrun import TextTrainConfig, TextTrainer
 
@@ -62,30 +64,45 @@ def _bar(event, width: int = 24) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Under torchrun (lm.distributed): every rank trains its share of each batch, rank 0 alone prints and saves."""
     out = Path(args.out)
+    fresh_out_used = not args.resume and ((out / checkpoint.FILE_NAME).exists() or (out.exists() and not out.is_dir()))
+    parallel, device = distributed.setup(args.device, args.dist_timeout)  # checked before any rank writes
+    try:
+        with nullcontext() if parallel is None else parallel.main_output():
+            return _train(args, out, fresh_out_used, device, parallel)
+    finally:
+        distributed.teardown(parallel)
+
+
+def _train(args: argparse.Namespace, out: Path, fresh_out_used: bool, device, parallel) -> int:
     if args.resume:
-        trainer = TextTrainer.resume(out, args.cache_dir, steps=args.steps)
+        trainer = TextTrainer.resume(
+            out, args.cache_dir, steps=args.steps, batch_size=args.batch, device=device, parallel=parallel
+        )
         print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr)
     else:
-        if (out / checkpoint.FILE_NAME).exists() or (out.exists() and not out.is_dir()):
+        if fresh_out_used:
             raise ValueError(f"--out '{out}' already holds a run (or is a file): add --resume, or pick another --out")
         settings = {
             "data": args.data or "shakespeare", "tokenizer": args.tokenizer, "preset": args.preset,
             "n_layers": args.layers, "n_heads": args.heads, "d_model": args.d_model, "d_ff": args.d_ff,
-            "context": args.context, "batch_size": args.batch, "grad_accum": args.grad_accum,
+            "context": args.context, "grad_accum": args.grad_accum,
+            "batch_size": TextTrainConfig.batch_size if args.batch is None else args.batch,
             "steps": 2000 if args.steps is None else args.steps, "lr": args.lr, "min_lr": args.min_lr, "warmup": args.warmup,
             "weight_decay": args.weight_decay,
             "clip": args.clip, "eval_every": args.eval_every, "eval_batches": args.eval_batches, "seed": args.seed,
             "dtype": args.dtype, "n_stories": args.n_stories,
         }  # fmt: skip
-        trainer = TextTrainer(TextTrainConfig(**settings), args.cache_dir)
+        trainer = TextTrainer(TextTrainConfig(**settings), args.cache_dir, device=device, parallel=parallel)
         trainer.save(out)  # the folder is writable, and a run killed early can still be resumed
     model, cfg = trainer.model, trainer.config
     print(
         f"model: {cfg.preset}, {model.num_parameters():,} parameters, {cfg.n_layers} layers, {cfg.n_heads} heads, "
         f"d_model {cfg.d_model}, context {cfg.context}; data: {cfg.data}, {cfg.tokenizer} tokens "
         f"(vocabulary {len(trainer.tokenizer):,}, {len(trainer.data.train):,} train / {len(trainer.data.val):,} "
-        f"validation{', cached' if trainer.data.reused else ''})",
+        f"validation{', cached' if trainer.data.reused else ''}); {device}"
+        f"{f', {trainer.world_size} ranks ({parallel.backend})' if parallel else ''}",
         file=sys.stderr,
     )
     start, event = time.perf_counter(), None
@@ -103,8 +120,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"nothing to do: the run is at step {trainer.step} of {cfg.steps} (raise --steps)", file=sys.stderr)
         return 0
     trainer.save(out)
+    if parallel is not None and not parallel.is_main:
+        return 0
     val = trainer.evaluate()
     print(f"done: step {trainer.step} in {time.perf_counter() - start:.1f}s, validation loss {val:.4f}; saved {out}")
+    if device.type != "cpu":  # generation feeds CPU tensors: sample from a CPU copy
+        model = LanguageModel(model.config, model.tokenizer, {n: p.cpu() for n, p in model.params.items()})
     sample = generate_text(model, "", min(200, 10 * cfg.context), temperature=0.8, top_k=40, seed=args.seed)
     print(f"sample:\n{sample.text}")
     return 0
@@ -135,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-model", type=int, default=d.d_model, help="(default: %(default)s)")
     t.add_argument("--d-ff", type=int, help="feed-forward width (default: the preset's: gpt 4·d, llama ≈8/3·d)")
     t.add_argument("--context", type=int, default=d.context, help="tokens per window (default: %(default)s)")
-    t.add_argument("--batch", type=int, default=d.batch_size, help="windows per step (default: %(default)s)")
+    t.add_argument("--batch", type=int, help=f"windows per step and rank (default: {d.batch_size}; --resume: kept)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default: 1)")
     t.add_argument("--steps", type=int, help="total steps (default: 2000; with --resume: the run's)")
     t.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (default: %(default)s)")
@@ -152,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--cache-dir", help="token files and downloads (default: ~/.cache/autodiff-playground)")
     t.add_argument("--quiet", action="store_true", help="no progress bar (validations are still printed)")
+    t.add_argument(
+        "--device", choices=["cpu", "cuda", "mps"], help="where parameters, AdamW state and batches live "
+        "(default: cuda, else mps, else cpu; under torchrun each rank takes GPU LOCAL_RANK)",
+    )  # fmt: skip
+    t.add_argument(
+        "--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+        help="under torchrun: seconds a rank waits for the others (rendezvous, all-reduce) before it stops "
+        "with an error (default: %(default)g)",
+    )  # fmt: skip
     t.set_defaults(func=cmd_train)
 
     g = sub.add_parser("generate", help="continue a prompt with a text model (a run folder or checkpoint)")
@@ -171,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (CheckpointError, DataError, ValueError) as err:
+    except (CheckpointError, DataError, ValueError, distributed.RankFailure) as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -141,11 +141,13 @@ class TextTrainer:
         self.last_grad_norm = math.nan
 
     @classmethod
-    def resume(cls, path, cache_dir=None, steps: int | None = None, **kwargs) -> TextTrainer:
+    def resume(cls, path, cache_dir=None, steps: int | None = None, batch_size: int | None = None, **kwargs):
         """The run saved at `path` (a run folder or checkpoint file), ready to continue exactly;
-        `steps` extends (or shortens) the run's total, which the schedule's cosine follows."""
+        `steps` extends (or shortens) the run's total, which the schedule's cosine follows; `batch_size`
+        changes the windows per rank (keep batch x ranks when the number of ranks changes)."""
         saved = checkpoint.load(path)
-        settings = {**saved.train_config, **({"steps": steps} if steps is not None else {})}
+        given = {"steps": steps, "batch_size": batch_size}
+        settings = {**saved.train_config, **{k: v for k, v in given.items() if v is not None}}
         try:
             config = TextTrainConfig.from_dict(settings)
         except (TypeError, ValueError) as err:
