@@ -63,6 +63,12 @@ def _bar(event, width: int = 24) -> str:
     )
 
 
+def _download_progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 100) == 0:
+        end = "\n" if done == total else ""
+        print(f"\rdownloading TinyStories: {done:,}/{total:,} stories", end=end, file=sys.stderr, flush=True)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Under torchrun (lm.distributed): every rank trains its share of each batch, rank 0 alone prints and saves."""
     out = Path(args.out)
@@ -78,7 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, out: Path, fresh_out_used: bool, device, parallel) -> int:
     if args.resume:
         trainer = TextTrainer.resume(
-            out, args.cache_dir, steps=args.steps, batch_size=args.batch, device=device, parallel=parallel
+            out,
+            args.cache_dir,
+            steps=args.steps,
+            batch_size=args.batch,
+            device=device,
+            parallel=parallel,
+            progress=_download_progress,
         )
         print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr)
     else:
@@ -89,12 +101,14 @@ def _train(args: argparse.Namespace, out: Path, fresh_out_used: bool, device, pa
             "n_layers": args.layers, "n_heads": args.heads, "d_model": args.d_model, "d_ff": args.d_ff,
             "context": args.context, "grad_accum": args.grad_accum,
             "batch_size": TextTrainConfig.batch_size if args.batch is None else args.batch,
-            "steps": 2000 if args.steps is None else args.steps, "lr": args.lr, "min_lr": args.min_lr, "warmup": args.warmup,
-            "weight_decay": args.weight_decay,
+            "steps": 2000 if args.steps is None else args.steps, "lr": args.lr, "min_lr": args.min_lr,
+            "warmup": args.warmup, "weight_decay": args.weight_decay,
             "clip": args.clip, "eval_every": args.eval_every, "eval_batches": args.eval_batches, "seed": args.seed,
             "dtype": args.dtype, "n_stories": args.n_stories,
         }  # fmt: skip
-        trainer = TextTrainer(TextTrainConfig(**settings), args.cache_dir, device=device, parallel=parallel)
+        trainer = TextTrainer(
+            TextTrainConfig(**settings), args.cache_dir, device=device, parallel=parallel, progress=_download_progress
+        )
         trainer.save(out)  # the folder is writable, and a run killed early can still be resumed
     model, cfg = trainer.model, trainer.config
     print(

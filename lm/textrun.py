@@ -105,11 +105,12 @@ class TextTrainer:
 
     def __init__(
         self, config: TextTrainConfig, cache_dir=None, tokenizer=None, data: TokenData | None = None,
-        device=None, parallel=None,
+        device=None, parallel=None, progress=None,
     ):  # fmt: skip
+        """`progress(done, total)` reports a download's stories (data=tinystories, first use only)."""
         self.config = config.validate()
         if data is None or tokenizer is None:
-            text = load_source(config.data, cache_dir, config.n_stories)
+            text = load_source(config.data, cache_dir, config.n_stories, progress)
             if tokenizer is None:
                 tokenizer = make_tokenizer(config.tokenizer, text)
             data = load_tokens(text, tokenizer, config.context, cache_dir)
