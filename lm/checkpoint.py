@@ -42,6 +42,7 @@ class Checkpoint:
     adam_m: list[torch.Tensor] | None
     adam_v: list[torch.Tensor] | None
     rng: torch.Tensor  # the batch generator's state (uint8)
+    tokens: str = ""  # the token file's name: hashes of the text and the tokenizer it was trained on
 
     def model(self) -> LanguageModel:
         return LanguageModel(self.model_config, self.tokenizer, self.params)
@@ -84,6 +85,7 @@ def save(trainer, path: str | os.PathLike) -> Path:
         "model_config": json.dumps(trainer.model.config.to_dict()),
         "train_config": json.dumps(trainer.config.to_dict()),
         "tokenizer": tokenizer_to_json(trainer.tokenizer),
+        "tokens": trainer.data.path.stem,
     }
     data = st_save(tensors, metadata=metadata)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
@@ -180,4 +182,5 @@ def _checkpoint(metadata: dict, tensors: dict, where: str) -> Checkpoint:
     params = {n: tensors[f"param/{n}"] for n in shapes}
     m = [tensors[f"adam_m/{n}"] for n in shapes] if adam_t else None
     v = [tensors[f"adam_v/{n}"] for n in shapes] if adam_t else None
-    return Checkpoint(config, train_config, tokenizer, step, params, adam_t, m, v, tensors["rng/batches"])
+    tokens = str(metadata.get("tokens", ""))
+    return Checkpoint(config, train_config, tokenizer, step, params, adam_t, m, v, tensors["rng/batches"], tokens)

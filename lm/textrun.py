@@ -156,6 +156,11 @@ class TextTrainer:
         trainer = cls(config, cache_dir, tokenizer=saved.tokenizer, **kwargs)  # kwargs: device, parallel
         if trainer.model.config != saved.model_config:
             raise checkpoint.CheckpointError("the checkpoint's model config does not match its training settings")
+        if saved.tokens and saved.tokens != trainer.data.path.stem:  # the text changed: batches would differ
+            raise checkpoint.CheckpointError(
+                f"the data '{config.data}' is not the text this run was trained on (it changed since): "
+                "restore it to resume, or start a new run"
+            )
         trainer.load_state(saved.trainer_state())
         return trainer
 

@@ -123,3 +123,14 @@ def test_bad_checkpoints_get_clear_errors(tmp_path):
     for bad, message in bad_tensors:
         with pytest.raises(CheckpointError, match=message):
             checkpoint.load(_rewrite(tmp_path, bad, meta))
+
+
+def test_resume_refuses_a_changed_text(tmp_path):
+    cfg = small_config(tmp_path, steps=4)
+    trainer = TextTrainer(cfg, cache_dir=tmp_path)
+    for _ in trainer.events(until=2):
+        pass
+    trainer.save(tmp_path / "run")
+    (tmp_path / "corpus.txt").write_text(TEXT.replace("lazy", "sleepy"))  # same characters, other text
+    with pytest.raises(CheckpointError, match="not the text this run was trained on"):
+        TextTrainer.resume(tmp_path / "run", cache_dir=tmp_path)
