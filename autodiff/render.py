@@ -46,10 +46,15 @@ class Layout:
     ids: dict[Node, str] = field(default_factory=dict)
     section_of: dict[Node, int] = field(default_factory=dict)
     alias: dict[Node, Node] = field(default_factory=dict)
+    hidden: dict[Node, list[Node]] = field(default_factory=dict)  # the inverse of alias
 
     def shown(self, node: Node) -> Node:
         """The node drawn for `node` (itself, or what a hidden no-op passes on)."""
         return self.alias.get(node, node)
+
+    def hidden_behind(self, node: Node) -> list[Node]:
+        """The hidden no-op nodes drawn as `node`."""
+        return self.hidden.get(node, [])
 
 
 def _is_noop(node: Node, shapes: dict[Node, tuple[int, ...]]) -> bool:
@@ -73,7 +78,8 @@ def layout(sections: Sequence[Section], shapes: dict[Node, tuple[int, ...]] | No
             if node in result.section_of or node in result.alias:
                 continue
             if _is_noop(node, shapes):
-                result.alias[node] = result.shown(node.inputs[0])
+                result.alias[node] = shown = result.shown(node.inputs[0])
+                result.hidden.setdefault(shown, []).append(node)
                 continue
             result.section_of[node] = index
             mine.append(node)
@@ -112,7 +118,7 @@ def gradient_note(node: Node, lay: Layout) -> str:
     """`∂ x1 (via t3 mul)` for a node that `gradients()` marked as (part of) an input's gradient,
     including what the hidden no-op nodes passing this node on were marked as."""
     notes = []
-    marked = [node] + [hidden for hidden, shown in lay.alias.items() if shown is node]
+    marked = [node, *lay.hidden_behind(node)]
     for each in marked:
         for wrt, via in each.gradient_of:
             if via is not None:
