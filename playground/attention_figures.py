@@ -24,8 +24,9 @@ def cell_text(value: float) -> str:
         return "∞" if value > 0 else "−∞"
     if value == 0:
         return "0"
-    if abs(value) >= 1000 or abs(value) < 0.005:
-        return f"{value:.1e}"
+    if abs(value) >= 1000 or abs(value) < 0.005:  # as short as a cell allows: "-2e15", "4e-3"
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
     return f"{value:.2f}"
 
 
@@ -49,14 +50,15 @@ def heatmap(matrix: Matrix) -> go.Figure:
     rows = matrix.values.tolist()
     z = [[v if math.isfinite(v) else None for v in row] for row in rows]  # JSON has no inf or nan
     text = [[cell_text(v) for v in row] for row in rows]
+    exact = [[f"{v:.6g}" for v in row] for row in rows]  # the hover shows more digits than the cell
     zmin, zmax, scale = colour_range(matrix)
     x, y = [_tick(c) for c in matrix.columns], [_tick(r) for r in matrix.rows]
     fig = go.Figure(
         go.Heatmap(
-            z=z, x=x, y=y, text=text, texttemplate="%{text}", textfont=dict(size=11),
+            z=z, x=x, y=y, text=text, customdata=exact, texttemplate="%{text}", textfont=dict(size=11),
             zmin=zmin, zmax=zmax, colorscale=scale, hoverongaps=False,
-            colorbar=dict(thickness=10, tickfont=dict(size=9), len=1.0),
-            hovertemplate="row %{y}<br>column %{x}<br>value %{text}<extra></extra>",
+            colorbar=dict(thickness=8, nticks=4, tickfont=dict(size=9), len=1.0, xpad=4),
+            hovertemplate="row %{y}<br>column %{x}<br>value %{customdata}<extra></extra>",
         )
     )  # fmt: skip
     fig.update_layout(

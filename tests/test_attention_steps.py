@@ -235,7 +235,7 @@ def test_heatmap_cells_labels_and_scale(gpt2):
 
 def test_cell_text():
     assert [cell_text(v) for v in (0.0, 0.123, -1.5, 2.5e15, 1e-4, math.inf, -math.inf, math.nan)] == [
-        "0", "0.12", "-1.50", "2.5e+15", "1.0e-04", "∞", "−∞", "nan"
+        "0", "0.12", "-1.50", "2e15", "1e-4", "∞", "−∞", "nan"
     ]  # fmt: skip
 
 

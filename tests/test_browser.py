@@ -11,7 +11,14 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"home": "", "graph": "graph", "tokenizer": "tokenizer", "train": "train", "generate": "generate"}
+PAGES = {
+    "home": "",
+    "graph": "graph",
+    "tokenizer": "tokenizer",
+    "attention": "attention",
+    "train": "train",
+    "generate": "generate",
+}
 
 
 def assert_no_error(app) -> None:

@@ -36,15 +36,15 @@ def embeddings_ui(tokens: list[str], settings: att.AttentionSettings):
     frame = pd.DataFrame(default.numpy(), index=labels, columns=[f"e{j}" for j in range(1, settings.dim + 1)])
     version = st.session_state.get("att_reset", 0)
     key = f"att_x_{hash((tuple(labels), settings.dim, settings.seed))}_{version}"
-    title, reset = st.columns([4, 1])
-    title.markdown("**Embeddings x** (one row per token; click a cell to edit it)")
-    if reset.button("Reset values", icon=":material/restart_alt:", key="att_reset_button"):
-        st.session_state["att_reset"] = version + 1
-        st.rerun()
+    st.markdown("**Embeddings x** (one row per token; double-click a cell to edit it)")
     edited = st.data_editor(
         frame, key=key, width="stretch", num_rows="fixed",
         column_config={c: st.column_config.NumberColumn(c, format="%.2f", step=0.01) for c in frame.columns},
     )  # fmt: skip
+    # below the table: above it, the table's own toolbar would cover the button
+    if st.button("Reset to the seeded values", icon=":material/restart_alt:", key="att_reset_button"):
+        st.session_state["att_reset"] = version + 1
+        st.rerun()
     return edited.to_numpy(dtype=float, na_value=float("nan"))
 
 
