@@ -213,6 +213,13 @@ def setup(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, envir
     dev = pick_device(device, env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if environ is None else 1
+    if dev.type == "cpu" and env.local_rank == 0 and local_world > (os.cpu_count() or 1):
+        print(
+            f"warning: {local_world} ranks on this node share {os.cpu_count()} CPU cores: each step waits for the "
+            f"slowest; --nproc_per_node {os.cpu_count()} or fewer trains faster",
+            file=sys.stderr,
+        )
     parallel = DataParallel(env, dev, timeout_s)
     try:
         # env:// (the default) reads MASTER_ADDR/PORT, RANK, WORLD_SIZE, and under torchrun connects to the
