@@ -182,8 +182,11 @@ class Graphs:
         return to_dot([Section(title, nodes)], self.shapes, self.values, {self.outputs[n]: notes[n] for n in notes})
 
 
-def build_graphs(x: torch.Tensor, settings: AttentionSettings, weights: dict[str, torch.Tensor]) -> Graphs:
-    """All six steps as autodiff graphs over x, the weights and the causal mask; one Evaluator runs them."""
+def build_graphs(
+    x: torch.Tensor, settings: AttentionSettings, weights: dict[str, torch.Tensor], focus: int = 1
+) -> Graphs:
+    """All six steps as autodiff graphs over x, the weights and the causal mask; one Evaluator runs them.
+    `focus` is the query token whose context vector step 3 takes apart term by term."""
     X = ad.Variable("x")
     W = {name: ad.Variable(name) for name in weights}
     mask = ad.Variable("causal mask")  # True above the diagonal: a query never sees later keys
@@ -199,6 +202,10 @@ def build_graphs(x: torch.Tensor, settings: AttentionSettings, weights: dict[str
     out["softmax_shifted"] = _named(ad.softmax(shifted, dim=-1), "softmax(ω - mean)")
     # 3. context vectors: each token's weighted sum of all embeddings
     out["z"] = _named(ad.matmul(out["alpha"], X), "z")  # (T, d)
+    # ... and one query's sum written out: its terms α_ij x^(j), one row per key j, and their column sums
+    terms = ad.mul(ad.unsqueeze(out["alpha"], dim=-1), ad.unsqueeze(X, dim=0))  # (T, T, d): [i, j] = α_ij x_j
+    out["focus_terms"] = _named(ad.squeeze(ad.slice_op(terms, dim=0, start=focus, end=focus + 1), dim=0), "α_ij x_j")
+    out["focus_z"] = _named(ad.sum_op(out["focus_terms"], dim=0, keepdim=True), f"z of token {focus}")  # (1, d)
     # 4. trainable projections and scaled scores
     scale = math.sqrt(settings.d_k)
     out["q"], out["k"], out["v"] = (_named(ad.matmul(X, W[n]), n[-1].lower()) for n in ("W_q", "W_k", "W_v"))
@@ -233,15 +240,29 @@ def _rows_sum_to_one(weights: torch.Tensor) -> str:
     return f"every row sums to 1 (largest error {worst:.0e})"
 
 
-def build_steps(text: str, x: torch.Tensor | None, settings: AttentionSettings, tokenizer: BPETokenizer) -> list[Step]:
-    """The six steps for `text`; `x` is the learner's (T, d) embeddings, None for the seeded default.
-    Raises AttentionInputError for a bad sentence, setting or embedding."""
+def _naive_fact(scores: torch.Tensor, naive: torch.Tensor) -> str:
+    negative = int((naive < 0).sum())
+    if negative or not torch.isfinite(naive).all():
+        return f"dividing by the sum gives {negative} negative (or non-finite) weights here: softmax never does"
+    if (scores > 0).all():
+        return "dividing by the sum works here only because every score is positive: make an embedding negative"
+    return "dividing by the sum happens to give no negative weight here, though some scores are negative"
+
+
+def build_steps(
+    text: str, x: torch.Tensor | None, settings: AttentionSettings, tokenizer: BPETokenizer, focus: int = 1
+) -> list[Step]:
+    """The six steps for `text`; `x` is the learner's (T, d) embeddings, None for the seeded default;
+    `focus` the token whose context vector step 3 writes out (the walk-through's 2nd, "journey").
+    Raises AttentionInputError for a bad sentence, setting, embedding or focus."""
     settings.check()
     _, tokens = tokenize(text, tokenizer)
     t, d, dk = len(tokens), settings.dim, settings.d_k
+    if isinstance(focus, bool) or not isinstance(focus, int) or not 0 <= focus < t:
+        raise AttentionInputError(f"the token to follow must be a position from 0 to {t - 1}, got {focus!r}")
     x = default_embeddings(t, settings) if x is None else check_embeddings(x, t, d)
     weights = weight_matrices(settings)
-    g = build_graphs(x, settings, weights)
+    g = build_graphs(x, settings, weights, focus)
     labels = axis_labels(tokens)
     dims = [f"e{j}" for j in range(1, d + 1)]
     kdims = [f"k{j}" for j in range(1, dk + 1)]
@@ -286,7 +307,7 @@ def build_steps(text: str, x: torch.Tensor | None, settings: AttentionSettings, 
                 ["naive", "alpha", "naive_shifted", "softmax_shifted"],
                 {"naive": "naive", "alpha": "α = softmax(ω)", "naive_shifted": "breaks", "softmax_shifted": "= α"},
             ),
-            [_rows_sum_to_one(g.value("alpha"))],
+            [_rows_sum_to_one(g.value("alpha")), _naive_fact(g.value("omega"), g.value("naive"))],
         ),
         Step(
             3,
@@ -297,8 +318,28 @@ def build_steps(text: str, x: torch.Tensor | None, settings: AttentionSettings, 
             [
                 square("α (weights)", "alpha", "weights"),
                 Matrix("z = α x (context vectors)", g.value("z"), labels, dims, "vectors"),
+                Matrix(
+                    f"α[{labels[focus]}, j] · x_j (terms)",
+                    g.value("focus_terms"),
+                    labels,
+                    dims,
+                    "vectors",
+                    f"row j: the weight {labels[focus]} gives token j, times token j's embedding",
+                ),
+                Matrix(
+                    f"z of {labels[focus]} (column sums)",
+                    g.value("focus_z"),
+                    [labels[focus]],
+                    dims,
+                    "vectors",
+                    "the sum of the rows above: the same as its row of z",
+                ),
+            ],  # fmt: skip
+            g.dot("step 3: context vectors", ["z", "focus_z"], {"z": "z = softmax(x xᵀ) x", "focus_z": "= z[i]"}),
+            [
+                f"z of {labels[focus]} equals its row of z = α x (largest difference "
+                f"{(g.value('focus_z')[0] - g.value('z')[focus]).abs().max().item():.0e})"
             ],
-            g.dot("step 3: context vectors", ["z"], {"z": "z = softmax(x xᵀ) x"}),
         ),
         Step(
             4,

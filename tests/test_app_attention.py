@@ -56,7 +56,7 @@ def test_six_steps_with_engine_values_math_and_graphs():
     assert masked["text"][0][1:] == ["−∞"] * 5 and masked["z"][0][1] is None
     assert sum(c["title"].startswith("head ") for c in charts) == 2
     captions = [c.value for c in at.caption]
-    assert "6 GPT-2 tokens: `Your` · `␣journey` · `␣starts` · `␣with` · `␣one` · `␣step`" in captions
+    assert "6 GPT-2 tokens: Your · ␣journey · ␣starts · ␣with · ␣one · ␣step" in captions
     assert ":material/check_circle: every weight above the diagonal is exactly 0" in captions
 
 
@@ -73,6 +73,13 @@ def test_a_new_sentence_sizes_and_heads_redraw_it():
     out = next(c for c in charts if c["title"] == "out = concat · W_o")
     assert len(out["x"]) == 5 and len(out["y"]) == 5  # projected back to d = 5
     assert "W_q3" in at.get("graphviz_chart")[5].proto.spec
+    at.selectbox(key="att_focus").set_value("4:␣dog").run()  # step 3 writes out the last token's sum
+    assert not at.exception
+    titles = [c["title"] for c in heatmaps(at)]
+    assert "α[4:␣dog, j] · x_j (terms)" in titles and "z of 4:␣dog (column sums)" in titles
+    at.text_input(key="att_text").set_value("a short one").run()  # fewer tokens: the followed one resets
+    assert not at.exception and not at.error
+    assert at.selectbox(key="att_focus").value in at.selectbox(key="att_focus").options
 
 
 def test_bad_text_gives_a_message_and_the_page_keeps_running():
@@ -85,5 +92,8 @@ def test_bad_text_gives_a_message_and_the_page_keeps_running():
     assert "11 GPT-2 tokens; the limit is 10" in at.error[0].value and not at.header
     at.text_input(key="att_text").set_value("Hello").run()
     assert "single token" in at.error[0].value
+    at.text_input(key="att_text").set_value("<script> **bold**").run()  # shown literally
+    assert not at.exception and not at.error
+    assert at.caption[0].value == "6 GPT-2 tokens: \\< · script · \\> · ␣\\*\\* · bold · \\*\\*"
     at.text_input(key="att_text").set_value("Attention is all you need").run()  # and it recovers
     assert not at.exception and not at.error and len(at.header) == 6

@@ -48,6 +48,9 @@ def test_every_step_against_torch(gpt2, settings):
     torch.testing.assert_close(values(steps, 2, "softmax(ω − row mean)"), alpha, **TOL)  # shift-invariant
     # 3. context vectors
     torch.testing.assert_close(values(steps, 3, "z = α x (context vectors)"), alpha @ x, **TOL)
+    terms = alpha[1][:, None] * x  # the 2nd token's sum, term by term: row j = α_1j x_j
+    torch.testing.assert_close(values(steps, 3, "α[1:␣cat, j] · x_j (terms)"), terms, **TOL)
+    torch.testing.assert_close(values(steps, 3, "z of 1:␣cat (column sums)"), (alpha @ x)[1:2], **TOL)
     # 4. projections and scaled dot-product attention (also against torch's own kernel)
     q, k, v = x @ w["W_q"], x @ w["W_k"], x @ w["W_v"]
     scores = q @ k.T / math.sqrt(settings.d_k)
@@ -192,6 +195,23 @@ def test_bad_edits_get_a_clear_error(gpt2, edit, message):
     rows[2][1] = edit
     with pytest.raises(att.AttentionInputError, match=message):
         att.build_steps(att.DEFAULT_TEXT, rows, att.AttentionSettings(), gpt2)
+
+
+@pytest.mark.parametrize("focus", [-1, 6, True, 1.0])
+def test_a_bad_token_to_follow(gpt2, focus):
+    with pytest.raises(att.AttentionInputError, match="token to follow must be a position from 0 to 5"):
+        att.build_steps(att.DEFAULT_TEXT, None, att.AttentionSettings(), gpt2, focus=focus)
+
+
+def test_the_followed_token_and_what_the_naive_fact_says(gpt2):
+    steps = att.build_steps(att.DEFAULT_TEXT, None, att.AttentionSettings(), gpt2, focus=5)
+    assert steps[2].matrices[3].rows == ["5:␣step"] and steps[2].facts[0].startswith("z of 5:␣step equals")
+    assert "only because every score is positive" in steps[1].facts[1]
+    x = att.default_embeddings(6, att.AttentionSettings())
+    x[0] = -x[0]
+    steps = att.build_steps(att.DEFAULT_TEXT, x, att.AttentionSettings(), gpt2)
+    negative = int((values(steps, 2, "ω / row sum (naive)") < 0).sum())
+    assert negative > 0 and steps[1].facts[1].startswith(f"dividing by the sum gives {negative} negative")
 
 
 def test_embeddings_of_the_wrong_shape(gpt2):

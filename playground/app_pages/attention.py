@@ -7,6 +7,7 @@ import streamlit as st
 
 from playground import attention_steps as att
 from playground.attention_figures import heatmap, rows_of
+from playground.explore import markdown_escape
 from playground.tokenizing import gpt2
 
 DEFAULTS = att.AttentionSettings()
@@ -78,10 +79,16 @@ try:
 except att.AttentionInputError as err:
     st.error(str(err), icon=":material/error:")
     st.stop()
-st.caption(f"{len(ids)} GPT-2 tokens: " + " · ".join(f"`{tok}`" for tok in tokens))
+tokens_col, focus_col = st.columns([3, 1], vertical_alignment="bottom")
+tokens_col.caption(f"{len(ids)} GPT-2 tokens: " + " · ".join(markdown_escape(tok) for tok in tokens))
+labels = att.axis_labels(tokens)
+focus = focus_col.selectbox(
+    "Token to follow (step 3)", labels, index=min(1, len(labels) - 1), key="att_focus",
+    help="Step 3 writes this token's context vector out as a sum, term by term.",
+)  # fmt: skip
 x = embeddings_ui(tokens, settings)
 try:
-    steps = att.build_steps(text, x, settings, gpt2())
+    steps = att.build_steps(text, x, settings, gpt2(), focus=labels.index(focus))
 except att.AttentionInputError as err:
     st.error(str(err), icon=":material/error:")
     st.stop()
