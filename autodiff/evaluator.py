@@ -21,6 +21,8 @@ from autodiff.codegen import Compiled, error_in_generated, generate, op_error
 from autodiff.graph import Node, Tensor
 from autodiff.plan import Plan, gradient_shape_error, make_plan
 
+MAX_CHECKED_SIGNATURES = 1024  # sets of fed shapes remembered as checked, per set of fed nodes
+
 
 class Evaluator:
     """Computes the values of `eval_nodes` from fed values; each node is computed once per run."""
@@ -85,6 +87,8 @@ class Evaluator:
                 raise
             raise mapped from err
         if signature is not None:
+            if len(entry.checked_signatures) >= MAX_CHECKED_SIGNATURES:  # bounded: ever-new shapes
+                entry.checked_signatures.clear()  # only cost a check again
             entry.checked_signatures.add(signature)
         return outputs
 
