@@ -279,7 +279,7 @@ def build_steps(
             "*j*? The simplest measure of similarity is their dot product: large when the vectors point the same "
             "way. Row *i* holds query token *i*'s score for every token.",
             [Matrix("x (embeddings)", x, labels, dims, "vectors"), square("ω = x xᵀ (scores)", "omega", "scores")],
-            g.dot("step 1: scores", ["omega"], {"omega": "ω"}),
+            g.dot("step 1: scores", ["omega"], {"omega": "scores"}),
         ),
         Step(
             2,

@@ -83,7 +83,7 @@ tokens_col, focus_col = st.columns([3, 1], vertical_alignment="bottom")
 tokens_col.caption(f"{len(ids)} GPT-2 tokens: " + " · ".join(markdown_escape(tok) for tok in tokens))
 labels = att.axis_labels(tokens)
 focus = focus_col.selectbox(
-    "Token to follow (step 3)", labels, index=min(1, len(labels) - 1), key="att_focus",
+    "Step 3 follows", labels, index=min(1, len(labels) - 1), key="att_focus",
     help="Step 3 writes this token's context vector out as a sum, term by term.",
 )  # fmt: skip
 x = embeddings_ui(tokens, settings)
