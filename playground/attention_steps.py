@@ -216,6 +216,9 @@ def build_graphs(
     out["masked"] = _named(ad.masked_fill(out["scores"], mask, float("-inf")), "masked scores")
     out["causal_weights"] = _named(ad.softmax(out["masked"], dim=-1), "α causal")
     out["causal_context"] = _named(ad.matmul(out["causal_weights"], out["v"]), "z causal")
+    # the other way round: softmax first, zero the future, then a second normalization (the same weights)
+    out["zeroed"] = _named(ad.masked_fill(out["weights"], mask, 0.0), "softmax, future zeroed")
+    out["renormalized"] = _named(ad.div(out["zeroed"], ad.sum_op(out["zeroed"], dim=-1, keepdim=True)), "renormalized")
     # 6. several heads, each with its own projections, concatenated and projected by W_o
     heads = []
     for h in range(1, settings.heads + 1):
@@ -371,15 +374,24 @@ def build_steps(
             r"\alpha = \mathrm{softmax}(\tilde\omega)",
             "A language model predicts the next token, so a token must not look at the ones after it. The "
             "scores above the diagonal are set to −∞ **before** softmax: exp(−∞) = 0, so those weights are "
-            "exactly 0 and each row still sums to 1 (masking after softmax would need a second normalization). "
-            "The first token can only attend to itself.",
+            "exactly 0 and each row still sums to 1. The first token can only attend to itself. Masking *after* "
+            "softmax instead (step 4's weights with the future zeroed) leaves rows that sum to less than 1, and "
+            "needs a second normalization to reach the same weights: one −∞ does both at once.",
             [
                 square("masked scaled scores", "masked", "scores", "−∞ above the diagonal"),
                 square("α = softmax(masked scores)", "causal_weights", "weights"),
+                square("softmax, then the future zeroed", "zeroed", "weights", "rows no longer sum to 1"),
+                square("… then divided by the row sum", "renormalized", "weights", "the same as α above"),
                 Matrix("z = α v", g.value("causal_context"), labels, kdims, "vectors"),
             ],
-            g.dot("step 5: causal attention", ["causal_context"], {"causal_context": "z causal"}),
+            g.dot(
+                "step 5: causal attention",
+                ["causal_context", "renormalized"],
+                {"causal_context": "z causal", "renormalized": "= α causal"},
+            ),
             [
+                "masking after softmax and renormalizing gives the same weights (largest difference "
+                f"{(g.value('renormalized') - g.value('causal_weights')).abs().max().item():.0e})",
                 _rows_sum_to_one(g.value("causal_weights")),
                 "every weight above the diagonal is exactly 0"
                 if bool((g.value("causal_weights").triu(1) == 0).all())

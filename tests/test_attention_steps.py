@@ -66,6 +66,11 @@ def test_every_step_against_torch(gpt2, settings):
     torch.testing.assert_close(values(steps, 5, "masked scaled scores"), masked, **TOL)
     torch.testing.assert_close(values(steps, 5, "α = softmax(masked scores)"), torch.softmax(masked, -1), **TOL)
     torch.testing.assert_close(values(steps, 5, "z = α v"), sdpa(q, k, v, is_causal=True), **TOL)
+    zeroed = torch.softmax(scores, -1).masked_fill(upper, 0.0)
+    torch.testing.assert_close(values(steps, 5, "softmax, then the future zeroed"), zeroed, **TOL)
+    renormalized = values(steps, 5, "… then divided by the row sum")
+    torch.testing.assert_close(renormalized, zeroed / zeroed.sum(-1, keepdim=True), **TOL)
+    torch.testing.assert_close(renormalized, torch.softmax(masked, -1), **TOL)
     # 6. several heads, concatenated and projected
     heads = []
     for h in range(1, settings.heads + 1):
@@ -108,7 +113,8 @@ def test_masks_and_softmax_rows(gpt2):
         assert weights[0, 0] == 1  # the first token can only attend to itself
     for weights in [*causal, values(steps, 2, "α = softmax(ω)"), values(steps, 4, "α = softmax(scaled scores)")]:
         torch.testing.assert_close(weights.sum(-1), torch.ones(t, dtype=torch.float64), **TOL)
-    assert steps[4].facts[1] == "every weight above the diagonal is exactly 0"
+    assert steps[4].facts[2] == "every weight above the diagonal is exactly 0"
+    assert steps[4].facts[0].startswith("masking after softmax and renormalizing gives the same weights")
     heads = [f"head {h}: every row sums to 1 (" for h in (1, 2, 3, 4)]
     assert len(steps[5].facts) == 4 and all(f.startswith(h) for f, h in zip(steps[5].facts, heads))
 
