@@ -135,33 +135,34 @@ class DataParallel:
                 current, size = [], 0
         return buckets + ([current] if current else [])
 
-    def all_reduce_mean(self, tensors: list[Tensor]) -> None:
-        """Replace each tensor by its mean over the ranks, in place: the tensors are packed into a few flat
-        buffers (about `bucket_bytes` each, same dtype), all reduced at once, then unpacked."""
+    def all_reduce_mean(self, tensors: list[Tensor]) -> list[Tensor]:
+        """Each tensor's mean over the ranks: the tensors (one dtype) are packed into a few flat buffers of
+        about `bucket_bytes`, each all-reduced by one call (all in flight at once); the results are views
+        into those buffers, in order and shape (no copy back)."""
         if self.world_size == 1:
-            return
+            return list(tensors)
         start = time.perf_counter()
         if self.buckets is None or sum(map(len, self.buckets)) != len(tensors):
             self.buckets = self._plan_buckets(tensors)
-        flats, works = [], []
-        for bucket in self.buckets:
-            parts = [tensors[i].reshape(-1) for i in bucket]
-            flat = torch.cat(parts).to(self.comm_device)
-            flats.append(flat)
-            works.append(self._collective(dist.all_reduce, flat, async_op=True))
+        flats = [torch.cat([tensors[i].reshape(-1) for i in b]).to(self.comm_device) for b in self.buckets]
+        works = [self._collective(dist.all_reduce, flat, async_op=True) for flat in flats]
+        means: list[Tensor] = []
         for bucket, flat, work in zip(self.buckets, flats, works):
             self._wait(work)
             flat = flat.to(self.device).div_(self.world_size)  # sum -> mean
-            for i, view in zip(bucket, flat.split([tensors[i].numel() for i in bucket])):
-                tensors[i].copy_(view.view_as(tensors[i]))
+            sizes = [tensors[i].numel() for i in bucket]
+            means.extend(view.view(tensors[i].shape) for i, view in zip(bucket, flat.split(sizes)))
         self.comm_seconds += time.perf_counter() - start
+        return means
 
     def broadcast_(self, tensors: list[Tensor]) -> None:
-        """Make every rank hold rank 0's values (a start from identical parameters, whatever each rank drew)."""
-        for t in tensors:
-            buf = t.detach().to(self.comm_device)
-            self._wait(self._collective(dist.broadcast, buf, src=0, async_op=True))
-            t.copy_(buf)
+        """Make every rank hold rank 0's values, in place (a start from identical parameters): one
+        broadcast per flat buffer, as for the gradients."""
+        for bucket in self._plan_buckets(tensors):
+            flat = torch.cat([tensors[i].detach().reshape(-1) for i in bucket]).to(self.comm_device)
+            self._wait(self._collective(dist.broadcast, flat, src=0, async_op=True))
+            for i, view in zip(bucket, flat.split([tensors[i].numel() for i in bucket])):
+                tensors[i].copy_(view.view(tensors[i].shape))
 
     def barrier(self) -> None:
         self._wait(self._collective(dist.barrier, async_op=True))

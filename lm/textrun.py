@@ -198,7 +198,7 @@ class TextTrainer:
             torch._foreach_div_(grads, float(cfg.grad_accum))
         if self.parallel is not None:  # the mean over ranks, in a few flat buffers; the loss rides along
             loss_sum = torch.tensor([total_loss], dtype=grads[0].dtype, device=grads[0].device)
-            self.parallel.all_reduce_mean([*grads, loss_sum])
+            *grads, loss_sum = self.parallel.all_reduce_mean([*grads, loss_sum])
             total_loss = float(loss_sum)
         self.last_grad_norm = clip_grad_norm_(grads, cfg.clip) if cfg.clip else math.nan
         self.optimizer.lr = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)

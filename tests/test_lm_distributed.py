@@ -251,10 +251,10 @@ parallel.bucket_bytes = 64  # several buckets for these few tensors
 r = parallel.rank
 tensors = [torch.full((n,), float(r + 1), dtype=torch.float64) * torch.arange(n) for n in (3, 7, 1, 20)]
 tensors.append(torch.tensor([10.0 * r], dtype=torch.float64))
-parallel.all_reduce_mean(tensors)
+means = parallel.all_reduce_mean(tensors)
 expected = [1.5 * torch.arange(n, dtype=torch.float64) for n in (3, 7, 1, 20)]
 expected.append(torch.tensor([5.0], dtype=torch.float64))
-assert all(torch.equal(t, e) for t, e in zip(tensors, expected)), tensors
+assert len(means) == len(expected) and all(torch.equal(t, e) for t, e in zip(means, expected)), means
 print(len(parallel.buckets), parallel.comm_seconds > 0)
 distributed.teardown(parallel)
 """
