@@ -82,6 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, out: Path, fresh_out_used: bool, device, parallel) -> int:
+    if device.type == "mps" and args.dtype == "float64":
+        raise ValueError("the mps device has no float64: use --dtype float32 (or --device cpu)")
     if args.resume:
         trainer = TextTrainer.resume(
             out,
