@@ -74,6 +74,16 @@ class Step:
     matrices: list[Matrix]
     dot: str  # the step's expression as an autodiff graph (forward, with values)
     facts: list[str] = field(default_factory=list)  # checks the learner can read ("every row sums to 1")
+    backward: Backward | None = None  # with the backward pass, when asked for
+
+
+@dataclass
+class Backward:
+    """A step's graph with its backward pass: the gradients training would use, as more graph."""
+
+    dot: str
+    gradients: dict[str, torch.Tensor]  # input name (x, W_q...) -> ∂L/∂input
+    upstream: torch.Tensor  # r in L = sum(out ⊙ r)
 
 
 def tokenize(text: str, tokenizer: BPETokenizer) -> tuple[list[int], list[str]]:
@@ -172,6 +182,7 @@ class Graphs:
     outputs: dict[str, ad.Node]
     values: dict[ad.Node, torch.Tensor]
     shapes: dict[ad.Node, tuple[int, ...]]
+    feed: dict[ad.Node, torch.Tensor]
 
     def value(self, name: str) -> torch.Tensor:
         return self.values[self.outputs[name]]
@@ -235,7 +246,7 @@ def build_graphs(
     nodes = ad.topological_sort(list(out.values()))
     values = dict(zip(nodes, ad.Evaluator(nodes).run(feed)))
     shapes = {node: tuple(value.shape) for node, value in values.items()}
-    return Graphs({"x": X, "mask": mask, **W}, out, values, shapes)
+    return Graphs({"x": X, "mask": mask, **W}, out, values, shapes, feed)
 
 
 def _rows_sum_to_one(weights: torch.Tensor) -> str:
@@ -252,11 +263,45 @@ def _naive_fact(scores: torch.Tensor, naive: torch.Tensor) -> str:
     return "dividing by the sum happens to give no negative weight here, though some scores are negative"
 
 
+MAIN_OUTPUT = {1: "omega", 2: "alpha", 3: "z", 4: "context", 5: "causal_context", 6: "mha"}  # per step
+
+
+def add_backward(steps: list[Step], g: Graphs, seed: int) -> None:
+    """Give each step its backward graph: the gradients of L = sum(out ⊙ r) for every input its output
+    reads (r seeded random: softmax rows sum to 1, so a plain sum would have zero gradients)."""
+    generator = torch.Generator().manual_seed(seed + 2)
+    feed, parts = dict(g.feed), []
+    for step in steps:
+        out = g.outputs[MAIN_OUTPUT[step.number]]
+        r = ad.Variable("r")
+        feed[r] = torch.randn(g.shapes[out], generator=generator, dtype=torch.float64)
+        loss = _named(ad.sum_op(ad.mul(out, r)), "L")
+        inputs = [n for n in ad.topological_sort(out) if not n.inputs and n is not g.inputs["mask"]]
+        parts.append((step, r, loss, inputs, ad.gradients(loss, inputs)))
+    nodes = ad.topological_sort([node for _, _, loss, _, grads in parts for node in (loss, *grads)])
+    values = dict(zip(nodes, ad.Evaluator(nodes).run(feed)))
+    shapes = {node: tuple(value.shape) for node, value in values.items()}
+    for step, r, loss, inputs, grads in parts:
+        notes = {loss: "L = sum(out ⊙ r)", **{grad: f"∂L/∂{n.name}" for n, grad in zip(inputs, grads)}}
+        sections = [Section(f"forward (step {step.number}), to L", [loss]), Section("backward (gradients)", grads)]
+        step.backward = Backward(
+            to_dot(sections, shapes, values, notes),
+            {n.name: values[grad] for n, grad in zip(inputs, grads)},
+            feed[r],
+        )
+
+
 def build_steps(
-    text: str, x: torch.Tensor | None, settings: AttentionSettings, tokenizer: BPETokenizer, focus: int = 1
+    text: str,
+    x: torch.Tensor | None,
+    settings: AttentionSettings,
+    tokenizer: BPETokenizer,
+    focus: int = 1,
+    backward: bool = False,
 ) -> list[Step]:
     """The six steps for `text`; `x` is the learner's (T, d) embeddings, None for the seeded default;
-    `focus` the token whose context vector step 3 writes out (the walk-through's 2nd, "journey").
+    `focus` the token whose context vector step 3 writes out (the walk-through's 2nd, "journey");
+    `backward` adds each step's backward graph.
     Raises AttentionInputError for a bad sentence, setting, embedding or focus."""
     settings.check()
     _, tokens = tokenize(text, tokenizer)
@@ -400,6 +445,8 @@ def build_steps(
         ),
         _heads_step(g, settings, labels, dims, weights),
     ]
+    if backward:
+        add_backward(steps, g, settings.seed)
     return steps
 
 

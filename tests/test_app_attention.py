@@ -73,6 +73,10 @@ def test_a_new_sentence_sizes_and_heads_redraw_it():
     out = next(c for c in charts if c["title"] == "out = concat · W_o")
     assert len(out["x"]) == 5 and len(out["y"]) == 5  # projected back to d = 5
     assert "W_q3" in at.get("graphviz_chart")[5].proto.spec
+    at.toggle(key="att_backward").set_value(True).run()  # every graph gains its backward pass
+    graphs = [g.proto.spec for g in at.get("graphviz_chart")]
+    assert len(graphs) == 6 and all("backward (gradients)" in dot and "∂L/∂x" in dot for dot in graphs)
+    assert "∂L/∂W_o" in graphs[5] and "∂L/∂W_q3" in graphs[5]
     at.selectbox(key="att_focus").set_value("4:␣dog").run()  # step 3 writes out the last token's sum
     assert not at.exception
     titles = [c["title"] for c in heatmaps(at)]

@@ -276,3 +276,42 @@ def test_matrices_are_laid_out_to_fit_a_narrow_window(gpt2):
     assert [len(r) for r in rows] == [3, 1, 2, 1, 1, 1]
     steps = att.build_steps("one two three four five six seven eight", None, att.AttentionSettings(), gpt2)
     assert all(len(row) == 1 for row in rows_of(steps[1].matrices))  # 8 x 8 weights: one per row
+
+
+def test_backward_graphs_give_torch_autograd_gradients(gpt2):
+    """Each step's backward pass (L = sum(out ⊙ r)) against torch.autograd on the same formula."""
+    settings = att.AttentionSettings(dim=4, d_k=3, heads=2, seed=5)
+    steps = att.build_steps("the cat sat on the mat", None, settings, gpt2, backward=True)
+    x = att.default_embeddings(6, settings).requires_grad_()
+    w = {k: v.clone().requires_grad_() for k, v in att.weight_matrices(settings).items()}
+    upper = torch.ones(6, 6, dtype=torch.bool).triu(1)
+
+    def attend(q, k, v, causal):
+        scores = q @ k.T / math.sqrt(settings.d_k)
+        return torch.softmax(scores.masked_fill(upper, -math.inf) if causal else scores, -1) @ v
+
+    def head(h: str, causal: bool):
+        return attend(x @ w[f"W_q{h}"], x @ w[f"W_k{h}"], x @ w[f"W_v{h}"], causal)
+
+    outputs = {
+        1: x @ x.T,
+        2: torch.softmax(x @ x.T, -1),
+        3: torch.softmax(x @ x.T, -1) @ x,
+        4: head("", False),
+        5: head("", True),
+        6: torch.cat([head("1", True), head("2", True)], -1) @ w["W_o"],
+    }
+    for step in steps:
+        backward = step.backward
+        assert backward is not None and "backward (gradients)" in backward.dot and "∂L/∂x" in backward.dot
+        names = list(backward.gradients)
+        leaves = [x if n == "x" else w[n] for n in names]
+        expected = torch.autograd.grad((outputs[step.number] * backward.upstream).sum(), leaves)
+        for name, grad in zip(names, expected):
+            torch.testing.assert_close(backward.gradients[name], grad, **TOL, msg=f"step {step.number} ∂L/∂{name}")
+    assert sorted(steps[5].backward.gradients) == sorted(["x", "W_o", *(f"W_{p}{h}" for p in "qkv" for h in "12")])
+    assert att.build_steps(att.DEFAULT_TEXT, None, att.AttentionSettings(), gpt2)[0].backward is None
+    if shutil.which("dot"):  # Graphviz accepts every backward drawing too
+        for step in steps:
+            result = subprocess.run(["dot", "-Tsvg"], input=step.backward.dot.encode(), capture_output=True, timeout=60)
+            assert result.returncode == 0, result.stderr.decode()

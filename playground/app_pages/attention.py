@@ -61,8 +61,16 @@ def step_ui(step: att.Step) -> None:
                 column.caption(matrix.note)
     for fact in step.facts:
         st.caption(f":material/check_circle: {fact}")
-    with st.expander(f"Autodiff graph of step {step.number}", expanded=step.number <= 3):
-        st.graphviz_chart(step.dot)
+    if step.backward is None:
+        with st.expander(f"Autodiff graph of step {step.number}", expanded=step.number <= 3):
+            st.graphviz_chart(step.dot)
+        return
+    with st.expander(f"Autodiff graph of step {step.number}, with its backward pass", expanded=step.number <= 3):
+        st.caption(
+            "Gradients of L = sum(out ⊙ r), r random (seeded): what training W_q, W_k, W_v... would use. "
+            "Dashed nodes are forward values the backward pass reads."
+        )
+        st.graphviz_chart(step.backward.dot)
 
 
 st.title("Attention")
@@ -87,8 +95,12 @@ focus = focus_col.selectbox(
     help="Step 3 writes this token's context vector out as a sum, term by term.",
 )  # fmt: skip
 x = embeddings_ui(tokens, settings)
+backward = st.toggle(
+    "Draw the backward pass in every step's graph", key="att_backward",
+    help="The graph of the gradients too: reverse-mode autodiff builds it from the forward graph.",
+)  # fmt: skip
 try:
-    steps = att.build_steps(text, x, settings, gpt2(), focus=labels.index(focus))
+    steps = att.build_steps(text, x, settings, gpt2(), focus=labels.index(focus), backward=backward)
 except att.AttentionInputError as err:
     st.error(str(err), icon=":material/error:")
     st.stop()
