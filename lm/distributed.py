@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -232,7 +233,24 @@ def setup(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, envir
             f"within {timeout_s:g} s ({str(err).strip().splitlines()[0][:200] if str(err).strip() else err!r}): "
             "are all ranks started, with the same --nnodes/--nproc_per_node and a reachable --rdzv-endpoint?"
         ) from None
+    _stop_on_sigterm(parallel)
     return parallel, dev
+
+
+def _stop_on_sigterm(parallel: DataParallel) -> None:
+    """torchrun stops the other workers with SIGTERM when one fails: say so, as a collective failure does,
+    instead of vanishing without a word (the handler raises where the main thread next runs Python)."""
+
+    def stop(signum, frame):
+        raise RankFailure(
+            f"rank {parallel.rank} of {parallel.world_size}: stopped by the launcher (SIGTERM), which happens when "
+            "another rank has failed (see torchrun's summary). The last checkpoint is intact: continue with --resume"
+        )
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: keep the default
+        pass
 
 
 def teardown(parallel: DataParallel | None) -> None:

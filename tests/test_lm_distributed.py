@@ -160,6 +160,43 @@ def test_a_dead_rank_stops_the_survivor_with_a_message_and_the_checkpoint_loads(
     assert saved.step >= 2 and saved.step % 2 == 0  # a validation step: the checkpoints rank 0 wrote
 
 
+def worker_of_rank(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The pid of torchrun's worker with RANK=rank (its children, read from /proc), None until it starts."""
+    for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds torchrun's workers through Linux's /proc")
+def test_under_torchrun_a_killed_rank_stops_the_others_with_a_message(data: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    launcher = start_torchrun(
+        train_cmd(data, out, tmp_path / "cache", "--batch", "4", "--steps", "10000000", "--eval-every", "2")
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not (out / checkpoint.FILE_NAME).exists() or checkpoint.load(out).step < 2:
+            assert launcher.poll() is None, finish(launcher)[1][-2000:]
+            assert time.monotonic() < deadline, "torchrun's rank 0 wrote no checkpoint"
+            time.sleep(0.2)
+        os.kill(worker_of_rank(launcher, 1), signal.SIGKILL)  # mid-run
+        rc, err, _ = finish(launcher)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.communicate()
+    assert rc != 0
+    # rank 0 says why it stops: its all-reduce failed, or torchrun's SIGTERM came first
+    assert "error: rank 0 of 2: " in err and "continue with --resume" in err, err[-3000:]
+    assert "exitcode  : -9" in err  # torchrun's own summary names the killed rank
+    assert checkpoint.load(out).step >= 2  # intact
+
+
 def test_a_rendezvous_nobody_joins_times_out_with_a_clear_error(data: Path, tmp_path: Path):
     port = str(free_port())  # a world of 2 whose rank 1 never starts
     env = clean_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
