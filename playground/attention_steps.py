@@ -1,7 +1,8 @@
 """Self-attention built step by step, on a sentence the learner types: the logic of the Attention page.
 
 The classic walk-through (scores without weights, normalization, context vectors, trainable W_q/W_k/W_v,
-the causal mask, several heads) as `autodiff` graphs evaluated by our `Evaluator`. Each `Step` holds its
+the causal mask, several heads) as `autodiff` graphs (attention_graphs.py) run by our `Evaluator`: the
+inputs' bounds and seeded values, and each step's text and checks, are here. Each `Step` holds its
 matrices (values and labels, for heatmaps), its line of math and the DOT of its graph. No st.* here.
 """
 
@@ -13,9 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-import autodiff as ad
-from autodiff.render import Section, to_dot
 from lm.tokenizers import BPETokenizer
+from playground.attention_graphs import Backward, Graphs, backward_passes, build_graphs
 
 DEFAULT_TEXT = "Your journey starts with one step"  # the sentence of the classic walk-through
 MAX_CHARS = 200  # a sentence, not a document: GPT-2's tokenizer is fed at most this much
@@ -75,15 +75,6 @@ class Step:
     dot: str  # the step's expression as an autodiff graph (forward, with values)
     facts: list[str] = field(default_factory=list)  # checks the learner can read ("every row sums to 1")
     backward: Backward | None = None  # with the backward pass, when asked for
-
-
-@dataclass
-class Backward:
-    """A step's graph with its backward pass: the gradients training would use, as more graph."""
-
-    dot: str
-    gradients: dict[str, torch.Tensor]  # input name (x, W_q...) -> ∂L/∂input
-    upstream: torch.Tensor  # r in L = sum(out ⊙ r)
 
 
 def tokenize(text: str, tokenizer: BPETokenizer) -> tuple[list[int], list[str]]:
@@ -168,87 +159,6 @@ def check_embeddings(x: object, n_tokens: int, dim: int) -> torch.Tensor:
     return x
 
 
-def _named(node: ad.Node, name: str) -> ad.Node:
-    # the drawing shows a node's real name (ω, α, z...) instead of its per-graph number alone
-    node.name, node.auto_named = name, False
-    return node
-
-
-@dataclass
-class Graphs:
-    """Every step's output nodes over shared inputs, evaluated once."""
-
-    inputs: dict[str, ad.Node]
-    outputs: dict[str, ad.Node]
-    values: dict[ad.Node, torch.Tensor]
-    shapes: dict[ad.Node, tuple[int, ...]]
-    feed: dict[ad.Node, torch.Tensor]
-
-    def value(self, name: str) -> torch.Tensor:
-        return self.values[self.outputs[name]]
-
-    def dot(self, title: str, names: list[str], notes: dict[str, str]) -> str:
-        """The forward graph of the named outputs, with values, each output labelled by its note."""
-        nodes = [self.outputs[n] for n in names]
-        return to_dot([Section(title, nodes)], self.shapes, self.values, {self.outputs[n]: notes[n] for n in notes})
-
-
-def build_graphs(
-    x: torch.Tensor, settings: AttentionSettings, weights: dict[str, torch.Tensor], focus: int = 1
-) -> Graphs:
-    """All six steps as autodiff graphs over x, the weights and the causal mask; one Evaluator runs them.
-    `focus` is the query token whose context vector step 3 takes apart term by term."""
-    X = ad.Variable("x")
-    W = {name: ad.Variable(name) for name in weights}
-    mask = ad.Variable("causal mask")  # True above the diagonal: a query never sees later keys
-    out: dict[str, ad.Node] = {}
-    # 1. scores without weights: every token's dot product with every other
-    out["omega"] = _named(ad.matmul(X, ad.transpose(X)), "ω")  # (T, T)
-    # 2. normalization: divide by the row sum, or softmax; and both on scores shifted to sum to zero
-    out["naive"] = _named(ad.div(out["omega"], ad.sum_op(out["omega"], dim=-1, keepdim=True)), "α naive")
-    out["alpha"] = _named(ad.softmax(out["omega"], dim=-1), "α")  # (T, T)
-    shifted = _named(ad.sub(out["omega"], ad.mean(out["omega"], dim=-1, keepdim=True)), "ω - mean")
-    out["shifted"] = shifted
-    out["naive_shifted"] = _named(ad.div(shifted, ad.sum_op(shifted, dim=-1, keepdim=True)), "naive(ω - mean)")
-    out["softmax_shifted"] = _named(ad.softmax(shifted, dim=-1), "softmax(ω - mean)")
-    # 3. context vectors: each token's weighted sum of all embeddings
-    out["z"] = _named(ad.matmul(out["alpha"], X), "z")  # (T, d)
-    # ... and one query's sum written out: its terms α_ij x^(j), one row per key j, and their column sums
-    terms = ad.mul(ad.unsqueeze(out["alpha"], dim=-1), ad.unsqueeze(X, dim=0))  # (T, T, d): [i, j] = α_ij x_j
-    out["focus_terms"] = _named(ad.squeeze(ad.slice_op(terms, dim=0, start=focus, end=focus + 1), dim=0), "α_ij x_j")
-    out["focus_z"] = _named(ad.sum_op(out["focus_terms"], dim=0, keepdim=True), f"z of token {focus}")  # (1, d)
-    # 4. trainable projections and scaled scores
-    scale = math.sqrt(settings.d_k)
-    out["q"], out["k"], out["v"] = (_named(ad.matmul(X, W[n]), n[-1].lower()) for n in ("W_q", "W_k", "W_v"))
-    out["scores"] = _named(ad.div_by_const(ad.matmul(out["q"], ad.transpose(out["k"])), scale), "q kᵀ / √d_k")
-    out["weights"] = _named(ad.softmax(out["scores"], dim=-1), "α")
-    out["context"] = _named(ad.matmul(out["weights"], out["v"]), "z")
-    # 5. the causal mask: -inf above the diagonal before softmax, so those weights are exactly 0
-    out["masked"] = _named(ad.masked_fill(out["scores"], mask, float("-inf")), "masked scores")
-    out["causal_weights"] = _named(ad.softmax(out["masked"], dim=-1), "α causal")
-    out["causal_context"] = _named(ad.matmul(out["causal_weights"], out["v"]), "z causal")
-    # the other way round: softmax first, zero the future, then a second normalization (the same weights)
-    out["zeroed"] = _named(ad.masked_fill(out["weights"], mask, 0.0), "softmax, future zeroed")
-    out["renormalized"] = _named(ad.div(out["zeroed"], ad.sum_op(out["zeroed"], dim=-1, keepdim=True)), "renormalized")
-    # 6. several heads, each with its own projections, concatenated and projected by W_o
-    heads = []
-    for h in range(1, settings.heads + 1):
-        q, k, v = (ad.matmul(X, W[f"{n}{h}"]) for n in ("W_q", "W_k", "W_v"))
-        scores = ad.masked_fill(ad.div_by_const(ad.matmul(q, ad.transpose(k)), scale), mask, float("-inf"))
-        out[f"head{h}_weights"] = _named(ad.softmax(scores, dim=-1), f"α head {h}")
-        heads.append(_named(ad.matmul(out[f"head{h}_weights"], v), f"z head {h}"))
-    out["concat"] = _named(ad.concat(heads, dim=-1), "concat")  # (T, heads * d_k)
-    out["mha"] = _named(ad.matmul(out["concat"], W["W_o"]), "out")  # (T, d)
-
-    t = x.shape[0]
-    feed = {X: x, mask: torch.ones(t, t, dtype=torch.bool).triu(1)}
-    feed.update({W[name]: value for name, value in weights.items()})
-    nodes = ad.topological_sort(list(out.values()))
-    values = dict(zip(nodes, ad.Evaluator(nodes).run(feed)))
-    shapes = {node: tuple(value.shape) for node, value in values.items()}
-    return Graphs({"x": X, "mask": mask, **W}, out, values, shapes, feed)
-
-
 def _rows_sum_to_one(weights: torch.Tensor) -> str:
     worst = (weights.sum(-1) - 1).abs().max().item()
     return f"every row sums to 1 (largest error {worst:.0e})"
@@ -261,34 +171,6 @@ def _naive_fact(scores: torch.Tensor, naive: torch.Tensor) -> str:
     if (scores > 0).all():
         return "dividing by the sum works here only because every score is positive: make an embedding negative"
     return "dividing by the sum happens to give no negative weight here, though some scores are negative"
-
-
-MAIN_OUTPUT = {1: "omega", 2: "alpha", 3: "z", 4: "context", 5: "causal_context", 6: "mha"}  # per step
-
-
-def add_backward(steps: list[Step], g: Graphs, seed: int) -> None:
-    """Give each step its backward graph: the gradients of L = sum(out ⊙ r) for every input its output
-    reads (r seeded random: softmax rows sum to 1, so a plain sum would have zero gradients)."""
-    generator = torch.Generator().manual_seed(seed + 2)
-    feed, parts = dict(g.feed), []
-    for step in steps:
-        out = g.outputs[MAIN_OUTPUT[step.number]]
-        r = ad.Variable("r")
-        feed[r] = torch.randn(g.shapes[out], generator=generator, dtype=torch.float64)
-        loss = _named(ad.sum_op(ad.mul(out, r)), "L")
-        inputs = [n for n in ad.topological_sort(out) if not n.inputs and n is not g.inputs["mask"]]
-        parts.append((step, r, loss, inputs, ad.gradients(loss, inputs)))
-    nodes = ad.topological_sort([node for _, _, loss, _, grads in parts for node in (loss, *grads)])
-    values = dict(zip(nodes, ad.Evaluator(nodes).run(feed)))
-    shapes = {node: tuple(value.shape) for node, value in values.items()}
-    for step, r, loss, inputs, grads in parts:
-        notes = {loss: "L = sum(out ⊙ r)", **{grad: f"∂L/∂{n.name}" for n, grad in zip(inputs, grads)}}
-        sections = [Section(f"forward (step {step.number}), to L", [loss]), Section("backward (gradients)", grads)]
-        step.backward = Backward(
-            to_dot(sections, shapes, values, notes),
-            {n.name: values[grad] for n, grad in zip(inputs, grads)},
-            feed[r],
-        )
 
 
 def build_steps(
@@ -310,7 +192,7 @@ def build_steps(
         raise AttentionInputError(f"the token to follow must be a position from 0 to {t - 1}, got {focus!r}")
     x = default_embeddings(t, settings) if x is None else check_embeddings(x, t, d)
     weights = weight_matrices(settings)
-    g = build_graphs(x, settings, weights, focus)
+    g = build_graphs(x, weights, dk, settings.heads, focus)
     labels = axis_labels(tokens)
     dims = [f"e{j}" for j in range(1, d + 1)]
     kdims = [f"k{j}" for j in range(1, dk + 1)]
@@ -446,7 +328,9 @@ def build_steps(
         _heads_step(g, settings, labels, dims, weights),
     ]
     if backward:
-        add_backward(steps, g, settings.seed)
+        passes = backward_passes(g, settings.seed)
+        for step in steps:
+            step.backward = passes[step.number]
     return steps
 
 
