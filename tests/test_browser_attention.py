@@ -1,7 +1,7 @@
 """End to end in a real headless chromium (marker `browser`, fixtures in conftest.py): open the Attention
 page in a 1024 px window, type a sentence, and see its six steps drawn: annotated heatmaps whose cells
 show values and whose axes show the tokens, all within the window, and each step's graph as SVG; an
-edited embedding cell redraws the scores, an emptied one gives a message. Screenshot:
+edited embedding cell redraws the scores, an emptied one gives a message; the backward toggle draws. Screenshot:
 `test-output/attention-page.png` (copied to docs/ for the README)."""
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def test_type_a_sentence_and_see_the_six_steps(app):
     assert page.get_by_text("−∞").count() >= 15  # the masked upper triangle, written in its cells
     box.blur()  # no focus ring in the screenshot
     app.screenshot("attention-page")
+    page.get_by_text("Draw the backward pass in every step's graph").click()  # the toggle's label
+    app.wait_idle()
+    assert_no_error(app)
+    svg = page.locator('[data-testid="stGraphVizChart"] svg').first
+    svg.locator("text", has_text="∂L/∂x").first.wait_for(timeout=60_000)  # laid out in the browser
+    assert svg.locator("text", has_text="backward (gradients)").count() == 1
 
 
 def test_editing_an_embedding_redraws_and_an_empty_cell_is_a_message(app):
