@@ -146,7 +146,7 @@ def main() -> None:
     cpu_one, cpu_two = statistics.median(x["cpu_ms"] for x in one), statistics.median(x["cpu_ms"] for x in two)
     print(
         f"CPU time per step and rank (median)       : {cpu_one:.0f} ms alone, {cpu_two:.0f} ms with 2 ranks "
-        f"(+{100 * (cpu_two / cpu_one - 1):.0f}%: packing, all-reduce, unpacking)"
+        f"({100 * (cpu_two / cpu_one - 1):+.0f}%: packing, all-reduce, unpacking)"
     )
     print(
         f"scaling if each rank had a free core      : {2 * cpu_one / cpu_two:.2f}x "
