@@ -1,6 +1,7 @@
 """The Attention page: self-attention built step by step on a sentence the learner types (GPT-2 tokens,
 small editable embeddings), each step's matrices as annotated heatmaps, its math and its autodiff graph.
-The logic is in playground/attention_steps.py, the heatmaps in playground/attention_figures.py."""
+The logic is in playground/attention_steps.py (graphs in attention_graphs.py), the heatmaps in
+attention_figures.py: this page reads widgets, turns the library's errors into messages, and draws."""
 
 import pandas as pd
 import streamlit as st
@@ -61,11 +62,11 @@ def step_ui(step: att.Step) -> None:
                 column.caption(matrix.note)
     for fact in step.facts:
         st.caption(f":material/check_circle: {fact}")
-    if step.backward is None:
-        with st.expander(f"Autodiff graph of step {step.number}", expanded=step.number <= 3):
+    title = f"Autodiff graph of step {step.number}" + (", with its backward pass" if step.backward else "")
+    with st.expander(title, expanded=step.number <= 3):
+        if step.backward is None:
             st.graphviz_chart(step.dot)
-        return
-    with st.expander(f"Autodiff graph of step {step.number}, with its backward pass", expanded=step.number <= 3):
+            return
         st.caption(
             "Gradients of L = sum(out ⊙ r), r random (seeded): what training W_q, W_k, W_v... would use. "
             "Dashed nodes are forward values the backward pass reads."
