@@ -17,7 +17,7 @@ import torch
 
 from lm import checkpoint
 from lm.data import DataError, TokenData, get_batch, load_source, load_tokens, make_tokenizer
-from lm.model import LanguageModel, preset_config
+from lm.model import PART_FIELDS, LanguageModel, preset_config
 from lm.optim import AdamW, clip_grad_norm_, lr_schedule, matrices_only
 
 Tensor = torch.Tensor
@@ -50,6 +50,7 @@ class TextTrainConfig:
     seed: int = 1337
     dtype: str = "float32"
     n_stories: int = 20_000  # for data=tinystories: how many stories to download
+    parts: dict | None = None  # the preset's parts overridden (lm.model.PART_FIELDS), e.g. {"positions": "rope"}
 
     def validate(self) -> TextTrainConfig:
         """Raise ValueError naming the first bad field and its allowed range."""
@@ -66,6 +67,9 @@ class TextTrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10:
                 raise ValueError(f"{name} must be a number from 0 to 10, got {value!r}")
+        unknown = sorted(set(self.parts or {}) - set(PART_FIELDS))
+        if unknown or (self.parts is not None and not isinstance(self.parts, dict)):
+            raise ValueError(f"parts: unknown model part(s) {', '.join(unknown)}; known: {', '.join(PART_FIELDS)}")
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         for name in ("beta1", "beta2"):
@@ -115,7 +119,7 @@ class TextTrainer:
                 tokenizer = make_tokenizer(config.tokenizer, text)
             data = load_tokens(text, tokenizer, config.context, cache_dir)
         self.tokenizer, self.data = tokenizer, data
-        fields_ = dict(d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads)
+        fields_ = dict(d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, **(config.parts or {}))
         model_config = preset_config(
             config.preset, len(tokenizer), config.context, config.d_ff, seed=config.seed, dtype=config.dtype, **fields_
         )

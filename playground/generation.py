@@ -14,7 +14,8 @@ from lm.model import LanguageModel
 from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, load_bytes
 
 # Where the Generate page takes its model from.
-DEFAULT, TRAINED, UPLOADED = "Pretrained default", "Trained in this session", "Upload a weights file"
+SHAKESPEARE = "Shakespeare (characters)"  # the bundled text model: the page's first choice
+DEFAULT, TRAINED, UPLOADED = "Classic (words)", "Trained in this session", "Upload a weights file"
 MAX_UPLOAD_BYTES = 20_000_000  # far above any model the Train page can make (256-wide, 4 layers: ~10 MB)
 MAX_PROMPT_CHARS = 2_000
 MAX_NEW_TOKENS = 64

@@ -13,9 +13,11 @@ from typing import Any
 import streamlit as st
 
 from playground.explore import EXAMPLES
+from playground.textrun_session import LMSession
 from playground.training import TrainingSession
 
 TRAINING = "train_session"
+LM_TRAINING = "train_lm_session"  # the Train page's language-model mode and the session's runs
 DRAWN_RUNNING = "train_drawn_running"  # whether the Train page's controls were last drawn for a running run
 TRAIN_PAGE = "train"  # the Train page's url path: training runs only while it is shown
 EXPRESSION, DECLARATIONS = "graph_expression", "graph_declarations"
@@ -57,14 +59,25 @@ def training_session() -> TrainingSession:
     return st.session_state[TRAINING]
 
 
+def lm_session() -> LMSession:
+    """This browser session's language-model runs (created on first use)."""
+    if LM_TRAINING not in st.session_state:
+        st.session_state[LM_TRAINING] = LMSession()
+    return st.session_state[LM_TRAINING]
+
+
 def pause_training_off_page(url_path: str) -> bool:
     """The one rule for leaving the Train page: showing any other page pauses a running run (its ticks
     run only on the Train page; Resume goes on). Called by the router for every page; True if it paused."""
-    training = st.session_state.get(TRAINING)
-    if url_path == TRAIN_PAGE or training is None or not training.running:
+    if url_path == TRAIN_PAGE:
         return False
-    training.stop()
-    return True
+    paused = False
+    for key in (TRAINING, LM_TRAINING):
+        training = st.session_state.get(key)
+        if training is not None and training.running:
+            training.stop()
+            paused = True
+    return paused
 
 
 def graph_input(key: str) -> dict[str, Any]:

@@ -13,12 +13,13 @@ import streamlit as st
 from lm.generate import STOP_REASONS
 from lm.model import LanguageModel
 from playground import charts
+from playground.generate_text_ui import text_model_page
 from playground.generation import (
     DEFAULT,
     MAX_NEW_TOKENS,
     MAX_TEMPERATURE,
     MAX_TOP_K,
-    MAX_UPLOAD_BYTES,
+    SHAKESPEARE,
     TRAINED,
     UPLOADED,
     GenerateError,
@@ -30,7 +31,14 @@ from playground.generation import (
     run_generation,
     step_labels,
 )
-from playground.state import GEN_MODEL, GEN_PROMPT, persistent, training_session
+from playground.state import GEN_MODEL, GEN_PROMPT, lm_session, persistent, training_session
+from playground.text_generation import (
+    TextGenerateError,
+    is_checkpoint_bytes,
+    is_text_model,
+    model_from_checkpoint_bytes,
+    shakespeare_model,
+)
 
 HEADS_SHOWN = 4  # heads drawn at first; the others are picked by name
 GRID_COLUMNS = 3  # heatmaps per row: each keeps ~250 px at a 1024 px window (narrow screens stack them)
@@ -46,8 +54,8 @@ def session_model(key: str, make) -> LanguageModel:
 def uploaded_model() -> LanguageModel | None:
     """The uploader; the model of the uploaded file, or None (with an error shown for a bad file)."""
     upload = st.file_uploader(
-        f"Weights file (.safetensors from the Train page or `python -m lm train`, at most "
-        f"{MAX_UPLOAD_BYTES // 1_000_000} MB)",
+        "Weights file or checkpoint (.safetensors from the Train page, `python -m lm train` or "
+        "`python -m lm.textcli train`)",
         type=["safetensors"],
         key="gen_upload",
     )
@@ -60,8 +68,11 @@ def uploaded_model() -> LanguageModel | None:
     if cached is not None and cached[0] == digest:
         return cached[1]
     try:
-        model = model_from_upload(data, upload.name)
-    except GenerateError as err:
+        if is_checkpoint_bytes(data):  # a text model's run checkpoint
+            model = model_from_checkpoint_bytes(data, upload.name)
+        else:
+            model = model_from_upload(data, upload.name)
+    except (GenerateError, TextGenerateError) as err:
         st.error(str(err), icon=":material/block:")
         return None
     st.session_state["gen_uploaded"] = (digest, model)
@@ -70,10 +81,18 @@ def uploaded_model() -> LanguageModel | None:
 
 def model_ui() -> LanguageModel | None:
     """Which model to generate with; None (with a message) when that one is not available."""
-    choice = st.radio("Model", [DEFAULT, TRAINED, UPLOADED], horizontal=True, **persistent(GEN_MODEL, DEFAULT))
+    choice = st.radio(
+        "Model", [SHAKESPEARE, DEFAULT, TRAINED, UPLOADED], horizontal=True, **persistent(GEN_MODEL, SHAKESPEARE)
+    )
+    if choice == SHAKESPEARE:
+        return session_model("gen_shakespeare_model", shakespeare_model)
     if choice == DEFAULT:
         return session_model("gen_default_model", default_model)
     if choice == TRAINED:
+        text_run = lm_session()
+        if text_run.model is not None:  # the Train page's language-model run, when there is one
+            st.caption(f"The Train page's language-model run ({text_run.status}, step {text_run.step}).")
+            return text_run.model
         training = training_session()  # the router paused it when the Train page was left
         if training.status == "stopped":
             st.caption(
@@ -230,12 +249,16 @@ def attention_ui(step, index: int) -> None:
 
 st.title("Generate")
 st.markdown(
-    "Type the first words of a sentence: the model continues it one token at a time, each step a softmax "
-    "over the vocabulary computed by an `autodiff` graph. See the probabilities behind every choice and what "
-    "each attention head looked at."
+    "Type a prompt: the model continues it one token at a time, each step a softmax over the vocabulary "
+    "computed by an `autodiff` graph. See the probabilities behind every choice and what each attention head "
+    "looked at. The Shakespeare model reads characters (any text made of the characters of Tiny Shakespeare); "
+    "the classic model reads the words of its ten sentences."
 )
 model = model_ui()
 if model is None:
+    st.stop()
+if is_text_model(model):
+    text_model_page(model, st.session_state.get(GEN_MODEL, ""))
     st.stop()
 cfg = model.config
 st.caption(

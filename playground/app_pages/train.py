@@ -1,4 +1,5 @@
-"""The Train page: edit the corpus and the model, press Start and watch the loss fall live.
+"""The Train page: edit the corpus and the model, press Start and watch the loss fall live. Two modes:
+"Memorize sentences" (below) and "Language model" (`playground.train_lm_ui`: real text, compare runs).
 
 Training runs a fraction of a second per fragment tick (`st.fragment(run_every=...)`), so the page
 stays responsive; the logic is `playground.training`, the figures `playground.charts`. The run's
@@ -15,6 +16,7 @@ from lm.train import MemorizationRow
 from lm.weights import to_bytes
 from playground import charts
 from playground.state import DRAWN_RUNNING, persistent, training_session
+from playground.train_lm_ui import lm_mode
 from playground.training import (
     LIMITS,
     MAX_CORPUS_LINES,
@@ -235,7 +237,21 @@ def results_ui(session: TrainingSession) -> None:
     )
 
 
+MEMORIZE, LANGUAGE_MODEL = "Memorize sentences", "Language model"
 st.title("Train")
+mode = st.segmented_control("Mode", [MEMORIZE, LANGUAGE_MODEL], required=True, **persistent("train_mode", MEMORIZE))
+if mode == LANGUAGE_MODEL:
+    st.markdown(
+        "Train a language model on real text — Tiny Shakespeare, TinyStories, or your own — and watch the "
+        "training and validation loss fall below the unigram baseline while the samples turn from noise into "
+        "words. Every finished or stopped run stays in the comparison table below."
+    )
+    st.caption(
+        "Training runs only while this page is open: leaving it pauses the run (press **Resume** when you are "
+        "back). Runs live in this browser tab: download a checkpoint to keep one."
+    )
+    lm_mode()
+    st.stop()
 st.markdown(
     "Train a small transformer — every forward and backward pass an `autodiff` graph — to memorize a corpus. "
     "Press **Start** and watch the loss fall; the model is scored on how many sentences it completes from "

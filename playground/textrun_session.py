@@ -1,0 +1,261 @@
+"""The Train page's "Language model" mode, without Streamlit: settings turned into an lm TextTrainer
+(corpus, tokenizer, preset and its parts), a session that trains a few steps per tick within a time
+budget, validates, samples from a fixed prompt every N steps, and keeps every finished or stopped run
+for the comparison table. lm checks every setting it knows; this module adds the page's own bounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+from lm.data import DataError, load_source, load_tokens, make_tokenizer
+from lm.textgen import generate_text
+from lm.textrun import TextTrainConfig, TextTrainer, unigram_loss
+from lm.tokenizers import BPETokenizer
+
+CORPORA = {"shakespeare": "Tiny Shakespeare", "stories": "TinyStories sample", "pasted": "Pasted text",
+           "upload": "Uploaded .txt", "tinystories": "TinyStories (download)"}  # fmt: skip
+MAX_UPLOAD_BYTES = 5_000_000  # a text is encoded whole in the page's process: a few MB is plenty on a CPU
+MIN_TEXT_CHARS = 1_000  # train and validation parts must each hold windows
+# The page's bounds: one tick (a few steps) stays well under a second on a shared 2-core CPU.
+LIMITS = {"n_layers": 6, "n_heads": 8, "d_model": 256, "context": 256, "batch_size": 64, "steps": 20_000}
+MAX_BPE_VOCAB = 4_096  # BPE trained here, in the page: larger takes minutes on this text
+SAMPLE_TOKENS = 80
+
+
+class LMSettingsError(ValueError):
+    """A setting the page cannot use; the message says which and how to fix it."""
+
+
+@dataclass
+class LMSettings:
+    """What the page's widgets hold. Defaults: a run that beats the unigram baseline within a minute."""
+
+    corpus: str = "shakespeare"  # a key of CORPORA
+    tokenizer: str = "char"  # char | bpe:N | gpt2
+    preset: str = "gpt"
+    parts: dict = field(default_factory=dict)  # the preset's parts the learner changed
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64
+    context: int = 32
+    batch_size: int = 16
+    steps: int = 400
+    lr: float = 3e-3
+    warmup: int = 20
+    seed: int = 1337
+    eval_every: int = 25
+    sample_every: int = 50
+    sample_prompt: str = ""  # empty: a new document (every tokenizer built here knows <|endoftext|>)
+
+    def check(self) -> None:
+        for name, high in LIMITS.items():
+            value = getattr(self, name)
+            if value > high:
+                raise LMSettingsError(f"{name}: this page allows at most {high:,}, got {value:,}")
+        if (
+            self.tokenizer.startswith("bpe:")
+            and self.tokenizer[4:].isdigit()
+            and int(self.tokenizer[4:]) > MAX_BPE_VOCAB
+        ):
+            raise LMSettingsError(f"BPE vocabulary: this page trains at most {MAX_BPE_VOCAB:,} tokens")
+        if self.corpus not in CORPORA:
+            raise LMSettingsError(f"unknown corpus {self.corpus!r}")
+
+    def train_config(self) -> TextTrainConfig:
+        """The lm config (lm validates it); the min learning rate is a tenth of the peak."""
+        data = self.corpus if self.corpus in ("shakespeare", "stories", "tinystories") else self.corpus + " text"
+        return TextTrainConfig(
+            data=data, tokenizer=self.tokenizer, preset=self.preset, parts=dict(self.parts) or None,
+            n_layers=self.n_layers, n_heads=self.n_heads, d_model=self.d_model, context=self.context,
+            batch_size=self.batch_size, steps=self.steps, lr=self.lr, min_lr=self.lr / 10, warmup=self.warmup,
+            eval_every=self.eval_every, eval_batches=4, seed=self.seed,
+        )  # fmt: skip
+
+
+def check_text_upload(data: bytes, name: str) -> str:
+    """An uploaded file's text, or LMSettingsError: too large, binary, not UTF-8, too short."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise LMSettingsError(
+            f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}: upload a part of it"
+        )
+    if b"\x00" in data[:65536]:
+        raise LMSettingsError(f"'{name}' holds NUL bytes: it looks binary, not text; upload a UTF-8 .txt file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LMSettingsError(f"'{name}' is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    return check_text(text, f"'{name}'")
+
+
+def check_text(text: str, what: str = "the pasted text") -> str:
+    if len(text) < MIN_TEXT_CHARS:
+        raise LMSettingsError(f"{what} has {len(text):,} characters; give at least {MIN_TEXT_CHARS:,}")
+    if len(text.encode("utf-8")) > MAX_UPLOAD_BYTES:
+        raise LMSettingsError(f"{what} is over {MAX_UPLOAD_BYTES:,} bytes: use a part of it")
+    return text
+
+
+def build_trainer(settings: LMSettings, text: str | None = None, cache_dir=None, progress=None) -> TextTrainer:
+    """A TextTrainer for the settings; `text` for a pasted or uploaded corpus. `progress(done, total, stage)`
+    reports BPE training and a download. Every bad setting is an LMSettingsError with lm's message."""
+    settings.check()
+    try:
+        config = settings.train_config().validate()
+        if settings.corpus in ("pasted", "upload"):
+            if text is None:
+                raise LMSettingsError("no text yet: paste or upload a text first")
+            source = text
+        else:
+            source = load_source(
+                config.data, cache_dir, config.n_stories, lambda d, t: progress and progress(d, t, "download")
+            )
+        if config.tokenizer.startswith("bpe:"):
+            size = int(config.tokenizer[4:]) if config.tokenizer[4:].isdigit() else -1
+            if not 257 <= size:
+                raise LMSettingsError("BPE vocabulary: at least 257 (the 256 bytes and <|endoftext|>)")
+            tokenizer = BPETokenizer.train(source, size, ["<|endoftext|>"], progress=progress, workers=1)[0]
+        else:
+            tokenizer = make_tokenizer(config.tokenizer, source)
+        data = load_tokens(source, tokenizer, config.context, cache_dir)
+        return TextTrainer(config, cache_dir, tokenizer=tokenizer, data=data)
+    except (DataError, ValueError) as err:
+        if isinstance(err, LMSettingsError):
+            raise
+        raise LMSettingsError(str(err)) from None
+
+
+@dataclass
+class RunRecord:
+    """One run of the session: its settings, curves and outcome (the comparison table's row)."""
+
+    number: int
+    settings: dict
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    samples: list[tuple[int, str]] = field(default_factory=list)
+    tokens_per_step: int = 0
+    seconds: float = 0.0
+    unigram: float = math.nan
+    n_params: int = 0
+    status: str = "running"
+
+    def row(self) -> dict:
+        """The comparison table's columns."""
+        s = self.settings
+        parts = ", ".join(f"{k}={v}" for k, v in sorted(s["parts"].items())) or "-"
+        return {
+            "run": self.number, "status": self.status, "corpus": s["corpus"], "tokenizer": s["tokenizer"],
+            "preset": s["preset"], "changed parts": parts, "layers": s["n_layers"], "heads": s["n_heads"],
+            "d_model": s["d_model"], "context": s["context"], "batch": s["batch_size"], "lr": s["lr"],
+            "steps": self.steps[-1] if self.steps else 0, "train loss": self.losses[-1] if self.losses else None,
+            "val loss": self.val_losses[-1] if self.val_losses else None, "unigram": self.unigram,
+            "params": self.n_params, "seconds": round(self.seconds, 1),
+        }  # fmt: skip
+
+
+class LMSession:
+    """A language-model run advanced tick by tick, and the session's finished or stopped runs."""
+
+    def __init__(self) -> None:
+        self.trainer: TextTrainer | None = None
+        self.run: RunRecord | None = None
+        self.runs: list[RunRecord] = []  # every run of the session, the current one last
+        self.running = False
+        self.error = ""
+
+    @property
+    def model(self):
+        return None if self.trainer is None or self.trainer.step == 0 else self.trainer.model
+
+    @property
+    def step(self) -> int:
+        return 0 if self.trainer is None else self.trainer.step
+
+    @property
+    def status(self) -> str:
+        if self.trainer is None:
+            return "idle"
+        if self.running:
+            return "running"
+        return "finished" if self.trainer.step >= self.trainer.config.steps else "stopped"
+
+    def start(self, settings: LMSettings, text: str | None = None, cache_dir=None, progress=None) -> None:
+        """Build a new run (the previous one stays in `runs`) and let the ticks train it."""
+        self.stop()
+        trainer = build_trainer(settings, text, cache_dir, progress)
+        cfg = trainer.config
+        record = RunRecord(len(self.runs) + 1, asdict(settings), tokens_per_step=cfg.batch_size * cfg.context)
+        record.unigram = unigram_loss(trainer.data.val, len(trainer.tokenizer), trainer.data.train)
+        record.n_params = trainer.model.num_parameters()
+        self.trainer, self.run, self.running, self.error = trainer, record, True, ""
+        self.runs.append(record)
+
+    def stop(self) -> None:
+        if self.running and self.run is not None:
+            self.run.status = self.status_after_stop()
+        self.running = False
+
+    def status_after_stop(self) -> str:
+        return "finished" if self.trainer.step >= self.trainer.config.steps else "stopped"
+
+    def resume(self) -> None:
+        if self.trainer is not None and self.trainer.step < self.trainer.config.steps:
+            self.running = True
+            self.run.status = "running"
+
+    def reset(self) -> None:
+        """Forget the current run (its row stays in the comparison table if it trained a step)."""
+        self.stop()
+        if self.run is not None and not self.run.steps:
+            self.runs.remove(self.run)
+        self.trainer, self.run, self.error = None, None, ""
+
+    def advance(self, budget_s: float = 0.5) -> int:
+        """Train steps until the budget is spent (at least one); validate and sample when due. Returns
+        the steps done. A non-finite loss stops the run with a message."""
+        if not self.running or self.trainer is None:
+            return 0
+        trainer, run, cfg = self.trainer, self.run, self.trainer.config
+        start, done = time.perf_counter(), 0
+        settings = run.settings
+        while trainer.step < cfg.steps and (done == 0 or time.perf_counter() - start < budget_s):
+            t0 = time.perf_counter()
+            loss = trainer.train_step()
+            run.seconds += time.perf_counter() - t0
+            done += 1
+            run.steps.append(trainer.step)
+            run.losses.append(loss)
+            run.lrs.append(trainer.optimizer.lr)
+            if not math.isfinite(loss):
+                self.error = f"the loss became {loss} at step {trainer.step}: lower the learning rate and start again"
+                run.status, self.running = "diverged", False
+                return done
+            last = trainer.step == cfg.steps
+            if last or trainer.step % cfg.eval_every == 0:
+                run.val_steps.append(trainer.step)
+                run.val_losses.append(trainer.evaluate())
+            if last or trainer.step % settings["sample_every"] == 0:
+                run.samples.append((trainer.step, self.sample(settings["sample_prompt"])))
+        if trainer.step >= cfg.steps:
+            self.running, run.status = False, "finished"
+        return done
+
+    def sample(self, prompt: str) -> str:
+        """A continuation of the fixed prompt (seeded: samples differ only as the model does)."""
+        try:
+            return generate_text(
+                self.trainer.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0
+            ).continuation
+        except ValueError as err:
+            return f"(no sample: {err})"
+
+    @property
+    def tokens_per_s(self) -> float:
+        run = self.run
+        return 0.0 if run is None or not run.seconds else len(run.steps) * run.tokens_per_step / run.seconds
