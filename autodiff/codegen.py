@@ -52,12 +52,15 @@ def generate(
     checks: bool = True,
     names: dict[Node, str] | None = None,
     compile_code: bool = True,
+    passing: dict[int, int] | None = None,
 ) -> Compiled:
     """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
     With `checks=False` the gradient-shape checks are left out (for shapes already checked);
     `names` may give locals their names (e.g. a drawing's ids), where they are free identifiers;
-    with `compile_code=False` only the source is made (for display)."""
-    names = names or {}
+    with `compile_code=False` only the source is made (for display); `passing` maps the slot of a
+    step whose op passes an input through unchanged (at the shapes this code is made for) to that
+    input's slot: the step becomes a plain assignment."""
+    names, passing = names or {}, passing or {}
     namespace: dict[str, object] = {}
     function_of: dict[int, str] = {}  # id(tensor function) -> its name in the source
     taken = {"check"}
@@ -96,7 +99,9 @@ def generate(
         node = step.node
         reads = [local[s] for s in step.inputs]
         call = node.op.tensor_call(node)
-        if call is not None:
+        if step.slot in passing:  # the op would return this input itself: no call
+            text = f"{local[step.slot]} = {local[passing[step.slot]]}"
+        elif call is not None:
             fn, attrs = call
             arg_text = ", ".join([*reads, *(_literal(a, constants) for a in attrs)])
             text = f"{local[step.slot]} = {function_name(node.op, fn)}({arg_text})"

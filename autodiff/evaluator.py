@@ -3,7 +3,8 @@
 `Evaluator(nodes).run(feed)` plans once per set of fed nodes (plan.py), generates and compiles
 that plan's code once (codegen.py), then each run is one call of the compiled function. Gradient
 shapes are checked on the first run with each set of fed shapes; later runs with the same shapes
-call code without the checks (our ops' output shapes depend only on their inputs' shapes). With
+call code without the checks (our ops' output shapes depend only on their inputs' shapes), made for
+those shapes when every op is pure: a `sum_to_shape` that would return its input becomes `t9 = t8`. With
 `compiled=False` it runs the same plan in a plain interpreted loop: the reference the compiled
 code is tested against (bit-identical results). Either way, an op that fails raises `OpError`
 naming the op, the node and the input shapes.
@@ -22,6 +23,7 @@ from autodiff.graph import Node, Tensor
 from autodiff.plan import Plan, gradient_shape_error, make_plan
 
 MAX_CHECKED_SIGNATURES = 1024  # sets of fed shapes remembered as checked, per set of fed nodes
+MAX_SPECIALIZED = 4  # sets of fed shapes with code of their own, per set of fed nodes
 
 
 class Evaluator:
@@ -76,7 +78,7 @@ class Evaluator:
         else:  # output shapes depend on input shapes only, not on dtype or device
             signature = tuple(v.shape for v in fed)
             if signature in entry.checked_signatures:
-                compiled = entry.fast = entry.fast or generate(plan, checks=False)
+                compiled = entry.specialized.get(signature) or _specialize(entry, signature, fed)
             else:
                 compiled = entry.checked = entry.checked or generate(plan)
         try:
@@ -102,12 +104,36 @@ class _Entry:
     checked: Compiled | None = None
     fast: Compiled | None = None
     checked_signatures: set = field(default_factory=set)
+    specialized: dict[tuple, Compiled] = field(default_factory=dict)  # fed shapes -> code for them
 
     def __post_init__(self):
         self.has_checks = any(step.checks for step in self.plan.steps)
 
 
-def run_interpreted(plan: Plan, fed: list[Tensor]) -> list[Tensor]:
+def _specialize(entry: _Entry, signature: tuple, fed: list[Tensor]) -> Compiled:
+    """Code without checks for these fed shapes: a step whose op would pass an input through
+    unchanged at these shapes (an identity `sum_to_shape`) becomes an assignment. The shapes come
+    from running the plan once on `meta` tensors (no memory, no arithmetic), when every op is pure.
+    If that fails or finds nothing, or past a few sets of shapes, the code without checks serves."""
+    entry.fast = entry.fast or generate(entry.plan, checks=False)
+    if len(entry.specialized) >= MAX_SPECIALIZED or not all(step.node.op.pure for step in entry.plan.steps):
+        return entry.fast  # (an op that may have side effects never runs an extra time)
+    passing = {}
+    try:
+        meta = [torch.empty(v.shape, dtype=v.dtype, device="meta") for v in fed]
+        values = run_interpreted(entry.plan, meta, keep=True)
+        for step in entry.plan.steps:
+            shapes = [tuple(values[s].shape) for s in step.inputs]
+            index = step.node.op.passes_through(step.node, shapes)
+            if index is not None:
+                passing[step.slot] = step.inputs[index]
+    except Exception:  # an op without a meta kernel: no specialization, nothing wrong
+        passing = {}
+    entry.specialized[signature] = generate(entry.plan, checks=False, passing=passing) if passing else entry.fast
+    return entry.specialized[signature]
+
+
+def run_interpreted(plan: Plan, fed: list[Tensor], keep: bool = False) -> list[Tensor]:
     """The reference runner: the plan's steps in a plain loop over a list of slots."""
     values: list = [None] * len(plan.order)
     for (slot, _), value in zip(plan.fed, fed):
@@ -122,6 +148,7 @@ def run_interpreted(plan: Plan, fed: list[Tensor]) -> list[Tensor]:
             grad, wrt = values[check.grad], values[check.wrt]
             if grad.shape != wrt.shape:
                 raise gradient_shape_error(plan, check, grad, wrt)
-        for s in step.free:
-            values[s] = None
-    return [values[s] for s in plan.outputs]
+        if not keep:
+            for s in step.free:
+                values[s] = None
+    return values if keep else [values[s] for s in plan.outputs]

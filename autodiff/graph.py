@@ -65,12 +65,18 @@ class Node:
 class Op:
     """An operation: `__call__` makes a node, `compute` its value, `gradient` its input gradients."""
 
+    name = "op"
+    pure = False  # True: compute only computes (no side effects) and works on `meta` tensors too
+
     def tensor_call(self, node: Node):
         """(function, constant args) such that `function(*input_values, *args)` is `compute(node, ...)`,
         for generated code to call directly; None (the default) makes it call `compute` instead."""
         return None
 
-    name = "op"
+    def passes_through(self, node: Node, input_shapes: list[tuple[int, ...]]) -> int | None:
+        """The index of the input that `compute` returns unchanged (the same tensor) for inputs of
+        these shapes, or None (the default). Code generated for known shapes skips such a call."""
+        return None
 
     def __call__(self, *args, **kwargs) -> Node:
         raise NotImplementedError

@@ -18,9 +18,10 @@ from lm.model import PRESETS, LanguageModel, preset_config
 
 
 def both(nodes, feed):
-    """Values from the compiled and the interpreted evaluator, run twice each (checked, then fast)."""
+    """Values from the compiled evaluator (its checked run, then its code specialized to the fed
+    shapes) and from the interpreted one."""
     compiled, interpreted = ad.Evaluator(nodes), ad.Evaluator(nodes, compiled=False)
-    return [compiled.run(feed), compiled.run(feed), interpreted.run(feed)]
+    return [compiled.run(feed), compiled.run(feed), compiled.run(feed), interpreted.run(feed)]
 
 
 def assert_identical(results, what):
@@ -155,3 +156,21 @@ def test_variables_named_like_the_code_s_own_names_do_not_shadow_them():
     (g,) = ad.gradients(ops.sum_op(ops.exp(y)), [check])  # (w.r.t. mul it would be NaN: 0 * -inf)
     feed = {c0: torch.randn(3), n7: torch.randn(3), check: torch.randn(3), mul: torch.randn(3)}
     assert_identical(both([y, g], feed), "shadowing names")
+
+
+def test_code_for_known_shapes_skips_sum_to_shape_where_it_changes_nothing():
+    x, b = ad.Variable("x"), ad.Variable("b")
+    y = ops.sum_op(ops.tanh(x * x + b))
+    gx, gb = ad.gradients(y, [x, b])
+    evaluator = ad.Evaluator([y, gx, gb])
+    feed = {x: torch.randn(2, 3), b: torch.randn(3)}
+    first, second = evaluator.run(feed), evaluator.run(feed)  # checked code, then code for these shapes
+    for a, c in zip(first, second):
+        assert torch.equal(a, c)
+    plan = evaluator.plan(feed)
+    (entry,) = evaluator._plans.values()
+    code = entry.specialized[(torch.Size([2, 3]), torch.Size([3]))].source
+    calls = code.count("= sum_to_shape(")
+    generic = entry.checked.source.count("= sum_to_shape(")
+    assert generic == sum(s.node.op is ops.sum_to_shape for s in plan.steps) == 3
+    assert calls == 1  # only b's gradient, summed over the broadcast rows, still needs the call

@@ -58,6 +58,7 @@ class OpBase(Op):
 
     inputs: tuple[str, ...] = ("a",)
     params: dict[str, object] = {}
+    pure = True  # every op of the package: torch functions of its inputs and attrs, nothing else
     symbol = ""  # infix symbol for the node's name, e.g. "+" names a node "(x+y)"
 
     def __call__(self, *args, **kwargs) -> Node:

@@ -376,6 +376,9 @@ class SumToShapeOp(OpBase):
     def node_name(self, nodes, attrs):
         return "" if nodes[0].auto_named else nodes[0].name  # usually a no-op: named like what it passes on
 
+    def passes_through(self, node, input_shapes):
+        return 0 if input_shapes[0] == input_shapes[1] else None  # forward returns `a` itself then
+
     def gradient(self, node, output_grad):
         return [expand_as(output_grad, node.inputs[0]), None]
 
