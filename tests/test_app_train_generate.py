@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from lm.corpus import DEFAULT_CORPUS
 from lm.train import TrainConfig, Trainer
 from lm.weights import load
+from playground.generation import DEFAULT
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
 TIMEOUT = 60  # seconds per run: the machine is shared
@@ -26,8 +27,12 @@ DEFAULT_WORDS = len({w for s in DEFAULT_CORPUS for w in s.split()})  # 45
 
 
 def open_page(page: str) -> AppTest:
+    """The page; Generate with the classic word model (the Shakespeare model, its first choice, has its
+    own tests in test_app_text.py)."""
     at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
     at.switch_page(f"app_pages/{page}.py").run()
+    if page == "generate":
+        at.radio(key="gen_model").set_value(DEFAULT).run()
     assert not at.exception
     return at
 
