@@ -62,25 +62,39 @@ def test_editing_an_embedding_redraws_and_an_empty_cell_is_a_message(app):
     app.open("attention")
     grid = page.locator('[data-testid="stDataFrame"]')
     grid.wait_for()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.locator(".js-plotly-plot").nth(1).locator("text.gtitle").wait_for(timeout=60_000)
     before = page.locator(".js-plotly-plot").nth(1).locator("text").all_text_contents()
     # the grid is a canvas: double-click row "0:Your", column e3 (the last), select its text, type a value
     box = grid.bounding_box()
     x, y = box["x"] + box["width"] - 30, box["y"] + 35 + 17  # a 35 px header row, then 35 px rows
-    page.mouse.dblclick(x, y)
-    page.wait_for_timeout(800)  # the cell's editor opens
-    page.keyboard.press("Control+a")
-    page.keyboard.type("5")
-    page.wait_for_timeout(300)
-    page.keyboard.press("Enter")
+    editor = page.locator("input.gdg-input")  # the cell's editor, opened over the canvas
+    for _ in range(3):  # on a loaded machine the grid may take the first double-click as focus only
+        page.mouse.dblclick(x, y)
+        try:
+            editor.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            continue
+    editor.fill("5")
+    editor.press("Enter")
     app.wait_idle()
     assert_no_error(app)
     assert grid.locator("#glide-cell-3-0").inner_text() == "5"  # the grid's accessible copy of the cell
-    scores = page.locator(".js-plotly-plot").nth(1).locator("text")
-    after = scores.all_text_contents()
-    assert after != before and "25.14" in after  # ω[0, 0] = 0.37² + 0.01² + 5² now
-    page.mouse.click(x, y)
-    page.keyboard.press("Delete")  # empty the cell
-    app.wait_idle()
+    scores = page.locator(".js-plotly-plot").nth(1)
+    scores.locator("text", has_text="25.14").first.wait_for(timeout=30_000)  # ω[0, 0] = 0.37² + 0.01² + 5²
+    assert scores.locator("text").all_text_contents() != before
+    message = page.get_by_text("the embedding of token 0, e3 is empty or not a finite number")
+    for _ in range(3):  # select the cell, empty it
+        page.mouse.click(x, y)
+        page.keyboard.press("Delete")
+        app.wait_idle()
+        try:
+            message.wait_for(timeout=15_000)
+            break
+        except PlaywrightTimeout:
+            continue
     assert_no_error(app)
-    page.get_by_text("the embedding of token 0, e3 is empty or not a finite number").wait_for(timeout=30_000)
+    assert message.count() == 1
     assert page.locator(".js-plotly-plot").count() == 0  # no step is drawn from a bad table
