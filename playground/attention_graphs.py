@@ -76,6 +76,7 @@ def build_graphs(x: torch.Tensor, weights: dict[str, torch.Tensor], d_k: int, he
     out["scores"] = _named(ad.div_by_const(ad.matmul(out["q"], ad.transpose(out["k"])), scale), "q kᵀ / √d_k")
     out["weights"] = _named(ad.softmax(out["scores"], dim=-1), "α")
     out["context"] = _named(ad.matmul(out["weights"], out["v"]), "z")
+    out["unscaled_weights"] = _named(ad.softmax(ad.matmul(out["q"], ad.transpose(out["k"])), dim=-1), "α unscaled")
     # 5. the causal mask: -inf above the diagonal before softmax, so those weights are exactly 0
     out["masked"] = _named(ad.masked_fill(out["scores"], mask, float("-inf")), "masked scores")
     out["causal_weights"] = _named(ad.softmax(out["masked"], dim=-1), "α causal")

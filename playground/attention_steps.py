@@ -164,6 +164,16 @@ def _rows_sum_to_one(weights: torch.Tensor) -> str:
     return f"every row sums to 1 (largest error {worst:.0e})"
 
 
+def _scaling_fact(scaled: torch.Tensor, unscaled: torch.Tensor, d_k: int) -> str:
+    peak, unscaled_peak = scaled.amax(-1).mean().item(), unscaled.amax(-1).mean().item()
+    if d_k == 1:
+        return "with d_k = 1 the scaling divides by 1: raise d_k to see what it prevents"
+    return (
+        f"without the ÷√{d_k}, each row's largest weight would average {unscaled_peak:.3f} instead of "
+        f"{peak:.3f}: unscaled, softmax grows peakier as d_k grows"
+    )
+
+
 def _naive_fact(scores: torch.Tensor, naive: torch.Tensor) -> str:
     negative = int((naive < 0).sum())
     if negative or not torch.isfinite(naive).all():
@@ -292,7 +302,7 @@ def build_steps(
                 Matrix("z = α v", g.value("context"), labels, kdims, "vectors"),
             ],
             g.dot("step 4: scaled dot-product attention", ["context"], {"context": "z"}),
-            [_rows_sum_to_one(g.value("weights"))],
+            [_rows_sum_to_one(g.value("weights")), _scaling_fact(g.value("weights"), g.value("unscaled_weights"), dk)],
         ),
         Step(
             5,

@@ -1,7 +1,8 @@
-"""The Attention page's logic (playground/attention_steps.py, attention_figures.py): every step's values
-from our engine against plain torch in float64 (and torch's own attention functions), the causal mask,
-softmax rows, the naive normalization breaking, the bounds on text, sizes and edited embeddings, the
-graphs' DOT, and the heatmaps' cells, labels and layout."""
+"""The Attention page's logic (playground/attention_steps.py, attention_graphs.py, attention_figures.py):
+every step's values from our engine against plain torch in float64 (and torch's own attention functions),
+every backward graph against torch.autograd, the causal mask, softmax rows, the naive normalization
+breaking, the bounds on text, sizes and edited embeddings, the graphs' DOT, and the heatmaps' cells,
+labels and layout."""
 
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def test_every_step_against_torch(gpt2, settings):
     torch.testing.assert_close(values(steps, 4, "α = softmax(scaled scores)"), torch.softmax(scores, -1), **TOL)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     torch.testing.assert_close(values(steps, 4, "z = α v"), sdpa(q, k, v), **TOL)
+    unscaled_peak = torch.softmax(q @ k.T, -1).amax(-1).mean().item()
+    assert (
+        f"would average {unscaled_peak:.3f} instead of {torch.softmax(scores, -1).amax(-1).mean().item():.3f}"
+        in (steps[3].facts[1])
+    )
     # 5. causal mask
     upper = torch.ones(6, 6, dtype=torch.bool).triu(1)
     masked = scores.masked_fill(upper, -math.inf)
