@@ -101,3 +101,11 @@ def test_bad_text_gives_a_message_and_the_page_keeps_running():
     assert at.caption[0].value == "6 GPT-2 tokens: \\< · script · \\> · ␣\\*\\* · bold · \\*\\*"
     at.text_input(key="att_text").set_value("Attention is all you need").run()  # and it recovers
     assert not at.exception and not at.error and len(at.header) == 6
+
+
+def test_the_home_card_opens_the_page():
+    at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
+    assert ":material/grid_on: Attention" in [s.value for s in at.subheader]
+    at.button(key="home_attention_example").click().run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Attention"] and len(at.header) == 6
