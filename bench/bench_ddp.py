@@ -1,7 +1,8 @@
 """Data-parallel scaling of text-model training (lm.distributed on gloo): training tokens per second with
 1 and with 2 processes (one thread each, the same batch per rank), their ratio (goal: >= 1.7x), and the
-share of a step spent in the gradient all-reduce. Rounds alternate which side runs first; the ratio is
-printed with its spread (min / median / max). A shared machine's load shows in these figures: say so.
+share of a step spent in the gradient all-reduce. The control, in the same rounds: the same model in
+plain PyTorch under torch's own DistributedDataParallel. Rounds alternate which run goes first; ratios
+are printed with their spread (min / median / max). A shared machine's load shows in these figures.
 
     .venv/bin/python bench/bench_ddp.py [--rounds 5] [--steps 20] [--layers 4 --d-model 128 ...]
 """
