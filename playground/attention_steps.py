@@ -25,6 +25,7 @@ DK_RANGE = (1, 8)  # each head's query/key/value size
 HEADS_RANGE = (1, 4)  # heads of step 6; four heatmaps still fit two rows of a narrow window
 MAX_ABS_VALUE = 100.0  # an edited embedding beyond this makes softmax one-hot and the lesson unreadable
 SEED_RANGE = (0, 2**31 - 1)
+MAX_CONCAT = 16  # heads x d_k: step 6's concatenation keeps ~30 px per cell in a 1024 px window
 
 
 class AttentionInputError(ValueError):
@@ -49,6 +50,11 @@ class AttentionSettings:
         ]:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise AttentionInputError(f"the {name} must be a whole number from {low} to {high}, got {value!r}")
+        if self.heads * self.d_k > MAX_CONCAT:
+            raise AttentionInputError(
+                f"{self.heads} heads × d_k {self.d_k} = {self.heads * self.d_k} columns in step 6's concatenation; "
+                f"at most {MAX_CONCAT} fit the window with their values: fewer heads or a smaller d_k"
+            )
 
 
 @dataclass

@@ -109,3 +109,13 @@ def test_the_home_card_opens_the_page():
     at.button(key="home_attention_example").click().run()
     assert not at.exception
     assert [t.value for t in at.title] == ["Attention"] and len(at.header) == 6
+
+
+def test_sizes_that_do_not_fit_give_a_message():
+    at = open_attention()
+    at.number_input(key="att_dk").set_value(5).run()
+    at.number_input(key="att_heads").set_value(4).run()
+    assert not at.exception and not at.header
+    assert "4 heads × d_k 5 = 20 columns" in at.error[0].value
+    at.number_input(key="att_heads").set_value(3).run()  # 15 columns fit
+    assert not at.exception and not at.error and len(at.header) == 6

@@ -185,6 +185,7 @@ def test_bad_text_gets_a_clear_error(gpt2, text, message):
         (att.AttentionSettings(dim=2.5), "got 2.5"),
         (att.AttentionSettings(heads=True), "got True"),
         (att.AttentionSettings(seed=-1), "seed"),
+        (att.AttentionSettings(d_k=5, heads=4), "4 heads × d_k 5 = 20 columns .* at most 16 fit"),
     ],
 )
 def test_bad_sizes_get_a_clear_error(gpt2, settings, message):
