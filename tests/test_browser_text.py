@@ -1,0 +1,60 @@
+"""End to end in headless chromium (marker `browser`, fixtures in conftest.py): a short language-model
+run on the Train page (live curves, samples, the comparison table), then the Generate page on the
+bundled Shakespeare model (token chips, every head's heatmap). Screenshots go to
+`test-output/train-lm-page.png` and `test-output/generate-text-page.png`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+RUN_TIMEOUT_S = 120  # 30 steps of a tiny model; a busy 2-core machine draws slowly
+
+
+def titles(app) -> list[str]:
+    return app.page.evaluate(
+        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text.replace(/<[^>]*>/g, ''))"
+    )
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def test_a_short_language_model_run_then_shakespeare_generation(app):
+    page = app.page
+    app.open("train")
+    page.locator('[data-testid="stButtonGroup"]').get_by_text("Language model").click()
+    app.wait_idle()
+    for label, value in (("Steps", 30), ("Validate every", 10), ("Sample every", 10)):
+        set_number(page, label, value)
+        app.wait_idle()
+    page.get_by_role("button", name="Start", exact=True).click()
+    start = time.monotonic()
+    page.get_by_text("Finished at step 30").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    print(f"30-step language-model run in the browser: {time.monotonic() - start:.1f} s after Start")
+    app.wait_idle()
+    main = page.locator('[data-testid="stMain"]')
+    text = main.inner_text()
+    assert "step 30: " in text and "Compare runs" in text and "Exception" not in text
+    assert "Loss (cross-entropy, nats per token)" in titles(app)
+    app.screenshot("train-lm-page")
+
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Generate").click()
+    page.get_by_role("heading", name="Generate").wait_for()
+    page.get_by_text("Shakespeare (characters)").first.click()
+    app.wait_idle()
+    page.get_by_text("Causal attention at step").wait_for(timeout=60_000)
+    app.wait_idle()
+    shown = titles(app)
+    assert [t for t in shown if t.startswith("layer")] == [
+        f"layer {layer} · head {h}" for layer in (1, 2, 3) for h in (1, 2, 3, 4)
+    ]
+    assert "Exception" not in main.inner_text()
+    app.screenshot("generate-text-page")
