@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lm import textcli  # noqa: PLC0415  (text models: `train --data ...`, `generate --weights RUN`)
+
+    if textcli.wants_text(sys.argv[1:] if argv is None else argv):
+        return textcli.main(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

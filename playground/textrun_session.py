@@ -259,3 +259,26 @@ class LMSession:
     def tokens_per_s(self) -> float:
         run = self.run
         return 0.0 if run is None or not run.seconds else len(run.steps) * run.tokens_per_step / run.seconds
+
+
+def measure_default_run(seconds: float = 60.0) -> None:
+    """Print what the page's default run reaches in `seconds` of training (one torch thread, as the app):
+    validation loss against the unigram baseline, and the samples. `python -m playground.textrun_session`."""
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    session = LMSession()
+    session.start(LMSettings())
+    wall = time.perf_counter()
+    while session.running and time.perf_counter() - wall < seconds:
+        session.advance(0.5)
+    run = session.run
+    print(f"unigram baseline {run.unigram:.3f}; {run.steps[-1]} steps in {time.perf_counter() - wall:.1f} s wall")
+    for step, val in zip(run.val_steps, run.val_losses):
+        print(f"step {step:>4}  validation loss {val:.3f}")
+    for step, text in run.samples:
+        print(f"sample at step {step}: {text!r}")
+
+
+if __name__ == "__main__":
+    measure_default_run()
