@@ -91,10 +91,9 @@ def attention_ui(step, index: int) -> None:
         for col, (layer, head) in zip(st.columns(GRID_COLUMNS), cells[row : row + GRID_COLUMNS]):
             with col:
                 weights = step.attention[layer][head][t - shown :, t - shown :]  # (shown, shown)
-                st.plotly_chart(
-                    charts.attention_figure(weights, step.labels[t - shown :], f"layer {layer + 1} · head {head + 1}"),
-                    key=f"gen_text_attention_{layer}_{head}",
-                )
+                fig = charts.attention_figure(weights, step.labels[t - shown :], f"layer {layer + 1} · head {head + 1}")
+                fig.update_traces(showscale=True, colorbar=dict(thickness=8, len=0.8, title="weight"))
+                st.plotly_chart(fig, key=f"gen_text_attention_{layer}_{head}")
 
 
 def trace_ui(trace: TextTrace, vocab: list[str]) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from playground.text_generation import SHAKESPEARE_MODEL
+
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
 TIMEOUT = 90
 
@@ -73,3 +75,14 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     assert not at.exception
     assert any("language-model run (finished, step 6)" in c.value for c in at.caption)
     assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
+
+
+def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> None:
+    at = open_page("generate")
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    data = SHAKESPEARE_MODEL.read_bytes()
+    at.file_uploader(key="gen_upload").upload("mine.safetensors", data, "application/octet-stream").run()
+    assert not at.exception and not at.error
+    assert any(c.value.startswith("Upload a weights file: 156,224 parameters") for c in at.caption)
+    at.file_uploader(key="gen_upload").upload("cut.safetensors", data[:-50], "application/octet-stream").run()
+    assert not at.exception and at.error and "'cut.safetensors'" in at.error[0].value

@@ -121,3 +121,16 @@ def test_settings_and_texts_the_page_cannot_use_are_messages(tmp_path) -> None:
         check_text_upload(b"a" * 5_000_001, "a.txt")
     with pytest.raises(LMSettingsError, match="at least 1,000"):
         check_text_upload(b"short", "a.txt")
+
+
+def test_a_pasted_text_with_a_bpe_tokenizer_trained_here_reports_progress(tmp_path) -> None:
+    text = DATA_DIR.joinpath("tinyshakespeare.txt").read_text()[:6_000]
+    calls = []
+    session = LMSession()
+    settings = LMSettings(
+        corpus="pasted", tokenizer="bpe:300", n_layers=1, d_model=32, context=16, batch_size=2, steps=2
+    )
+    session.start(settings, text, cache_dir=tmp_path, progress=lambda done, total, stage: calls.append(stage))
+    assert len(session.trainer.tokenizer) == 300 and "merge" in calls
+    session.advance(budget_s=0)
+    assert session.step == 1 and math.isfinite(session.run.losses[0])
