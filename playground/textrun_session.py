@@ -23,6 +23,7 @@ MIN_TEXT_CHARS = 1_000  # train and validation parts must each hold windows
 LIMITS = {"n_layers": 6, "n_heads": 8, "d_model": 256, "context": 256, "batch_size": 64, "steps": 20_000}
 MAX_BPE_VOCAB = 4_096  # BPE trained here, in the page: larger takes minutes on this text
 SAMPLE_TOKENS = 80
+N_STORIES = 2_000  # TinyStories downloaded from the page: enough for a CPU run, a short wait
 
 
 class LMSettingsError(ValueError):
@@ -71,7 +72,7 @@ class LMSettings:
             data=data, tokenizer=self.tokenizer, preset=self.preset, parts=dict(self.parts) or None,
             n_layers=self.n_layers, n_heads=self.n_heads, d_model=self.d_model, context=self.context,
             batch_size=self.batch_size, steps=self.steps, lr=self.lr, min_lr=self.lr / 10, warmup=self.warmup,
-            eval_every=self.eval_every, eval_batches=4, seed=self.seed,
+            eval_every=self.eval_every, eval_batches=4, seed=self.seed, n_stories=N_STORIES,
         )  # fmt: skip
 
 

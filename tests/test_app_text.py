@@ -86,3 +86,17 @@ def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> Non
     assert any(c.value.startswith("Upload a weights file: 156,224 parameters") for c in at.caption)
     at.file_uploader(key="gen_upload").upload("cut.safetensors", data[:-50], "application/octet-stream").run()
     assert not at.exception and at.error and "'cut.safetensors'" in at.error[0].value
+
+
+def test_settings_that_do_not_fit_are_a_message_and_leaving_the_page_pauses_a_run() -> None:
+    at = open_page("train")
+    at.segmented_control(key="train_mode").set_value("Language model").run()
+    at.number_input(key="train_lm_n_heads").set_value(3).run()
+    at.button(key="train_lm_start").click().run()
+    assert not at.exception and at.error and "must divide d_model (64)" in at.error[0].value
+    at.number_input(key="train_lm_n_heads").set_value(4).run()
+    at.number_input(key="train_lm_steps").set_value(5000).run()
+    at.button(key="train_lm_start").click().run()
+    assert at.session_state["train_lm_session"].running
+    at.switch_page("app_pages/home.py").run()
+    assert not at.exception and at.session_state["train_lm_session"].status == "stopped"

@@ -134,3 +134,11 @@ def test_a_pasted_text_with_a_bpe_tokenizer_trained_here_reports_progress(tmp_pa
     assert len(session.trainer.tokenizer) == 300 and "merge" in calls
     session.advance(budget_s=0)
     assert session.step == 1 and math.isfinite(session.run.losses[0])
+
+
+def test_tinystories_is_downloaded_only_when_chosen_and_fails_clearly_offline(tmp_path, monkeypatch) -> None:
+    import lm.data  # noqa: PLC0415
+
+    monkeypatch.setattr(lm.data, "_online", lambda *args, **kwargs: False)
+    with pytest.raises(LMSettingsError, match=r"TinyStories.*(offline|datasets)"):  # whichever is missing
+        LMSession().start(LMSettings(corpus="tinystories"), cache_dir=tmp_path)
