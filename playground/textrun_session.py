@@ -7,9 +7,12 @@ for the comparison table. lm checks every setting it knows; this module adds the
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from lm import checkpoint
 from lm.data import DataError, load_source, load_tokens, make_tokenizer
 from lm.textgen import generate_text
 from lm.textrun import TextTrainConfig, TextTrainer, unigram_loss
@@ -255,6 +258,17 @@ class LMSession:
             ).continuation
         except ValueError as err:
             return f"(no sample: {err})"
+
+    def checkpoint_bytes(self) -> bytes:
+        """The run's checkpoint file (lm.checkpoint: weights, AdamW state, configs, tokenizer) as bytes."""
+        fd, tmp = tempfile.mkstemp(suffix=".safetensors")
+        os.close(fd)
+        try:
+            checkpoint.save(self.trainer, tmp)
+            with open(tmp, "rb") as f:
+                return f.read()
+        finally:
+            os.unlink(tmp)
 
     @property
     def tokens_per_s(self) -> float:

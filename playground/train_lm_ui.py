@@ -6,12 +6,8 @@ Stop / Resume / Reset, the checkpoint download, and the comparison of the sessio
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import streamlit as st
 
-from lm import checkpoint
 from lm.model import PRESETS
 from playground import lm_charts
 from playground.state import DRAWN_RUNNING, lm_session, persistent
@@ -205,18 +201,6 @@ def live_ui(session: LMSession) -> None:
         st.rerun(scope="app")
 
 
-def checkpoint_bytes(session: LMSession) -> bytes:
-    """The run's checkpoint (lm.checkpoint: weights, optimizer state, configs, tokenizer)."""
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
-    os.close(fd)
-    try:
-        checkpoint.save(session.trainer, tmp)
-        with open(tmp, "rb") as f:
-            return f.read()
-    finally:
-        os.unlink(tmp)
-
-
 def results_ui(session: LMSession) -> None:
     if session.status in ("stopped", "finished") and session.step:
         st.success(
@@ -225,7 +209,7 @@ def results_ui(session: LMSession) -> None:
         )  # fmt: skip
         if st.toggle("Prepare the checkpoint for download", key="train_lm_prepare"):
             st.download_button(
-                "Download checkpoint (.safetensors)", checkpoint_bytes(session), file_name="checkpoint.safetensors",
+                "Download checkpoint (.safetensors)", session.checkpoint_bytes(), file_name="checkpoint.safetensors",
                 mime="application/octet-stream", key="train_lm_download",
             )  # fmt: skip
     finished = [r for r in session.runs if r.steps and r.status != "running"]

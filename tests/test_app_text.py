@@ -70,6 +70,8 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     assert len(figs["Learning rate (warmup, then cosine)"]["data"][0]["y"]) == 6
     assert any(c.value.startswith("step 6: ") for c in at.code)  # the samples, as a list
     assert at.dataframe  # the comparison table
+    at.toggle(key="train_lm_prepare").set_value(True).run()
+    assert not at.exception and len(at.get("download_button")) == 1  # the run's checkpoint
     at.switch_page("app_pages/generate.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
     assert not at.exception

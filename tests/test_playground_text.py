@@ -101,6 +101,8 @@ def test_a_language_model_session_trains_validates_samples_and_compares(tmp_path
     assert session.trainer.model.config.positions == "learned" and session.trainer.model.config.ffn == "swiglu"
     session.advance(budget_s=0)
     session.stop()
+    saved = model_from_checkpoint_bytes(session.checkpoint_bytes(), "run.safetensors")  # what Download gives
+    assert all(torch.equal(saved.params[n], p) for n, p in session.trainer.model.params.items())
     rows = [r.row() for r in session.runs]
     assert [r["run"] for r in rows] == [1, 2] and rows[1]["changed parts"] == "positions=learned"
     figure = lm_charts.compare_figure(session.runs)
