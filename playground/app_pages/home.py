@@ -31,7 +31,8 @@ with train:
     st.subheader(":material/show_chart: Train")
     st.markdown(
         "Train a small transformer whose every forward and backward pass is an `autodiff` graph, and watch "
-        "the loss fall live while it learns to complete ten sentences from their first two words."
+        "the loss fall live while it learns to complete ten sentences from their first two words; or, in the "
+        "**Language model** mode, train on Tiny Shakespeare or your own text and compare runs."
     )
     if st.button("Try: train the default model", key="home_train_example"):
         training_session().start(TrainSettings())
@@ -40,8 +41,9 @@ with train:
 with generate:
     st.subheader(":material/edit_note: Generate")
     st.markdown(
-        "Type the first words of a sentence and watch the model continue it: the probability of every "
-        "next word at each step, and what each attention head looked at."
+        "Type a prompt and watch a model continue it — the bundled character-level Shakespeare model, the "
+        "classic word model or your own: the probability of every next token at each step, and what each "
+        "attention head looked at."
     )
     if st.button(f"Try: continue “{GENERATE_EXAMPLE}”", key="home_generate_example"):
         preset(GEN_MODEL, DEFAULT)
