@@ -58,3 +58,25 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
     ]
     assert "Exception" not in main.inner_text()
     app.screenshot("generate-text-page")
+
+
+def test_a_bpe_model_trained_here_generates_on_the_generate_page(app):
+    page = app.page
+    app.open("train")
+    page.locator('[data-testid="stButtonGroup"]').get_by_text("Language model").click()
+    app.wait_idle()
+    page.get_by_text("BPE trained here").click()
+    app.wait_idle()
+    for label, value in (("BPE vocabulary", 300), ("Steps", 10), ("Validate every", 5), ("Sample every", 5)):
+        set_number(page, label, value)
+        app.wait_idle()
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_text("Finished at step 10").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+    app.wait_idle()
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Generate").click()
+    page.get_by_role("heading", name="Generate").wait_for()
+    page.get_by_text("Trained in this session").click()
+    app.wait_idle()
+    page.get_by_text("Causal attention at step").wait_for(timeout=60_000)
+    main = page.locator('[data-testid="stMain"]')
+    assert "BPETokenizer vocabulary 300" in main.inner_text() and "Exception" not in main.inner_text()
