@@ -4,8 +4,10 @@ Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW
 and of the same model in plain PyTorch eager (tests/reference_model.py, autograd, torch.optim.AdamW
 with the same param groups), from the same weights and batches, rounds alternating the two sides;
 prints the ratio's min/median/max. `--memory` measures each side's peak RSS in a child process.
-`--recipe` runs nanoGPT's CPU quickstart (Tiny Shakespeare characters, 2000 steps) on both sides,
-steps alternating, and prints validation loss, time and a sample (`--svg` draws the curves).
+For the `gpt` preset a third side is the same model written as nanoGPT writes it (bench/nanogpt_style.py:
+nn modules, torch's fused attention). `--recipe` runs nanoGPT's CPU quickstart (Tiny Shakespeare
+characters, 2000 steps) on the three sides, steps alternating, and prints validation loss, time and a
+sample (`--svg` draws the curves).
 A script, not a test: `python bench/bench_text.py --help`.
 """
 
@@ -22,11 +24,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_model import reference_loss  # noqa: E402
 
 from lm.data import get_batch  # noqa: E402
 from lm.optim import lr_schedule  # noqa: E402
 from lm.textrun import TextTrainConfig, TextTrainer  # noqa: E402
+from nanogpt_style import NanoGPTSide  # noqa: E402
 
 
 class TorchSide:
@@ -86,18 +90,24 @@ def speed(args) -> None:
     tokens = args.batch * args.context
     for preset in args.presets:
         ours = make_trainer(args, preset)
-        theirs = TorchSide(ours)
-        for side in (ours, theirs):  # warm-up: graph building, code generation, allocator
+        sides = {"ours": ours, "PyTorch": TorchSide(ours)}
+        if preset == "gpt":  # nanoGPT's way of writing the same model: nn modules, fused attention
+            sides["nanoGPT-style"] = NanoGPTSide(ours)
+        for side in sides.values():  # warm-up: graph building, code generation, allocator
             timed_steps(side, 2)
-        ratios, ours_s, theirs_s = [], [], []
-        for _ in range(args.rounds):  # alternating, so a busy moment of the shared machine hits both
-            a, b = timed_steps(ours, args.steps), timed_steps(theirs, args.steps)
-            ours_s.append(a), theirs_s.append(b), ratios.append(b / a)
-        print(
-            f"{preset:8s} {ours.model.num_parameters():>10,} params  ours {tokens / min(ours_s):>8,.0f} tok/s  "
-            f"PyTorch {tokens / min(theirs_s):>8,.0f} tok/s  speed ratio ours/PyTorch "
-            f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f} (min/median/max of {args.rounds})"
-        )
+        seconds = {name: [] for name in sides}
+        for r in range(args.rounds):  # rotating order, so a busy moment of the shared machine hits every side
+            names = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
+            for name in names:
+                seconds[name].append(timed_steps(sides[name], args.steps))
+        line = f"{preset:8s} {ours.model.num_parameters():>10,} params  ours {tokens / min(seconds['ours']):>8,.0f} tok/s"
+        for name in list(sides)[1:]:
+            ratios = [b / a for a, b in zip(seconds["ours"], seconds[name])]
+            line += (
+                f"\n{'':8s} {name:>13s} {tokens / min(seconds[name]):>8,.0f} tok/s  speed ratio ours/{name} "
+                f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f} (min/median/max of {args.rounds})"
+            )
+        print(line, flush=True)
 
 
 def memory_child(args) -> None:
@@ -126,35 +136,42 @@ def memory(args) -> None:
 
 
 def recipe(args) -> None:
-    """nanoGPT's CPU quickstart on both sides from the same weights and batches, steps alternating
-    (a busy moment of the shared machine hits both); validation every 250 steps (not timed)."""
+    """nanoGPT's CPU quickstart on three sides from the same weights and batches: ours, the plain-PyTorch
+    reference and the nanoGPT-style model; steps alternate (a busy moment of the shared machine hits all);
+    validation every 250 steps (not timed)."""
     cfg = TextTrainConfig(steps=args.recipe_steps, eval_every=max(1, min(250, args.recipe_steps // 8)))
     ours = TextTrainer(cfg)
-    theirs = TorchSide(ours)
-    print(f"recipe: gpt, {ours.model.num_parameters():,} params, {cfg.steps} steps, batch 12 x 64 characters")
-    seconds = {"ours": 0.0, "torch": 0.0}
-    curves = {"ours": [], "torch": []}  # (step, validation loss)
+    sides = {"ours": ours, "torch": TorchSide(ours), "nanogpt": NanoGPTSide(ours)}
+    labels = {"ours": "ours", "torch": "PyTorch", "nanogpt": "nanoGPT-style"}
+    start = {name: side.evaluate() for name, side in sides.items()}
+    print(f"recipe: gpt, {ours.model.num_parameters():,} params, {cfg.steps} steps, batch 12 x 64 characters, "
+          f"{torch.get_num_threads()} thread(s); validation loss at start: "
+          + ", ".join(f"{labels[n]} {v:.6f}" for n, v in start.items()))  # fmt: skip
+    seconds = dict.fromkeys(sides, 0.0)
+    curves = {name: [] for name in sides}  # (step, validation loss)
     for step in range(1, cfg.steps + 1):
-        for name, side in (("ours", ours), ("torch", theirs)):
-            start = time.perf_counter()
+        for name, side in sides.items():
+            begin = time.perf_counter()
             loss = side.train_step()
-            seconds[name] += time.perf_counter() - start
+            seconds[name] += time.perf_counter() - begin
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            vals = {"ours": ours.evaluate(), "torch": theirs.evaluate()}
+            vals = {name: side.evaluate() for name, side in sides.items()}
             for name in curves:
                 curves[name].append((step, vals[name]))
-            print(f"  step {step:5d}  val ours {vals['ours']:.4f}  PyTorch {vals['torch']:.4f}  (train {loss:.4f})  "
-                  f"time ours {seconds['ours']:6.1f}s  PyTorch {seconds['torch']:6.1f}s", flush=True)  # fmt: skip
-    (_, ours_val), (_, theirs_val) = curves["ours"][-1], curves["torch"][-1]
-    print(f"ours: val loss {ours_val:.4f} in {seconds['ours']:.1f} s of training steps; "
-          f"PyTorch: val loss {theirs_val:.4f} in {seconds['torch']:.1f} s")  # fmt: skip
-    print(f"time ratio ours / PyTorch: {seconds['ours'] / seconds['torch']:.2f} (nanoGPT's reference: 1.886 in 79 s)")
+            print(f"  step {step:5d}  val " + "  ".join(f"{labels[n]} {v:.4f}" for n, v in vals.items())
+                  + f"  (train {loss:.4f})  time " + "  ".join(f"{labels[n]} {s:6.1f}s" for n, s in seconds.items()),
+                  flush=True)  # fmt: skip
+    for name in sides:
+        print(f"{labels[name]}: val loss {curves[name][-1][1]:.4f} in {seconds[name]:.1f} s of training steps "
+              f"({1000 * seconds[name] / cfg.steps:.1f} ms per step)")  # fmt: skip
+    print(f"time ratio ours / PyTorch: {seconds['ours'] / seconds['torch']:.2f}; ours / nanoGPT-style: "
+          f"{seconds['ours'] / seconds['nanogpt']:.2f} (nanoGPT's reference on another machine: 1.886 in 79 s)")  # fmt: skip
     from lm.textgen import generate_text  # noqa: PLC0415
 
     sample = generate_text(ours.model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=0)
     print(f"sample (temperature 0.8, top-k 40):\n{sample.text}")
     if args.svg:
-        Path(args.svg).write_text(loss_svg(curves))
+        Path(args.svg).write_text(loss_svg({name: curves[name] for name in ("ours", "torch")}))
         print(f"loss curves written to {args.svg}")
 
 

@@ -15,7 +15,14 @@ from streamlit.testing.v1 import AppTest
 from playground.explore import EXAMPLES
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
-PAGES = ["app_pages/home.py", "app_pages/graph.py", "app_pages/train.py", "app_pages/generate.py"]
+PAGES = [
+    "app_pages/home.py",
+    "app_pages/graph.py",
+    "app_pages/tokenizer.py",
+    "app_pages/attention.py",
+    "app_pages/train.py",
+    "app_pages/generate.py",
+]
 TIMEOUT = 60  # seconds per run: the machine is shared
 
 
