@@ -25,12 +25,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nanogpt_style import NanoGPTSide  # noqa: E402
 from reference_model import reference_loss  # noqa: E402
 
 from lm.data import get_batch  # noqa: E402
 from lm.optim import lr_schedule  # noqa: E402
 from lm.textrun import TextTrainConfig, TextTrainer  # noqa: E402
-from nanogpt_style import NanoGPTSide  # noqa: E402
 
 
 class TorchSide:
@@ -100,12 +100,14 @@ def speed(args) -> None:
             names = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
             for name in names:
                 seconds[name].append(timed_steps(sides[name], args.steps))
-        line = f"{preset:8s} {ours.model.num_parameters():>10,} params  ours {tokens / min(seconds['ours']):>8,.0f} tok/s"
+        best = tokens / min(seconds["ours"])
+        line = f"{preset:8s} {ours.model.num_parameters():>10,} params  ours {best:>8,.0f} tok/s"
         for name in list(sides)[1:]:
             ratios = [b / a for a, b in zip(seconds["ours"], seconds[name])]
             line += (
                 f"\n{'':8s} {name:>13s} {tokens / min(seconds[name]):>8,.0f} tok/s  speed ratio ours/{name} "
-                f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f} (min/median/max of {args.rounds})"
+                f"{min(ratios):.2f} / {statistics.median(ratios):.2f} / {max(ratios):.2f} "
+                f"(min/median/max of {args.rounds})"
             )
         print(line, flush=True)
 
@@ -165,7 +167,7 @@ def recipe(args) -> None:
         print(f"{labels[name]}: val loss {curves[name][-1][1]:.4f} in {seconds[name]:.1f} s of training steps "
               f"({1000 * seconds[name] / cfg.steps:.1f} ms per step)")  # fmt: skip
     print(f"time ratio ours / PyTorch: {seconds['ours'] / seconds['torch']:.2f}; ours / nanoGPT-style: "
-          f"{seconds['ours'] / seconds['nanogpt']:.2f} (nanoGPT's reference on another machine: 1.886 in 79 s)")  # fmt: skip
+          f"{seconds['ours'] / seconds['nanogpt']:.2f} (nanoGPT, elsewhere: 1.886 in 79 s)")  # fmt: skip
     from lm.textgen import generate_text  # noqa: PLC0415
 
     sample = generate_text(ours.model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=0)
