@@ -9,7 +9,6 @@ train and validation (by document on `<|endoftext|>`, else the last 10%), and re
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -22,19 +21,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm.tokenizer import split_words
 from lm.tokenizers import BPETokenizer, CharTokenizer
+from lm.tokenizers.base import EOT
+from lm.tokenizers.word_text import WordTextTokenizer
 
 Tensor = torch.Tensor
 
 DATA_DIR = Path(__file__).parent / "data"
-EOT = "<|endoftext|>"  # separates documents; one token of every tokenizer built here
 SOURCES = {  # the offline sources bundled with the project
     "shakespeare": [DATA_DIR / "tinyshakespeare.txt"],
     "stories": [DATA_DIR / "tinystories-sample-a.txt", DATA_DIR / "tinystories-sample-b.txt"],
 }
 MAX_TEXT_BYTES = 200_000_000  # a text is read whole: 200 MB is far past anything trained here on a CPU
-MAX_WORD_VOCAB = 200_000  # distinct words of a word-level corpus
 MAX_STORIES = 1_000_000  # TinyStories has 2.1M; a CPU run never needs more than a fraction
 VAL_FRACTION = 0.1
 
@@ -155,54 +153,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # -------------------------------------------------------------------------------- tokenizers
 
 
-class WordTextTokenizer:
-    """Word-level tokens of running text: id 0 is <|endoftext|>, then the lowercased whitespace-separated
-    words of the corpus in order of first appearance (the classic model's rule for words)."""
-
-    def __init__(self, words: list[str]):
-        if not words or words[0] != EOT or len(set(words)) != len(words):
-            raise DataError(f"a word vocabulary starts with {EOT} and repeats no word")
-        self.vocab = list(words)
-        self.ids = {w: i for i, w in enumerate(words)}
-
-    @classmethod
-    def from_text(cls, text: str) -> WordTextTokenizer:
-        words = dict.fromkeys(w for doc in text.split(EOT) for w in split_words(doc))
-        if len(words) > MAX_WORD_VOCAB:
-            raise DataError(f"the text has {len(words):,} distinct words, over {MAX_WORD_VOCAB:,}: use bpe:N")
-        return cls([EOT, *words])
-
-    def __len__(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        return [EOT]
-
-    def encode(self, text: str) -> list[int]:
-        """Ids of the words of `text` (<|endoftext|> between documents); unknown words are named."""
-        ids: list[int] = []
-        for i, doc in enumerate(text.split(EOT)):
-            words = split_words(doc)
-            unknown = [w for w in dict.fromkeys(words) if w not in self.ids]
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], self.vocab[1:], n=3)
-                hint = f" (close: {', '.join(close)})" if close else ""
-                raise DataError(f"word(s) not in the vocabulary: {', '.join(unknown[:10])}{hint}")
-            ids.extend([0] * bool(i) + [self.ids[w] for w in words])
-        return ids
-
-    def decode(self, ids) -> str:
-        return " ".join(self.vocab[int(i)] for i in ids)
-
-    def token_str(self, token_id: int) -> str:
-        return self.vocab[int(token_id)]
-
-
 def make_tokenizer(spec: str, text: str):
     """A tokenizer by name, trained on `text` where it needs training: char, word, bpe:N (N the
     vocabulary size, trained here), gpt2 (GPT-2's files). Each knows <|endoftext|>."""
@@ -228,7 +178,9 @@ def make_tokenizer(spec: str, text: str):
 def tokenizer_to_json(tokenizer) -> str:
     """A tokenizer as JSON text (what a checkpoint stores and the token cache keys on)."""
     if isinstance(tokenizer, WordTextTokenizer):
-        return json.dumps({"type": "word-text", "vocab": tokenizer.vocab}, ensure_ascii=False)
+        # "lines": a line break ends a sentence (the token cache keys on this text, so files encoded by the
+        # earlier rule, without it, are not reused)
+        return json.dumps({"type": "word-text", "lines": True, "vocab": tokenizer.vocab}, ensure_ascii=False)
     if hasattr(tokenizer, "to_json"):
         return tokenizer.to_json()
     raise DataError(f"cannot save a {type(tokenizer).__name__}")

@@ -19,12 +19,12 @@ import plotly.graph_objects as go
 
 from lm.tokenizer import UnknownWordError
 from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError
+from lm.tokenizers.base import EOT
 from lm.tokenizers.bpe import visible
 from lm.tokenizers.bpe_train import check_training_text
 
 GPT2 = "GPT-2 (byte-level BPE, 50,257 tokens)"
 WORD = "Word-level (the default model's)"
-EOT = "<|endoftext|>"
 STORY_SAMPLE = Path(__file__).resolve().parents[1] / "lm/data/tinystories-sample-a.txt"
 MAX_TEXT_CHARS = 20_000  # text shown as chips: ~5,000 chips is as many as a browser draws smoothly
 MAX_CORPUS_BYTES = 500_000  # a training corpus: trains to the largest vocabulary in about a second

@@ -9,6 +9,7 @@ import torch
 
 from lm import data
 from lm.data import EOT, DataError
+from lm.tokenizers import TokenizerError
 
 
 def test_bundled_sources_load():
@@ -48,15 +49,40 @@ def test_char_and_word_tokenizers_know_end_of_text_and_round_trip():
     text = f"The cat sat.\nThe dog ran.{EOT}A bird sang."
     char = data.make_tokenizer("char", text)
     assert char.decode(char.encode(text)) == text and data.eot_id(char) == len(char) - 1
-    with pytest.raises(DataError, match=r"not in the vocabulary: cats \(close: cat"):
+    with pytest.raises(TokenizerError, match=r"not in the vocabulary: cats \(close: cat"):
         data.make_tokenizer("word", text).encode("cats")
     word = data.make_tokenizer("word", text)
     ids = word.encode(text)
-    assert ids.count(data.eot_id(word)) == 1
-    assert word.decode(ids) == f"the cat sat. the dog ran. {EOT} a bird sang."
+    assert ids.count(data.eot_id(word)) == 2  # the line break and the document boundary
+    assert word.decode(ids) == "the cat sat.\nthe dog ran.\na bird sang."
     for tok in (char, word):  # what a checkpoint stores
         again = data.tokenizer_from_json(data.tokenizer_to_json(tok))
         assert again.encode(text) == tok.encode(text)
+
+
+def test_a_word_corpus_ends_each_sentence_with_end_of_text():
+    """A line break ends a sentence: one end token after it (blank lines add none), none after a prompt
+    that has no line break, one for a line break and a document boundary together."""
+    corpus = "The cat sat.\n\nThe dog ran.\n"
+    word = data.make_tokenizer("word", corpus + f"{EOT}A bird sang.")
+    eot = data.eot_id(word)
+    the, cat, sat, dog, ran, a, bird, sang = (word.encode(w)[0] for w in "the cat sat. dog ran. a bird sang.".split())
+    assert word.encode(corpus) == [the, cat, sat, eot, the, dog, ran, eot]
+    assert word.encode(f"{corpus}{EOT}A bird sang.") == [the, cat, sat, eot, the, dog, ran, eot, a, bird, sang]
+    assert word.encode("the cat") == [the, cat]  # a prompt: no end
+    assert word.encode(EOT) == [eot] and word.encode("") == []
+    assert word.decode(word.encode(corpus)) == "the cat sat.\nthe dog ran.\n"
+
+
+def test_token_cache_is_not_shared_with_the_earlier_word_rule(tmp_path):
+    """Token files key on the tokenizer's JSON, which names the line rule: a file encoded before the rule
+    existed (same vocabulary, no "lines") is not reused."""
+    text = "the cat sat.\nthe dog ran.\n"
+    word = data.make_tokenizer("word", text)
+    path, reused = data.encode_to_file(text, word, tmp_path)
+    assert not reused and '"lines": true' in data.tokenizer_to_json(word)
+    assert list(np.load(path)) == word.encode(text)
+    assert data.encode_to_file(text, word, tmp_path) == (path, True)
 
 
 @pytest.mark.parametrize(

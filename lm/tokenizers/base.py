@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
+EOT = "<|endoftext|>"  # separates documents (and a word corpus's sentences); a token of every text tokenizer here
+
 
 class TokenizerError(ValueError):
     """Bad input to a tokenizer (text, ids, files); the message says what was wrong and how to fix it."""
