@@ -53,17 +53,20 @@ def generate(
     names: dict[Node, str] | None = None,
     compile_code: bool = True,
     passing: dict[int, int] | None = None,
+    ready: bool = False,
 ) -> Compiled:
     """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
     With `checks=False` the gradient-shape checks are left out (for shapes already checked);
     `names` may give locals their names (e.g. a drawing's ids), where they are free identifiers;
     with `compile_code=False` only the source is made (for display); `passing` maps the slot of a
     step whose op passes an input through unchanged (at the shapes this code is made for) to that
-    input's slot: the step becomes a plain assignment."""
+    input's slot: the step becomes a plain assignment. With `ready=True` the function takes a first
+    argument `ready` and calls `ready(k, value)` as soon as output k is computed (fed outputs first), so a
+    caller can start work on early outputs (e.g. send gradients) while the rest is computed."""
     names, passing = names or {}, passing or {}
     namespace: dict[str, object] = {}
     function_of: dict[int, str] = {}  # id(tensor function) -> its name in the source
-    taken = {"check"}
+    taken = {"check", "ready"}
 
     def function_name(op, fn) -> str:
         key = id(fn)
@@ -92,7 +95,13 @@ def generate(
         local[step.slot] = name
         taken.add(name)
 
-    lines = [f"def {title}({', '.join(args)}):"]
+    lines = [f"def {title}({', '.join(['ready', *args] if ready else args)}):"]
+    ready_at: dict[int, list[int]] = {}  # slot -> the outputs it is
+    for k, slot in enumerate(plan.outputs):
+        ready_at.setdefault(slot, []).append(k)
+    if ready:
+        for slot, _ in plan.fed:
+            lines.extend(f"    ready({k}, {local[slot]})" for k in ready_at.get(slot, ()))
     step_at_line: dict[int, tuple[Step, list[str]]] = {}
     constants: dict[str, object] = {}
     for step in plan.steps:
@@ -119,6 +128,8 @@ def generate(
         for k, c in enumerate(step.checks if checks else ()):
             grad, wrt = local[c.grad], local[c.wrt]
             lines.append(f"    if {grad}.shape != {wrt}.shape: check({step.slot}, {k}, {grad}, {wrt})")
+        if ready:
+            lines.extend(f"    ready({k}, {local[step.slot]})" for k in ready_at.get(step.slot, ()))
         if step.free:
             lines.append(f"    del {', '.join(local[s] for s in step.free)}")
     outputs = ", ".join(local[s] for s in plan.outputs)

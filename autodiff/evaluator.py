@@ -13,7 +13,7 @@ naming the op, the node and the input shapes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -60,8 +60,10 @@ class Evaluator:
             entry = self._plans[fed] = _Entry(make_plan(self.eval_nodes, input_values))
         return entry
 
-    def run(self, input_values: dict[Node, object]) -> list[Tensor]:
-        """Values of `eval_nodes`, in their order, given values for the variables they depend on."""
+    def run(self, input_values: dict[Node, object], ready: Callable[[int, Tensor], None] | None = None) -> list[Tensor]:
+        """Values of `eval_nodes`, in their order, given values for the variables they depend on.
+        `ready(k, value)`, when given, is called as soon as output k is computed, while the rest runs
+        (data-parallel training starts sending the first gradients this way)."""
         entry = self._entry(input_values)
         plan = entry.plan
         if plan.unfed:
@@ -71,7 +73,10 @@ class Evaluator:
             value = input_values[node]
             fed.append(value if isinstance(value, Tensor) else torch.as_tensor(value))
         if not self.compiled:
-            return run_interpreted(plan, fed)
+            return run_interpreted(plan, fed, ready=ready)
+        if ready is not None:  # its own code, with the checks (the callback's calls are few)
+            compiled = entry.hooked = entry.hooked or generate(plan, ready=True)
+            return _call(compiled, [ready, *fed])
         if not entry.has_checks:  # a forward-only graph: one code, nothing to remember
             signature = None
             compiled = entry.checked = entry.checked or generate(plan)
@@ -81,18 +86,23 @@ class Evaluator:
                 compiled = entry.specialized.get(signature) or _specialize(entry, signature, fed)
             else:
                 compiled = entry.checked = entry.checked or generate(plan)
-        try:
-            outputs = compiled.function(*fed)
-        except Exception as err:
-            mapped = error_in_generated(compiled, err, sys.exc_info()[2])
-            if mapped is err:
-                raise
-            raise mapped from err
+        outputs = _call(compiled, fed)
         if signature is not None:
             if len(entry.checked_signatures) >= MAX_CHECKED_SIGNATURES:  # bounded: ever-new shapes
                 entry.checked_signatures.clear()  # only cost a check again
             entry.checked_signatures.add(signature)
         return outputs
+
+
+def _call(compiled: Compiled, args: list) -> list[Tensor]:
+    """Run generated code; an error inside it is raised as the OpError naming its node."""
+    try:
+        return compiled.function(*args)
+    except Exception as err:
+        mapped = error_in_generated(compiled, err, sys.exc_info()[2])
+        if mapped is err:
+            raise
+        raise mapped from err
 
 
 @dataclass
@@ -103,6 +113,7 @@ class _Entry:
     plan: Plan
     checked: Compiled | None = None
     fast: Compiled | None = None
+    hooked: Compiled | None = None  # with a `ready` callback (Evaluator.run(..., ready=...))
     checked_signatures: set = field(default_factory=set)
     specialized: dict[tuple, Compiled] = field(default_factory=dict)  # fed shapes -> code for them
 
@@ -133,11 +144,16 @@ def _specialize(entry: _Entry, signature: tuple, fed: list[Tensor]) -> Compiled:
     return entry.specialized[signature]
 
 
-def run_interpreted(plan: Plan, fed: list[Tensor], keep: bool = False) -> list[Tensor]:
+def run_interpreted(plan: Plan, fed: list[Tensor], keep: bool = False, ready=None) -> list[Tensor]:
     """The reference runner: the plan's steps in a plain loop over a list of slots."""
     values: list = [None] * len(plan.order)
+    ready_at: dict[int, list[int]] = {}
+    for k, slot in enumerate(plan.outputs if ready else ()):
+        ready_at.setdefault(slot, []).append(k)
     for (slot, _), value in zip(plan.fed, fed):
         values[slot] = value
+        for k in ready_at.get(slot, ()):
+            ready(k, value)
     for step in plan.steps:
         args = [values[s] for s in step.inputs]
         try:
@@ -148,6 +164,8 @@ def run_interpreted(plan: Plan, fed: list[Tensor], keep: bool = False) -> list[T
             grad, wrt = values[check.grad], values[check.wrt]
             if grad.shape != wrt.shape:
                 raise gradient_shape_error(plan, check, grad, wrt)
+        for k in ready_at.get(step.slot, ()):
+            ready(k, values[step.slot])
         if not keep:
             for s in step.free:
                 values[s] = None

@@ -7,6 +7,7 @@ Also: the device a run lives on (`pick_device`), and the clear errors of a bad l
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ Tensor = torch.Tensor
 
 DEFAULT_TIMEOUT_S = 300.0  # a collective waiting longer than this means a rank is gone (rank 0 validates meanwhile)
 BUCKET_BYTES = 4 * 2**20  # gradients per all_reduce: a few calls for our models, not one per parameter
+FIRST_BUCKET_BYTES = 2**20  # the first gradients computed go out early, in a smaller bucket (as torch's DDP)
 LAUNCH_HINT = "launch with `torchrun --nproc_per_node N -m lm train ...` (it sets RANK, WORLD_SIZE, MASTER_*...)"
 
 
@@ -110,7 +112,10 @@ class DataParallel:
         # gloo reduces CPU tensors only: other devices (mps) stage their buckets through the CPU
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         self.comm_device = device if self.backend == "nccl" else torch.device("cpu")
-        self.buckets: list[list[int]] | None = None  # tensor indices per flat buffer, fixed on first use
+        # overlapped_mean's plan, from the first step: tensor indices per flat buffer, in the order a step
+        # computes them, and each tensor's shape
+        self.buckets: list[list[int]] | None = None
+        self.shapes: list[tuple[int, ...]] = []
         self.comm_seconds = 0.0  # time spent in all_reduce (a benchmark reads it)
 
     # -- batches ------------------------------------------------------------------------------------
@@ -126,15 +131,24 @@ class DataParallel:
         return rows[:, :-1], rows[:, 1:]
 
     # -- collectives --------------------------------------------------------------------------------
-    def _plan_buckets(self, tensors: list[Tensor]) -> list[list[int]]:
+    def _plan_buckets(self, tensors: list[Tensor], order: list[int] | None = None, first: int | None = None):
+        """Tensor indices per flat buffer, taking the tensors in `order` (default: as given); the first
+        buffer holds about `first` bytes (default: bucket_bytes), the others about bucket_bytes."""
         buckets, current, size = [], [], 0
-        for i, t in enumerate(tensors):
+        for i in range(len(tensors)) if order is None else order:
             current.append(i)
-            size += t.numel() * t.element_size()
-            if size >= self.bucket_bytes:
+            size += tensors[i].numel() * tensors[i].element_size()
+            if size >= (first if first and not buckets else self.bucket_bytes):
                 buckets.append(current)
                 current, size = [], 0
         return buckets + ([current] if current else [])
+
+    def overlapped_mean(self, base: list[Tensor | float] | None = None) -> OverlappedMean:
+        """The mean over ranks of a step's tensors, each sent as soon as it is computed: pass the result's
+        `ready` to Evaluator.run, then `wait()`. `base` (the sums of earlier micro-batches) is added to
+        each tensor first. The first step only records the order the tensors come in (and sends them all
+        at the end, as all_reduce_mean); later steps send a bucket the moment its last tensor is ready."""
+        return OverlappedMean(self, base)
 
     def all_reduce_mean(self, tensors: list[Tensor]) -> list[Tensor]:
         """Each tensor's mean over the ranks: the tensors (one dtype) are packed into a few flat buffers of
@@ -143,12 +157,11 @@ class DataParallel:
         if self.world_size == 1:
             return list(tensors)
         start = time.perf_counter()
-        if self.buckets is None or sum(map(len, self.buckets)) != len(tensors):
-            self.buckets = self._plan_buckets(tensors)
-        flats = [torch.cat([tensors[i].reshape(-1) for i in b]).to(self.comm_device) for b in self.buckets]
+        buckets = self._plan_buckets(tensors)
+        flats = [torch.cat([tensors[i].reshape(-1) for i in b]).to(self.comm_device) for b in buckets]
         works = [self._collective(dist.all_reduce, flat, async_op=True) for flat in flats]
         means: list[Tensor] = []
-        for bucket, flat, work in zip(self.buckets, flats, works):
+        for bucket, flat, work in zip(buckets, flats, works):
             self._wait(work)
             flat = flat.to(self.device).div_(self.world_size)  # sum -> mean
             sizes = [tensors[i].numel() for i in bucket]
@@ -202,6 +215,64 @@ class DataParallel:
                 yield
             finally:
                 sys.stdout, sys.stderr = saved
+
+
+class OverlappedMean:
+    """One step's tensors (a loss and the gradients) averaged over the ranks while the backward pass goes
+    on: tensor k arrives through `ready(k, value)`, is added to base[k] and copied into its bucket's flat
+    buffer, and a complete bucket's all_reduce starts at once (asynchronously), as torch's DDP overlaps
+    communication with its backward. `wait(count)` returns the means, views into the buffers, in order.
+    Without a plan yet (the first step), it records the order the tensors come in, plans the buckets from
+    it, and reduces everything at the end."""
+
+    def __init__(self, parallel: DataParallel, base: list | None):
+        self.parallel, self.base = parallel, base
+        self.values: dict[int, Tensor] = {}
+        self.order: list[int] = []
+        self.buckets = parallel.buckets  # None: this step records
+        self.bucket_of = {i: b for b, bucket in enumerate(self.buckets or []) for i in bucket}
+        self.missing = [len(bucket) for bucket in self.buckets or []]  # tensors each bucket still waits for
+        self.flats: list[Tensor | None] = [None] * len(self.missing)
+        self.works: list[object] = [None] * len(self.missing)
+        self.comm = 0.0
+
+    def ready(self, k: int, value: Tensor) -> None:
+        self.values[k] = value if self.base is None else value + self.base[k]
+        self.order.append(k)
+        if self.buckets is None or k not in self.bucket_of:
+            return
+        b = self.bucket_of[k]
+        self.missing[b] -= 1
+        if self.missing[b] == 0:  # complete: one flat buffer, sent now
+            begin = time.perf_counter()
+            bucket = self.buckets[b]
+            self.flats[b] = torch.cat([self.values[i].reshape(-1) for i in bucket]).to(self.parallel.comm_device)
+            self.works[b] = self.parallel._collective(dist.all_reduce, self.flats[b], async_op=True)
+            self.comm += time.perf_counter() - begin
+
+    def wait(self, count: int) -> list[Tensor]:
+        """The means of this step's `count` tensors, in index order."""
+        p = self.parallel
+        complete = sorted(self.order) == list(range(count))
+        if self.buckets is None or not complete or any(w is None for w in self.works):
+            for work in self.works:  # (every rank takes this branch at the same step: the same graph)
+                if work is not None:
+                    p._wait(work)
+            tensors = [self.values[i] for i in range(count)]  # the recording step
+            p.shapes = [tuple(t.shape) for t in tensors]
+            first = min(FIRST_BUCKET_BYTES, p.bucket_bytes)
+            p.buckets = p._plan_buckets(tensors, self.order, first) if complete else None
+            return p.all_reduce_mean(tensors)
+        begin = time.perf_counter()
+        means: list[Tensor] = [None] * count  # type: ignore[list-item]
+        for bucket, flat, work in zip(self.buckets, self.flats, self.works):
+            p._wait(work)
+            flat = flat.to(p.device).div_(p.world_size)  # sum -> mean
+            sizes = [math.prod(p.shapes[i]) for i in bucket]
+            for i, view in zip(bucket, flat.split(sizes)):
+                means[i] = view.view(p.shapes[i])
+        p.comm_seconds += self.comm + time.perf_counter() - begin
+        return means
 
 
 def setup(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, environ: dict | None = None):

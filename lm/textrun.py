@@ -180,18 +180,25 @@ class TextTrainer:
         self._feed.update({k: v.to(self.device) for k, v in self.graph.forward.inputs(x).items()})
         self._feed[self.graph.targets] = y.reshape(-1).to(self.device)
 
-    def _loss_and_grads(self, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
+    def _loss_and_grads(self, x: Tensor, y: Tensor, ready=None) -> tuple[Tensor, list[Tensor]]:
         self._feed_batch(x, y)
-        loss, *grads = self.graph.evaluator.run(self._feed)
+        loss, *grads = self.graph.evaluator.run(self._feed, ready=ready)
         return loss, grads
 
     def train_step(self) -> float:
-        """One optimizer step over grad_accum micro-batches; returns the mean training loss."""
+        """One optimizer step over grad_accum micro-batches; returns the mean training loss. Under torchrun
+        the last micro-batch's gradients go to the all-reduce as the backward pass computes them."""
         cfg = self.config
         total_loss, grads = 0.0, None
         draw = get_batch if self.parallel is None else self.parallel.batch  # a rank: its share of the global batch
-        for _ in range(cfg.grad_accum):
+        for m in range(cfg.grad_accum):
             x, y = draw(self.data.train, cfg.batch_size, cfg.context, self.batches)
+            if self.parallel is not None and m == cfg.grad_accum - 1:  # sums of the micro-batches, then the mean
+                sync = self.parallel.overlapped_mean(None if grads is None else [total_loss, *grads])
+                self._loss_and_grads(x, y, ready=sync.ready)
+                loss_sum, *grads = sync.wait(1 + len(self.params))
+                total_loss = float(loss_sum)
+                break
             loss, micro = self._loss_and_grads(x, y)
             total_loss += float(loss)
             if grads is None:
@@ -200,10 +207,6 @@ class TextTrainer:
                 torch._foreach_add_(grads, micro)
         if cfg.grad_accum > 1:
             torch._foreach_div_(grads, float(cfg.grad_accum))
-        if self.parallel is not None:  # the mean over ranks, in a few flat buffers; the loss rides along
-            loss_sum = torch.tensor([total_loss], dtype=grads[0].dtype, device=grads[0].device)
-            *grads, loss_sum = self.parallel.all_reduce_mean([*grads, loss_sum])
-            total_loss = float(loss_sum)
         self.last_grad_norm = clip_grad_norm_(grads, cfg.clip) if cfg.clip else math.nan
         self.optimizer.lr = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
         self.optimizer.step(self.params, grads)

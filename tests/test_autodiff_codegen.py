@@ -174,3 +174,37 @@ def test_code_for_known_shapes_skips_sum_to_shape_where_it_changes_nothing():
     generic = entry.checked.source.count("= sum_to_shape(")
     assert generic == sum(s.node.op is ops.sum_to_shape for s in plan.steps) == 3
     assert calls == 1  # only b's gradient, summed over the broadcast rows, still needs the call
+
+
+def test_ready_reports_each_output_once_as_soon_as_it_is_computed():
+    """Evaluator.run(feed, ready=...) calls ready(k, value) for every output, in the order the plan
+    computes them (a fed output and a repeated output included), with the value run returns; compiled and
+    interpreted agree, and the values equal a run without the callback."""
+    x, w = ad.Variable("x"), ad.Variable("w")
+    y = ad.sum_op(ad.relu(x @ w))
+    gx, gw = ad.gradients(y, [x, w])
+    nodes = [y, gw, x, gx, y]
+    feed = {x: torch.randn(3, 4, dtype=torch.float64), w: torch.randn(4, 2, dtype=torch.float64)}
+    plain = ad.Evaluator(nodes).run(feed)
+    for compiled in (True, False):
+        calls: list = []
+        outputs = ad.Evaluator(nodes, compiled=compiled).run(feed, ready=lambda k, v, calls=calls: calls.append((k, v)))
+        assert sorted(k for k, _ in calls) == [0, 1, 2, 3, 4]
+        assert calls[0][0] == 2  # x is fed: ready before anything is computed
+        assert [k for k, _ in calls].index(0) < [k for k, _ in calls].index(1)  # y before its gradients
+        for k, value in calls:
+            assert value is outputs[k] and torch.equal(value, plain[k])
+    source = ad.Evaluator(nodes).source(feed)
+    assert "ready" not in source  # the printed code is the one without the callback
+
+
+def test_an_error_in_ready_reaches_the_caller_unchanged():
+    x = ad.Variable("x")
+    y = ad.exp(x)
+
+    def ready(k, value):
+        raise KeyError("stop")
+
+    for compiled in (True, False):
+        with pytest.raises(KeyError, match="stop"):
+            ad.Evaluator([y], compiled=compiled).run({x: torch.ones(2)}, ready=ready)

@@ -291,7 +291,30 @@ means = parallel.all_reduce_mean(tensors)
 expected = [1.5 * torch.arange(n, dtype=torch.float64) for n in (3, 7, 1, 20)]
 expected.append(torch.tensor([5.0], dtype=torch.float64))
 assert len(means) == len(expected) and all(torch.equal(t, e) for t, e in zip(means, expected)), means
-print(len(parallel.buckets), parallel.comm_seconds > 0)
+print(len(parallel._plan_buckets(tensors)), parallel.comm_seconds > 0)
+distributed.teardown(parallel)
+"""
+
+OVERLAP_WORKER = """
+import torch
+from lm import distributed
+parallel, device = distributed.setup("cpu", 30)
+parallel.bucket_bytes = 64
+r = parallel.rank
+sizes = (1, 3, 7, 1, 20)  # index 0: a loss
+order = [0, 4, 2, 3, 1]  # the order a backward pass computes them
+for step in range(3):
+    tensors = [torch.full((n,), float(r + 1 + step), dtype=torch.float64) * torch.arange(n) for n in sizes]
+    base = None if step == 1 else [torch.ones(n, dtype=torch.float64) for n in sizes]
+    sync = parallel.overlapped_mean(base)
+    for k in order:
+        sync.ready(k, tensors[k])
+    sent_early = all(w is not None for w in sync.works) and len(sync.works) > 1  # before wait, from step 1
+    means = sync.wait(len(sizes))
+    extra = 0.0 if base is None else 1.0
+    expected = [(1.5 + step) * torch.arange(n, dtype=torch.float64) + extra for n in sizes]
+    assert all(torch.equal(m, e) for m, e in zip(means, expected)), (step, means)
+    print(step, sent_early, parallel.buckets[0][:2])
 distributed.teardown(parallel)
 """
 
@@ -300,3 +323,14 @@ def test_all_reduce_mean_over_two_gloo_ranks_in_several_buckets():
     for rc, err, out in [finish(p) for p in start_ranks(["-c", REDUCE_WORKER])]:
         assert rc == 0, err[-2000:]
         assert out.split() == ["3", "True"]  # 64-byte buckets: tensors [3, 7], [1, 20], [the scalar]
+
+
+def test_overlapped_mean_sends_buckets_as_gradients_arrive_and_equals_the_mean():
+    """The first step records the order the tensors arrive in and plans the buckets from it (the first
+    ones computed share the first bucket); later steps send each bucket before wait(); the means (with
+    the earlier micro-batches' sums added) are exact on both ranks."""
+    for rc, err, out in [finish(p) for p in start_ranks(["-c", OVERLAP_WORKER])]:
+        assert rc == 0, err[-2000:]
+        lines = out.strip().splitlines()
+        assert lines[0].startswith("0 False") and lines[1].startswith("1 True") and lines[2].startswith("2 True")
+        assert lines[0].endswith("[0, 4]")  # the bucket plan follows the arrival order
