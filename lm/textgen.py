@@ -9,6 +9,7 @@ recomputed generation see exactly the same tokens at the same positions.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +29,17 @@ class TextGeneration:
     continuation: str = ""
     stop_reason: str = ""  # "max_new_tokens" or "end_of_text"
     seconds: float = 0.0
+
+
+@dataclass
+class GenerationStep:
+    """One step as `generate_text(on_step=...)` reports it, for a page that shows it."""
+
+    token_id: int  # the token chosen (the end token included)
+    logits: Tensor  # (V,) the model's logits, before temperature, top-k and top-p
+    window: list[int]  # the ids the model read
+    attention: list[Tensor] | None  # per layer (H, t, t) over the window (with attention=True)
+    seconds: float  # the forward pass and the sampling
 
 
 def filter_logits(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
@@ -65,9 +77,11 @@ def sample(
 class _Decoder:
     """Next-token logits of a growing sequence, by KV cache or full recomputation, over the same window."""
 
-    def __init__(self, model: LanguageModel, use_cache: bool):
-        self.model, self.use_cache = model, use_cache
+    def __init__(self, model: LanguageModel, use_cache: bool, attention: bool = False):
+        self.model, self.use_cache, self.attention = model, use_cache, attention
         self.start = 0  # first position of the window
+        self.window: list[int] = []  # the ids the last call read
+        self.last_attention: list[Tensor] | None = None  # per layer (H, t, t), with attention (no cache)
         self.keys: list[Tensor] | None = None  # (1, H, t, dh) per layer, for the window so far
         self.values: list[Tensor] | None = None
 
@@ -77,9 +91,12 @@ class _Decoder:
         if len(ids) - self.start > context:  # slide: jump ahead half a context (at least one token)
             self.start = len(ids) - context + context // 2 if context > 1 else len(ids) - 1
             refill = True
-        window = ids[self.start :]
+        window = self.window = ids[self.start :]
         if not self.use_cache:
-            return self.model.forward(torch.tensor([window]))["logits"][0, -1]
+            out = self.model.forward(torch.tensor([window]), ("logits", "attention") if self.attention else ("logits",))
+            if self.attention:
+                self.last_attention = [a[0] for a in out["attention"]]
+            return out["logits"][0, -1]
         if self.keys is None or refill:
             out = self.model.forward(torch.tensor([window]), ("logits", "keys", "values"))
             self.keys, self.values = out["keys"], out["values"]
@@ -104,9 +121,12 @@ def generate_text(
     top_p: float | None = None,
     seed: int = 0,
     use_cache: bool = True,
+    on_step: Callable[[GenerationStep], None] | None = None,
+    attention: bool = False,
 ) -> TextGeneration:
     """Continue `prompt` (any text the tokenizer can encode; empty starts a new document) until
-    max_new_tokens or the end-of-text token."""
+    max_new_tokens or the end-of-text token. `on_step`, when given, receives each step's GenerationStep;
+    with `attention=True` (by recomputation: use_cache=False) it holds every layer's attention."""
     if (
         isinstance(max_new_tokens, bool)
         or not isinstance(max_new_tokens, int)
@@ -115,6 +135,8 @@ def generate_text(
         raise ValueError(f"max_new_tokens must be 1 to {MAX_NEW_TOKENS:,}, got {max_new_tokens!r}")
     if temperature < 0:
         raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if attention and use_cache:
+        raise ValueError("attention=True needs use_cache=False: only a full forward gives every row")
     tok = model.tokenizer
     end = eot_id(tok)
     ids = tok.encode(prompt)
@@ -123,12 +145,17 @@ def generate_text(
             raise ValueError("the prompt is empty: type some text to continue")
         ids = [end]  # a new document
     generator = torch.Generator().manual_seed(seed)
-    decoder = _Decoder(model, use_cache)
+    decoder = _Decoder(model, use_cache, attention)
     result = TextGeneration(list(ids))
     start = time.perf_counter()
     with torch.no_grad():
         while len(result.new_ids) < max_new_tokens:
-            next_id = sample(decoder.next_logits(ids), temperature, top_k, top_p, generator)
+            step_start = time.perf_counter()
+            logits = decoder.next_logits(ids)
+            next_id = sample(logits, temperature, top_k, top_p, generator)
+            if on_step is not None:
+                seconds = time.perf_counter() - step_start
+                on_step(GenerationStep(next_id, logits, list(decoder.window), decoder.last_attention, seconds))
             if next_id == end:
                 result.stop_reason = "end_of_text"
                 break

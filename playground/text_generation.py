@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 from lm import checkpoint
 from lm.data import EOT, eot_id
 from lm.model import LanguageModel
-from lm.textgen import sample
+from lm.textgen import GenerationStep, generate_text
 from lm.tokenizer import Tokenizer as WordTokenizer
 
 SHAKESPEARE_MODEL = Path(__file__).resolve().parent.parent / "lm" / "data" / "shakespeare-char.safetensors"
@@ -122,43 +121,34 @@ def generate_trace(
     top_p: float | None = None,
     seed: int = 0,
 ) -> TextTrace:
-    """Continue `prompt`, recording each step's distribution and attention. The model reads the last
-    `context` tokens (a sliding window, as lm.textgen does past the context)."""
+    """Continue `prompt` with lm.textgen.generate_text (by recomputation, so every step gives each
+    layer's attention over the window the model read; past the context, lm's sliding window), recording
+    each step's distribution and attention."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens:
         raise TextGenerateError(f"Max new tokens must be a whole number of at least 1, got {max_new_tokens!r}.")
     if max_new_tokens > MAX_NEW_TOKENS:
         raise TextGenerateError(f"Max new tokens: this page generates at most {MAX_NEW_TOKENS}, got {max_new_tokens}.")
     ids = encode_prompt(model, prompt)
-    tok, context = model.tokenizer, model.config.context
-    end = eot_id(tok)
-    shown = [] if ids == [end] else list(ids)
+    tok = model.tokenizer
+    shown = [] if ids == [eot_id(tok)] else list(ids)
     trace = TextTrace([token_label(tok.token_str(i)) for i in shown])
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        while len(trace.steps) < max_new_tokens:
-            window = ids[-context:]
-            start = time.perf_counter()
-            out = model.forward(torch.tensor([window]), ("logits", "attention"))
-            logits = out["logits"][0, -1]
-            try:
-                next_id = sample(logits, temperature, top_k, top_p, generator)
-            except ValueError as err:  # lm's message for a bad temperature, top-k or top-p
-                raise TextGenerateError(f"Sampling: {err}.") from None
-            probs = torch.softmax(logits.double(), -1)
-            labels = [token_label(tok.token_str(i)) for i in window]
-            attention = [a[0].double() for a in out["attention"]]  # (H, t, t) per layer
-            seconds = time.perf_counter() - start
-            token = token_label(tok.token_str(next_id))
-            trace.steps.append(TextStep(next_id, token, probs, attention, labels, seconds))
-            if next_id == end:
-                trace.stop_reason = "end_of_text"
-                break
-            ids.append(next_id)
-            trace.new_tokens.append(token)
-        else:
-            trace.stop_reason = "max_new_tokens"
-    new_ids = [s.token_id for s in trace.steps if s.token_id != end]
-    trace.text = tok.decode(shown + new_ids)
+
+    def record(step: GenerationStep) -> None:
+        labels = [token_label(tok.token_str(i)) for i in step.window]
+        attention = [a.double() for a in step.attention]  # (H, t, t) per layer
+        probs = torch.softmax(step.logits.double(), -1)
+        token = token_label(tok.token_str(step.token_id))
+        trace.steps.append(TextStep(step.token_id, token, probs, attention, labels, step.seconds))
+
+    try:
+        result = generate_text(
+            model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+            use_cache=False, on_step=record, attention=True,
+        )  # fmt: skip
+    except ValueError as err:  # lm's message for a bad temperature, top-k or top-p
+        raise TextGenerateError(f"Sampling: {err}.") from None
+    trace.new_tokens = [token_label(tok.token_str(i)) for i in result.new_ids]
+    trace.stop_reason, trace.text = result.stop_reason, result.text
     return trace
 
 

@@ -54,9 +54,16 @@ def test_the_trace_matches_lm_generation_and_its_attention_is_causal() -> None:
     assert "&lt;" not in chips_html(trace) or "<" in trace.text  # escaped, and only when the text has one
 
 
-def test_past_the_context_the_model_reads_a_sliding_window() -> None:
-    trace = generate_trace(SHAKESPEARE, "a" * 70, max_new_tokens=2, temperature=0)
-    assert len(trace.steps[0].labels) == SHAKESPEARE.config.context
+def test_past_the_context_the_model_reads_lm_generations_sliding_window() -> None:
+    """The page's trace is lm's generation: past the context the window jumps ahead half a context, and
+    the text equals lm's, cached or not."""
+    context = SHAKESPEARE.config.context
+    trace = generate_trace(SHAKESPEARE, "a" * (context + 6), max_new_tokens=3, temperature=0)
+    # 70 ids, context 64: the window jumps to start at 70 - 64 + 32 = 38, then grows by one per token
+    assert [len(s.labels) for s in trace.steps] == [context // 2, context // 2 + 1, context // 2 + 2]
+    for use_cache in (True, False):
+        reference = generate_text(SHAKESPEARE, "a" * (context + 6), 3, temperature=0, use_cache=use_cache)
+        assert trace.text == reference.text
 
 
 def test_bad_prompts_and_settings_are_messages() -> None:
