@@ -25,47 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nanogpt_style import NanoGPTSide  # noqa: E402
-from reference_model import reference_loss  # noqa: E402
+from nanogpt_style import NanoGPTSide, TorchSide  # noqa: E402
 
-from lm.data import get_batch  # noqa: E402
-from lm.optim import lr_schedule  # noqa: E402
 from lm.textrun import TextTrainConfig, TextTrainer  # noqa: E402
-
-
-class TorchSide:
-    """The same run in plain PyTorch: parameters copied from our trainer, the same batch generator."""
-
-    def __init__(self, ours: TextTrainer):
-        cfg = ours.config
-        self.cfg, self.model_config, self.data = cfg, ours.model.config, ours.data
-        self.params = {n: p.detach().clone().requires_grad_(True) for n, p in ours.model.params.items()}
-        matrices = [p for p in self.params.values() if p.dim() >= 2]
-        gains = [p for p in self.params.values() if p.dim() < 2]
-        groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": gains, "weight_decay": 0.0}]
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
-        self.batches = torch.Generator().manual_seed(cfg.seed)
-        self.val_batches = ours.val_batches
-        self.step = 0
-
-    def train_step(self) -> float:
-        cfg = self.cfg
-        x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
-        self.opt.zero_grad(set_to_none=True)
-        loss = reference_loss(self.params, self.model_config, x, y, ignore_index=-100)
-        loss.backward()
-        if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(self.params.values(), cfg.clip)
-        for group in self.opt.param_groups:
-            group["lr"] = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
-        self.opt.step()
-        self.step += 1
-        return loss.item()
-
-    def evaluate(self) -> float:
-        with torch.no_grad():
-            losses = [reference_loss(self.params, self.model_config, x, y, -100).item() for x, y in self.val_batches]
-        return sum(losses) / len(losses)
 
 
 def make_trainer(args, preset: str) -> TextTrainer:

@@ -1,4 +1,6 @@
-"""A speed peer for bench_text.py: the `gpt` preset written the way nanoGPT writes its model.
+"""The plain-PyTorch sides of bench_text.py, each trained like ours on the same batches: the reference
+model (`TorchSide`, tests/reference_model.py) and the `gpt` preset written the way nanoGPT writes its model
+(`NanoGPTSide`):
 
 torch.nn modules, one fused q/k/v `Linear`, `F.scaled_dot_product_attention(is_causal=True)` (torch's
 fused attention kernel, no materialized mask), exact GELU, LayerNorm without bias, the head tied to the
@@ -12,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from reference_model import reference_loss  # tests/reference_model.py (bench_text puts tests/ on the path)
 
 from lm.data import get_batch
 from lm.optim import lr_schedule
@@ -64,15 +67,16 @@ class NanoGPTStyle(nn.Module):
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
-class NanoGPTSide:
-    """Steps of the nanoGPT-style model on the same batches as our trainer (the same seed)."""
+class EagerSide:
+    """Training steps of a plain-PyTorch model on the same batches as our trainer (the same seed):
+    autograd, clip_grad_norm_, torch.optim.AdamW with our param groups (decay on matrices only) and our
+    schedule. A subclass gives `parameters()` and `loss(x, y)`."""
 
     def __init__(self, ours):
         cfg = self.cfg = ours.config
         self.data, self.val_batches = ours.data, ours.val_batches
-        self.model = NanoGPTStyle(ours.model.params, ours.model.config)
-        matrices = [p for p in self.model.parameters() if p.dim() >= 2]  # the same groups as ours
-        gains = [p for p in self.model.parameters() if p.dim() < 2]
+        matrices = [p for p in self.parameters() if p.dim() >= 2]
+        gains = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": gains, "weight_decay": 0.0}]
         self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8)
         self.batches = torch.Generator().manual_seed(cfg.seed)
@@ -82,10 +86,10 @@ class NanoGPTSide:
         cfg = self.cfg
         x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
         self.opt.zero_grad(set_to_none=True)
-        loss = self.model(x, y)
+        loss = self.loss(x, y)
         loss.backward()
         if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+            torch.nn.utils.clip_grad_norm_(self.parameters(), cfg.clip)
         for group in self.opt.param_groups:
             group["lr"] = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
         self.opt.step()
@@ -94,5 +98,34 @@ class NanoGPTSide:
 
     def evaluate(self) -> float:
         with torch.no_grad():
-            losses = [self.model(x, y).item() for x, y in self.val_batches]
+            losses = [self.loss(x, y).item() for x, y in self.val_batches]
         return sum(losses) / len(losses)
+
+
+class TorchSide(EagerSide):
+    """The plain-PyTorch reference (tests/reference_model.py), parameters copied from our trainer."""
+
+    def __init__(self, ours):
+        self.model_config = ours.model.config
+        self.params = {n: p.detach().clone().requires_grad_(True) for n, p in ours.model.params.items()}
+        super().__init__(ours)
+
+    def parameters(self):
+        return list(self.params.values())
+
+    def loss(self, x, y):
+        return reference_loss(self.params, self.model_config, x, y, ignore_index=-100)
+
+
+class NanoGPTSide(EagerSide):
+    """The nanoGPT-style model, built from our trainer's weights."""
+
+    def __init__(self, ours):
+        self.model = NanoGPTStyle(ours.model.params, ours.model.config)
+        super().__init__(ours)
+
+    def parameters(self):
+        return list(self.model.parameters())
+
+    def loss(self, x, y):
+        return self.model(x, y)

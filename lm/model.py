@@ -66,9 +66,11 @@ class ParamVars:
 # - batched: heads (B, H, T, dh), scores (B, H, T, T), mask causal_mask(T);
 # - packed: heads (H, N, dh), scores (H, N, N) over all rows at once, mask packed_mask(B, T) that is
 #   causal within a sequence and blocks every other sequence. It wastes (B - 1) / B of the scores but
-#   needs fewer, larger matmuls and no reshapes for one head: faster for the small batches of this
-#   project, so it is used when B == 1 or N <= PACK_ROWS.
-PACK_ROWS = 256
+#   needs fewer, larger matmuls and no reshapes for one head: faster for tiny batches (the classic
+#   recipe's 10 sentences of 4 positions), so it is used when B == 1 or N <= PACK_ROWS. Its cost grows as
+#   N^2: at B 8 x T 32 (N 256) a training step of a 4-layer, 8-head model took 3x longer packed than
+#   batched (bench/bench_text.py --d-model 64 --context 32), hence the low bound.
+PACK_ROWS = 64
 
 
 def use_packed(batch: int, T: int) -> bool:
