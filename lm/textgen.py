@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lm.data import eot_id
+from lm.generate import check_sampling
 from lm.model import LanguageModel
 
 Tensor = torch.Tensor
@@ -133,8 +134,9 @@ def generate_text(
         or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
     ):
         raise ValueError(f"max_new_tokens must be 1 to {MAX_NEW_TOKENS:,}, got {max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    check_sampling(temperature, top_k)  # the classic generator's rules: finite temperature >= 0, top_k >= 1
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     if attention and use_cache:
         raise ValueError("attention=True needs use_cache=False: only a full forward gives every row")
     tok = model.tokenizer

@@ -1,6 +1,8 @@
 """The text models' command line: train a tiny run, resume it, generate from it, and clear errors
 for bad options; `python -m lm` hands text commands to lm.textcli."""
 
+from pathlib import Path
+
 import pytest
 
 from lm import textcli
@@ -60,3 +62,21 @@ def test_classic_commands_stay_with_the_classic_cli():
     assert not textcli.wants_text(["train", "--epochs", "5"])
     assert not textcli.wants_text(["generate", "the red"])
     assert not textcli.wants_text(["generate", "--weights", "lm/data/default.safetensors", "the red"])
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        (["--temperature", "nan"], "temperature must be 0 (greedy) or a positive number, got nan"),
+        (["--temperature", "inf"], "temperature must be a finite number"),
+        (["--top-k", "0"], "top_k must be a whole number of at least 1"),
+        (["--top-p", "nan"], "top_p must be in (0, 1], got nan"),
+        (["--max-new-tokens", "0"], "max_new_tokens must be 1 to 100,000, got 0"),
+    ],
+)
+def test_bad_sampling_settings_fail_before_generating(option, message, capsys):
+    """Checked before the first token (a NaN temperature reached torch.multinomial and a traceback)."""
+    bundled = Path(textcli.__file__).parent / "data" / "shakespeare-char.safetensors"
+    assert textcli.main(["generate", "--weights", str(bundled), "ROMEO:", *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

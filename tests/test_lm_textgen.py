@@ -73,8 +73,11 @@ def test_filters():
     [
         ({"max_new_tokens": 0}, "max_new_tokens must be 1"),
         ({"temperature": -1}, "temperature must be 0"),
-        ({"temperature": 1, "top_k": 0}, "top_k must be at least 1"),
+        ({"temperature": float("nan")}, "temperature must be 0"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"temperature": 1, "top_k": 0}, "top_k must be a whole number of at least 1"),
         ({"temperature": 1, "top_p": 1.5}, "top_p must be in"),
+        ({"temperature": 1, "top_p": float("nan")}, "top_p must be in"),
     ],
 )
 def test_bad_settings(kwargs, message):
