@@ -111,7 +111,12 @@ def _train(args: argparse.Namespace, out: Path, fresh_out_used: bool, device, pa
         trainer = TextTrainer(
             TextTrainConfig(**settings), args.cache_dir, device=device, parallel=parallel, progress=_download_progress
         )
-        trainer.save(out)  # the folder is writable, and a run killed early can still be resumed
+        try:  # before any training: the folder is writable, and a run killed early can still be resumed
+            trainer.save(out)
+        except OSError as err:
+            raise ValueError(
+                f"cannot write the run to --out '{out}' ({err.strerror or err}): pick a folder you can write to"
+            ) from None
     model, cfg = trainer.model, trainer.config
     print(
         f"model: {cfg.preset}, {model.num_parameters():,} parameters, {cfg.n_layers} layers, {cfg.n_heads} heads, "

@@ -50,10 +50,12 @@ def test_train_resume_generate(tmp_path, corpus, capsys):
         (["train", "--data", "shakespeare", "--steps", "0"], "steps must be a whole number"),
         (["train", "--resume", "--out", "no-such-run"], "no checkpoint at"),
         (["generate", "--weights", "no-such-run", "hi"], "no checkpoint at"),
+        (["train", "--data", "shakespeare", "--out", "a-file/run"], "cannot write the run to --out 'a-file/run'"),
     ],
 )
 def test_bad_options_get_clear_errors(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
     assert textcli.main([*args, "--cache-dir", str(tmp_path)] if args[0] == "train" else args) == 2
     assert message in capsys.readouterr().err
 
