@@ -116,12 +116,12 @@ def download_tinystories(
         return path
     offline_help = "use --data stories (the bundled samples) or --data FILE with a local text file"
     if loader is None:
+        if not _online():  # first: a second at most, before importing the heavy library
+            raise DataError(f"cannot reach huggingface.co to download TinyStories (offline?): {offline_help}")
         try:
             import datasets  # noqa: F401, PLC0415
         except ImportError:
             raise DataError(f"downloading TinyStories needs `pip install datasets`; or {offline_help}") from None
-        if not _online():
-            raise DataError(f"cannot reach huggingface.co to download TinyStories (offline?): {offline_help}")
         loader = _load_tinystories_rows
     stories = []
     try:

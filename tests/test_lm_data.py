@@ -174,3 +174,29 @@ def test_tinystories_download_is_cached_with_progress(tmp_path):
     assert path.read_text() == f"Story 0.\n{EOT}\nStory 1.\n{EOT}\nStory 2."
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert data.download_tinystories(3, tmp_path, loader=lambda n: 1 / 0) == path  # cached: no download
+
+
+def test_tinystories_streams_through_the_datasets_library_when_online(tmp_path, monkeypatch):
+    """Online, the download asks `datasets` for the train split as a stream and takes the first N stories
+    (the Hub itself is replaced here: no network in tests); the file is written once, then reused."""
+    datasets = pytest.importorskip("datasets")
+    asked = {}
+
+    class Stream:
+        def take(self, n):
+            asked["n"] = n
+            return iter([{"text": f" Story {i}. "} for i in range(n)])
+
+    def load_dataset(name, split, streaming):
+        asked.update(name=name, split=split, streaming=streaming)
+        return Stream()
+
+    monkeypatch.setattr(data, "_online", lambda *args, **kwargs: True)
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    seen = []
+    path = data.download_tinystories(3, tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert asked == {"name": "roneneldan/TinyStories", "split": "train", "streaming": True, "n": 3}
+    assert path.read_text() == f"Story 0.\n{EOT}\nStory 1.\n{EOT}\nStory 2."
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    monkeypatch.setattr(datasets, "load_dataset", None)  # a second call reads the cached file
+    assert data.download_tinystories(3, tmp_path) == path
