@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from autodiff.memory import keep_freed_memory
 from lm import checkpoint
 from lm.data import DataError, TokenData, get_batch, load_source, load_tokens, make_tokenizer
 from lm.model import PART_FIELDS, LanguageModel, preset_config
@@ -113,6 +114,7 @@ class TextTrainer:
     ):  # fmt: skip
         """`progress(done, total)` reports a download's stories (data=tinystories, first use only)."""
         self.config = config.validate()
+        keep_freed_memory()  # each step reuses the last one's pages (autodiff/memory.py: 17% of a step)
         if data is None or tokenizer is None:
             text = load_source(config.data, cache_dir, config.n_stories, progress)
             if tokenizer is None:
