@@ -134,7 +134,7 @@ def _specialize(entry: _Entry, signature: tuple, fed: list[Tensor]) -> Compiled:
         meta = [torch.empty(v.shape, dtype=v.dtype, device="meta") for v in fed]
         values = run_interpreted(entry.plan, meta, keep=True)
         for step in entry.plan.steps:
-            shapes = [tuple(values[s].shape) for s in step.inputs]
+            shapes = [tuple(values[s].shape) if isinstance(values[s], Tensor) else None for s in step.inputs]
             index = step.node.op.passes_through(step.node, shapes)
             if index is not None:
                 passing[step.slot] = step.inputs[index]

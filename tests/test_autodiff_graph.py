@@ -346,3 +346,27 @@ def test_broadcast_checks_the_input_shape_it_declares():
     assert ad.Evaluator([y]).run({x: rand(3, 1)})[0].shape == (2, 3, 4)
     with pytest.raises(ad.OpError, match="broadcast: the input has shape \\(1, 3\\), declared \\(3, 1\\)"):
         ad.Evaluator([y]).run({x: rand(1, 3)})
+
+
+def test_layernorm_gain_backward_is_one_pass_for_both_gradients():
+    """layernorm_gain's two gradients come from one layernorm_gain_grads node (one statistics pass, taken
+    apart by pick_grad), equal to the single-output backward ops to rounding."""
+    from autodiff.ops import transformer  # noqa: PLC0415  (the internal ops)
+
+    a, w = ad.Variable("a"), ad.Variable("w")
+    y = ad.sum_op(ad.layernorm_gain(a, w, 1e-5) * ad.layernorm_gain(a, w, 1e-5))
+    ga, gw = ad.gradients(y, [a, w])
+    evaluator = ad.Evaluator([ga, gw])
+    gen = torch.Generator().manual_seed(0)
+    feed = {a: torch.randn(5, 3, 8, dtype=torch.float64, generator=gen), w: torch.rand(8, dtype=torch.float64) + 0.5}
+    plan = evaluator.plan(feed)
+    assert sum(step.node.op is transformer.layernorm_gain_grads for step in plan.steps) == 1  # shared (CSE)
+    grad_a, grad_w = evaluator.run(feed)
+    g = 2 * torch.nn.functional.layer_norm(feed[a], (8,), feed[w])  # the upstream gradient of y
+    single = ad.Evaluator([
+        transformer.layernorm_gain_backward(ad.Variable("g"), a, w, 1e-5),
+        transformer.norm_gain_backward(ad.Variable("g2"), a, w, "layer", 1e-5),
+    ])  # fmt: skip
+    gv, g2v = single.eval_nodes[0].inputs[0], single.eval_nodes[1].inputs[0]
+    want_a, want_w = single.run({**feed, gv: g, g2v: g})
+    assert torch.allclose(grad_a, want_a, atol=1e-12) and torch.allclose(grad_w, want_w, atol=1e-12)

@@ -115,7 +115,8 @@ class LayerNormGainOp(OpBase):
     def gradient(self, node, output_grad):
         a, gain = node.inputs
         g = output_grad
-        return [layernorm_gain_backward(g, a, gain, node.eps), norm_gain_backward(g, a, gain, "layer", node.eps)]
+        both = layernorm_gain_grads(g, a, gain, node.eps)  # one pass gives both (a pair, not a tensor)
+        return [pick_grad(both, g, a, gain, 0, node.eps), pick_grad(both, g, a, gain, 1, node.eps)]
 
 
 class LayerNormGainBackwardOp(OpBase):
@@ -136,6 +137,42 @@ class LayerNormGainBackwardOp(OpBase):
         gn = mul(g, gain)
         inner = sub(sub(gn, mean(gn, -1, keepdim=True)), mul(y, mean(mul(gn, y), -1, keepdim=True)))
         return local_vjp(mul(r, inner), [g, a, gain], output_grad)
+
+
+class LayerNormGainGradsOp(OpBase):
+    """Both gradients of layernorm_gain in one pass of torch's kernel: the pair (input gradient, gain
+    gradient), which `pick_grad` nodes take apart. (Two single-output backward ops compute the
+    statistics of `a` twice more: three LayerNorm passes a norm instead of one, measured.) Internal:
+    its value is a pair, so it is not a public op; it takes no gradient itself (see PickGradOp)."""
+
+    name, inputs, params = "layernorm_gain_grads", ("g", "a", "gain"), {"eps": REQUIRED}
+
+    @staticmethod
+    def forward(g, a, gain, eps):
+        shape = [a.shape[-1]]
+        _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
+        dx, dgain, _ = torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, gain, None, [True, True, False])
+        return dx, dgain.reshape(gain.shape)
+
+    def gradient(self, node, output_grad):
+        raise RuntimeError("layernorm_gain_grads is differentiated through its pick_grad nodes")
+
+
+class PickGradOp(OpBase):
+    """Item `index` of a layernorm_gain_grads pair (0: the input gradient, 1: the gain gradient). It
+    reads g, a and gain too, only so that its own gradient (second order) is the one of the
+    single-output op it stands for: layernorm_gain_backward or norm_gain_backward."""
+
+    name, inputs, params = "pick_grad", ("pair", "g", "a", "gain"), {"index": REQUIRED, "eps": REQUIRED}
+    forward = staticmethod(lambda pair, g, a, gain, index, eps: pair[index])
+
+    def gradient(self, node, output_grad):
+        _, g, a, gain = node.inputs
+        if node.index == 0:
+            twin = layernorm_gain_backward(g, a, gain, node.eps)
+        else:
+            twin = norm_gain_backward(g, a, gain, "layer", node.eps)
+        return [None, *twin.op.gradient(twin, output_grad)]
 
 
 # --- rotary positions ----------------------------------------------------------------------------
@@ -217,6 +254,7 @@ class CrossEntropyWeightsOp(NoGradient):
 sin, cos = SinOp(), CosOp()
 rmsnorm, rmsnorm_backward, norm_gain_backward = RMSNormOp(), RMSNormBackwardOp(), NormGainBackwardOp()
 layernorm_gain, layernorm_gain_backward = LayerNormGainOp(), LayerNormGainBackwardOp()
+layernorm_gain_grads, pick_grad = LayerNormGainGradsOp(), PickGradOp()  # internal: not in __all__
 rope = RopeOp()
 cross_entropy, cross_entropy_backward = CrossEntropyOp(), CrossEntropyBackwardOp()
 cross_entropy_weights = CrossEntropyWeightsOp()
