@@ -197,16 +197,19 @@ def live_ui(session: LMSession) -> None:
         st.markdown(f"**Samples from the fixed prompt** (every {run.settings['sample_every']} steps, newest last)")
         for step, text in run.samples:
             st.code(f"step {step}: {text}", language=None, wrap_lines=True)
-    if st.session_state.get(DRAWN_RUNNING, False) != session.running:
-        st.rerun(scope="app")
-
-
-def results_ui(session: LMSession) -> None:
-    if session.status in ("stopped", "finished") and session.step:
+    if session.status in ("stopped", "finished") and session.step:  # drawn by the tick that ends the run
         st.success(
             f"{session.status.capitalize()} at step {session.step}: it is now the **trained model** on the "
             "Generate page.", icon=":material/check_circle:",
         )  # fmt: skip
+    if st.session_state.get(DRAWN_RUNNING, False) != session.running:
+        st.rerun(scope="app")  # the run ended (or began) since the controls were drawn: redraw them
+
+
+def results_ui(session: LMSession) -> None:
+    """What needs the whole page redrawn after a run: the checkpoint download and the comparison of runs.
+    (The outcome itself is drawn in the live fragment, so it never waits on that rerun.)"""
+    if session.status in ("stopped", "finished") and session.step:
         if st.toggle("Prepare the checkpoint for download", key="train_lm_prepare"):
             st.download_button(
                 "Download checkpoint (.safetensors)", session.checkpoint_bytes(), file_name="checkpoint.safetensors",

@@ -37,8 +37,13 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
         app.wait_idle()
     page.get_by_role("button", name="Start", exact=True).click()
     start = time.monotonic()
-    page.get_by_text("Finished at step 30").wait_for(timeout=RUN_TIMEOUT_S * 1000)
-    print(f"30-step language-model run in the browser: {time.monotonic() - start:.1f} s after Start")
+    try:
+        page.get_by_text("Finished at step 30").wait_for(timeout=RUN_TIMEOUT_S * 1000)
+        print(f"30-step language-model run in the browser: {time.monotonic() - start:.1f} s after Start")
+        page.get_by_text("Compare runs").wait_for(timeout=60_000)  # the page's redraw after the run
+    except Exception:
+        app.screenshot("train-lm-page-timeout")  # what the page showed, for the CI log's reader
+        raise
     app.wait_idle()
     main = page.locator('[data-testid="stMain"]')
     text = main.inner_text()
