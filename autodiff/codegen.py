@@ -96,9 +96,7 @@ def generate(
         taken.add(name)
 
     lines = [f"def {title}({', '.join(['ready', *args] if ready else args)}):"]
-    ready_at: dict[int, list[int]] = {}  # slot -> the outputs it is
-    for k, slot in enumerate(plan.outputs):
-        ready_at.setdefault(slot, []).append(k)
+    ready_at = plan.output_positions() if ready else {}
     if ready:
         for slot, _ in plan.fed:
             lines.extend(f"    ready({k}, {local[slot]})" for k in ready_at.get(slot, ()))

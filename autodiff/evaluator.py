@@ -147,9 +147,7 @@ def _specialize(entry: _Entry, signature: tuple, fed: list[Tensor]) -> Compiled:
 def run_interpreted(plan: Plan, fed: list[Tensor], keep: bool = False, ready=None) -> list[Tensor]:
     """The reference runner: the plan's steps in a plain loop over a list of slots."""
     values: list = [None] * len(plan.order)
-    ready_at: dict[int, list[int]] = {}
-    for k, slot in enumerate(plan.outputs if ready else ()):
-        ready_at.setdefault(slot, []).append(k)
+    ready_at = plan.output_positions() if ready else {}
     for (slot, _), value in zip(plan.fed, fed):
         values[slot] = value
         for k in ready_at.get(slot, ()):

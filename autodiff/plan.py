@@ -48,6 +48,13 @@ class Plan:
     outputs: list[int]  # the slot of each requested output
     shared: dict[int, int]  # slot of a duplicate node -> slot of the first node computing the same
 
+    def output_positions(self) -> dict[int, list[int]]:
+        """Slot -> the indices of the outputs that slot's value is (an output may be requested twice)."""
+        positions: dict[int, list[int]] = {}
+        for k, slot in enumerate(self.outputs):
+            positions.setdefault(slot, []).append(k)
+        return positions
+
 
 def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node]) -> Plan:
     """The plan computing `outputs` when the values of `fed_nodes` are given."""

@@ -7,7 +7,6 @@ Also: the device a run lives on (`pick_device`), and the clear errors of a bad l
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import signal
@@ -113,9 +112,8 @@ class DataParallel:
         self.backend = "nccl" if device.type == "cuda" else "gloo"
         self.comm_device = device if self.backend == "nccl" else torch.device("cpu")
         # overlapped_mean's plan, from the first step: tensor indices per flat buffer, in the order a step
-        # computes them, and each tensor's shape
+        # computes them
         self.buckets: list[list[int]] | None = None
-        self.shapes: list[tuple[int, ...]] = []
         self.comm_seconds = 0.0  # time spent in all_reduce (a benchmark reads it)
 
     # -- batches ------------------------------------------------------------------------------------
@@ -160,14 +158,18 @@ class DataParallel:
         buckets = self._plan_buckets(tensors)
         flats = [torch.cat([tensors[i].reshape(-1) for i in b]).to(self.comm_device) for b in buckets]
         works = [self._collective(dist.all_reduce, flat, async_op=True) for flat in flats]
-        means: list[Tensor] = []
+        means: list[Tensor] = [None] * len(tensors)  # type: ignore[list-item]
         for bucket, flat, work in zip(buckets, flats, works):
             self._wait(work)
-            flat = flat.to(self.device).div_(self.world_size)  # sum -> mean
-            sizes = [tensors[i].numel() for i in bucket]
-            means.extend(view.view(tensors[i].shape) for i, view in zip(bucket, flat.split(sizes)))
+            self._unpack_mean(flat, bucket, tensors, means)
         self.comm_seconds += time.perf_counter() - start
         return means
+
+    def _unpack_mean(self, flat: Tensor, bucket: list[int], like: list[Tensor], means: list[Tensor]) -> None:
+        """A reduced flat buffer's sums -> means, as views shaped like `like[i]`, into means[i]."""
+        flat = flat.to(self.device).div_(self.world_size)
+        for i, view in zip(bucket, flat.split([like[i].numel() for i in bucket])):
+            means[i] = view.view(like[i].shape)
 
     def broadcast_(self, tensors: list[Tensor]) -> None:
         """Make every rank hold rank 0's values, in place (a start from identical parameters): one
@@ -259,18 +261,15 @@ class OverlappedMean:
                 if work is not None:
                     p._wait(work)
             tensors = [self.values[i] for i in range(count)]  # the recording step
-            p.shapes = [tuple(t.shape) for t in tensors]
             first = min(FIRST_BUCKET_BYTES, p.bucket_bytes)
             p.buckets = p._plan_buckets(tensors, self.order, first) if complete else None
             return p.all_reduce_mean(tensors)
         begin = time.perf_counter()
+        tensors = [self.values[i] for i in range(count)]
         means: list[Tensor] = [None] * count  # type: ignore[list-item]
         for bucket, flat, work in zip(self.buckets, self.flats, self.works):
             p._wait(work)
-            flat = flat.to(p.device).div_(p.world_size)  # sum -> mean
-            sizes = [math.prod(p.shapes[i]) for i in bucket]
-            for i, view in zip(bucket, flat.split(sizes)):
-                means[i] = view.view(p.shapes[i])
+            p._unpack_mean(flat, bucket, tensors, means)
         p.comm_seconds += self.comm + time.perf_counter() - begin
         return means
 

@@ -79,14 +79,19 @@ def sample_next_token(
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def check_sampling(temperature: float, top_k: int | None = None, max_new_tokens: int = 1) -> None:
-    """ValueError with a clear message for a temperature, top-k or token count that cannot be used."""
+def check_sampling(
+    temperature: float, top_k: int | None = None, max_new_tokens: int = 1, top_p: float | None = None
+) -> None:
+    """ValueError with a clear message for a temperature, top-k, top-p (nucleus, text models) or token
+    count that cannot be used."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
         raise ValueError(f"temperature must be 0 (greedy) or a positive number, got {temperature!r}")
     if not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"top_k must be a whole number of at least 1 (or none: all tokens), got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a whole number of at least 1, got {max_new_tokens!r}")
 

@@ -46,12 +46,9 @@ class GenerationStep:
 def filter_logits(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
     """(V,) logits -> float64 log-weights to sample from: divided by the temperature, then only the top_k
     most likely and the smallest set whose probability reaches top_p (nucleus) kept; the rest -inf."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive to sample (0 means greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature, top_k, top_p=top_p)
+    if temperature == 0:
+        raise ValueError("temperature must be positive to sample (0 means greedy: no filtering)")
     logits = (logits.double() - logits.max()) / temperature  # largest 0: a tiny temperature never gives NaN
     if top_k is not None and top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
@@ -134,9 +131,7 @@ def generate_text(
         or not 1 <= max_new_tokens <= MAX_NEW_TOKENS
     ):
         raise ValueError(f"max_new_tokens must be 1 to {MAX_NEW_TOKENS:,}, got {max_new_tokens!r}")
-    check_sampling(temperature, top_k)  # the classic generator's rules: finite temperature >= 0, top_k >= 1
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    check_sampling(temperature, top_k, top_p=top_p)  # before the first token: finite temperature >= 0 ...
     if attention and use_cache:
         raise ValueError("attention=True needs use_cache=False: only a full forward gives every row")
     tok = model.tokenizer
