@@ -1,16 +1,16 @@
-"""Text data for the language models: sources, tokenizers by name, token files on disk, batches.
+"""Data for the language models: the two batch sources the trainer draws from, and what feeds them.
 
-A source is a local text file (checked for size and encoding before it is read whole), `shakespeare`
-(Tiny Shakespeare, bundled), `stories` (the bundled TinyStories samples) or `tinystories` (the real
-data set through the `datasets` library, only when online). Its text is encoded once into a `.npy`
-token file in a cache folder, reused while the text and the tokenizer are unchanged, split into
-train and validation (by document on `<|endoftext|>`, else the last 10%), and read by `get_batch`.
+*Sentences* (the classic recipe): a corpus of sentences, one per line (the default ten, or a file), as one
+padded full batch, scored by how many sentences greedy decoding reproduces (`reproduced`, `memorization`).
+*Windows*: random windows of a token stream with fixed held-out windows. Its text is a local file
+(checked for size and encoding before it is read whole), `shakespeare` (bundled), `stories` (bundled
+TinyStories samples) or `tinystories` (downloaded with the `datasets` library, only when online), encoded
+once into a `.npy` token file in a cache folder and split into train and validation.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import tempfile
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lm.tokenizers import BPETokenizer, CharTokenizer
+from lm.nn import IGNORE_INDEX
+from lm.tokenizers import BPETokenizer, CharTokenizer, serialize
 from lm.tokenizers.base import EOT
 from lm.tokenizers.word_text import WordTextTokenizer
 
@@ -39,6 +40,80 @@ VAL_FRACTION = 0.1
 
 class DataError(ValueError):
     """A source, tokenizer name or token file that cannot be used; the message says how to fix it."""
+
+
+# ------------------------------------------------------------------------------ sentences
+
+# Ten sentences of five words, our own. No two share their first two words, so each sentence is
+# determined by its first two words: a model that memorized the corpus completes every one exactly.
+DEFAULT_CORPUS: list[str] = [
+    "the red fox jumps high",
+    "a small bird sings softly",
+    "my old cat sleeps often",
+    "the blue whale swims slowly",
+    "a green frog hops away",
+    "our young dog runs fast",
+    "the tall tree grows quietly",
+    "a bright star shines above",
+    "his new boat sails north",
+    "the cold wind blows hard",
+]
+
+MAX_SENTENCES = 500  # lm's bound (a caller such as the Train page may pass a lower one)
+MAX_WORDS = 64  # words per sentence; the context grows with the longest sentence
+MIN_WORDS = 3  # two prompt words for the memorization score, and at least one word to predict
+MAX_CHARS = 100_000  # a bound on the text read before any parsing
+
+
+def parse_corpus(text: str, max_sentences: int = MAX_SENTENCES) -> list[str]:
+    """Sentences from text, one per line: blank lines dropped, words re-joined by single spaces.
+    `max_sentences` (at most MAX_SENTENCES) is the limit the message names: one limit, one message."""
+    max_sentences = min(max_sentences, MAX_SENTENCES)
+    if len(text) > MAX_CHARS:
+        raise DataError(f"the corpus has {len(text):,} characters; the limit is {MAX_CHARS:,}: use a shorter text")
+    sentences = [" ".join(line.split()) for line in text.splitlines()]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        raise DataError("the corpus is empty: write one sentence per line (for example 'the red fox jumps high')")
+    if len(sentences) > max_sentences:
+        raise DataError(
+            f"the corpus has {len(sentences):,} sentences; the limit is {max_sentences}: remove some lines"
+        )
+    for number, sentence in enumerate(sentences, start=1):
+        n_words = len(sentence.split())
+        if n_words < MIN_WORDS:
+            raise DataError(
+                f"sentence {number} ('{sentence}') has {n_words} word(s); each sentence needs at least {MIN_WORDS} "
+                "(two prompt words and one to predict): lengthen it or remove the line"
+            )
+        if n_words > MAX_WORDS:
+            raise DataError(
+                f"sentence {number} has {n_words} words; the limit is {MAX_WORDS}: split it into shorter lines"
+            )
+    return sentences
+
+
+def load_corpus(path: str | Path) -> list[str]:
+    """Sentences of a UTF-8 text file, one per line (see `parse_corpus`). Only a regular file is read,
+    and never more than the bound allows (`/dev/zero` or a huge file fails at once, not after reading)."""
+    path = Path(path)
+    limit = 4 * MAX_CHARS  # UTF-8 bytes of MAX_CHARS characters at most
+    try:
+        if not path.exists():
+            raise DataError(f"corpus file '{path}' does not exist: check the path")
+        if not path.is_file():
+            raise DataError(f"'{path}' is not a regular file: give a text file, one sentence per line")
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise DataError(f"cannot read corpus file '{path}': {err.strerror or err}") from None
+    if len(data) > limit:
+        raise DataError(f"corpus file '{path}' is over {limit:,} bytes; the limit is {MAX_CHARS:,} characters")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"corpus file '{path}' is not UTF-8 text: save it as plain UTF-8 text") from None
+    return parse_corpus(text)
 
 
 def default_cache_dir() -> Path:
@@ -177,32 +252,12 @@ def make_tokenizer(spec: str, text: str):
 
 def tokenizer_to_json(tokenizer) -> str:
     """A tokenizer as JSON text (what a checkpoint stores and the token cache keys on)."""
-    if isinstance(tokenizer, WordTextTokenizer):
-        # "lines": a line break ends a sentence (the token cache keys on this text, so files encoded by the
-        # earlier rule, without it, are not reused)
-        return json.dumps({"type": "word-text", "lines": True, "vocab": tokenizer.vocab}, ensure_ascii=False)
-    if hasattr(tokenizer, "to_json"):
-        return tokenizer.to_json()
-    raise DataError(f"cannot save a {type(tokenizer).__name__}")
+    return serialize.to_json(tokenizer)
 
 
 def tokenizer_from_json(text: str):
-    """The tokenizer of `tokenizer_to_json`'s text; a DataError (or TokenizerError) for bad text."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"the tokenizer is not valid JSON: {err}") from None
-    kind = data.get("type") if isinstance(data, dict) else None
-    if kind == "word-text":
-        vocab = data.get("vocab")
-        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
-            raise DataError("the word tokenizer's vocab must be a list of strings")
-        return WordTextTokenizer(vocab)
-    if kind == "char":
-        return CharTokenizer.from_json(text)
-    if kind == "bpe":
-        return BPETokenizer.from_json(text)
-    raise DataError(f"unknown tokenizer type {kind!r} (expected char, word-text or bpe)")
+    """The tokenizer of `tokenizer_to_json`'s text; a TokenizerError (a ValueError) for bad text."""
+    return serialize.from_json(text)
 
 
 def eot_id(tokenizer) -> int | None:
@@ -289,3 +344,119 @@ def get_batch(tokens: np.ndarray, batch_size: int, context: int, generator: torc
     rows = np.stack([np.asarray(tokens[s : s + context + 1], dtype=np.int64) for s in starts])  # (B, T + 1)
     rows = torch.from_numpy(rows)
     return rows[:, :-1], rows[:, 1:]
+
+
+# ------------------------------------------------------------------------------- batch sources
+# A batch source gives the trainer its batches: `batch(batch_size, context, generator)` -> inputs and
+# targets (B, T) int64, `batch_shape`, fixed held-out `validation` batches, its `tokenizer`, and a
+# `data_id` that a checkpoint records so a resumed run knows its data did not change.
+
+
+class Sentences:
+    """Every sentence one row of one padded full batch, the same every step: each sentence's words
+    predict the next, and its last word predicts the end token; padded targets are IGNORE_INDEX."""
+
+    def __init__(self, sentences: list[str], tokenizer=None):
+        from lm.tokenizers import WordTokenizer  # noqa: PLC0415
+
+        self.sentences = list(sentences)
+        self.tokenizer = WordTokenizer.from_sentences(self.sentences) if tokenizer is None else tokenizer
+        if getattr(self.tokenizer, "end_id", None) is None:
+            raise DataError("the sentences source needs a word tokenizer with an end token (<eos>)")
+        encoded = [self.tokenizer.encode(s) + [self.tokenizer.end_id] for s in self.sentences]  # words + <eos>
+        T = max(len(e) for e in encoded) - 1  # the longest sentence's words: each is read to predict the next
+        self.ids = torch.full((len(encoded), T), self.tokenizer.pad_id or 0, dtype=torch.long)  # (B, T)
+        self.targets = torch.full((len(encoded), T), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for row, e in enumerate(encoded):
+            self.ids[row, : len(e) - 1] = torch.tensor(e[:-1])
+            self.targets[row, : len(e) - 1] = torch.tensor(e[1:])
+        self.context = self.min_context = T
+        self.train = None  # no token stream to split over ranks
+        self.data_id = "sentences-" + hashlib.sha256("\n".join(self.sentences).encode()).hexdigest()[:16]
+
+    def batch_shape(self, batch_size: int, context: int) -> tuple[int, int]:
+        return tuple(self.ids.shape)
+
+    def batch(self, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return self.ids, self.targets
+
+    def validation(self, batch_size: int, context: int, n: int, seed: int) -> list:
+        return []  # sentences are scored by memorization, not by held-out text
+
+
+class Windows:
+    """Random windows of a token stream's training part; held-out windows from its validation part."""
+
+    def __init__(self, tokens: TokenData, tokenizer):
+        self.tokens, self.tokenizer = tokens, tokenizer
+        self.train = tokens.train
+        self.context, self.min_context = None, 1
+        self.data_id = tokens.path.stem  # hashes of the text and the tokenizer
+
+    def batch_shape(self, batch_size: int, context: int) -> tuple[int, int]:
+        return batch_size, context
+
+    def batch(self, batch_size: int, context: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return get_batch(self.train, batch_size, context, generator)
+
+    def validation(self, batch_size: int, context: int, n: int, seed: int) -> list[tuple[Tensor, Tensor]]:
+        """`n` fixed held-out batches: every validation sees the same."""
+        held_out = torch.Generator().manual_seed(seed)
+        return [get_batch(self.tokens.val, batch_size, context, held_out) for _ in range(n)]
+
+
+def make_source(config, cache_dir=None, tokenizer=None, progress: Callable | None = None) -> Sentences | Windows:
+    """The batch source of a training config (lm.train.TrainConfig): `sentences` (the default ten),
+    `sentences:FILE`, or a text source for windows; `tokenizer` reuses a trained one (a resumed run's)."""
+    if config.data == "sentences" or config.data.startswith("sentences:"):
+        path = config.data[len("sentences:") :]
+        return Sentences(load_corpus(path) if path else DEFAULT_CORPUS, tokenizer)
+    text = load_source(config.data, cache_dir, config.n_stories, progress)
+    if tokenizer is None:
+        tokenizer = make_tokenizer(config.tokenizer, text)
+    return Windows(load_tokens(text, tokenizer, config.context, cache_dir), tokenizer)
+
+
+@dataclass
+class MemorizationRow:
+    sentence: str
+    prompt: str  # the first two words
+    generated: str  # prompt + greedy continuation, as long as the sentence at most
+    correct: bool
+
+
+def reproduced(model, source: Sentences, prompt_words: int = 2) -> list[bool]:
+    """Which sentences greedy decoding reproduces from their first words, in ONE forward pass.
+
+    Greedy decoding reproduces a sentence exactly when, fed the sentence's own words, the model's argmax
+    at every position after the prompt is the next word: then each greedy step sees the true prefix, and
+    at the first miss it does not. So this equals `memorization` (a test checks it), which decodes step
+    by step: one forward over the training batch instead of one per generated word."""
+    predicted = model.forward(source.ids)["logits"].argmax(-1)  # (B, T); position t predicts word t + 1
+    T = source.targets.shape[1]
+    checked = (source.targets != IGNORE_INDEX) & (torch.arange(T) >= prompt_words - 1)  # (B, T)
+    return ((predicted == source.targets) | ~checked).all(1).tolist()
+
+
+def memorization(model, sentences: list[str], prompt_words: int = 2) -> list[MemorizationRow]:
+    """Greedy-decode each sentence from its first words (all sentences in one batch) and compare, the
+    end included: a sentence is reproduced when its words come back and then the end token. Decoding goes
+    one token past each sentence's end, so a model that runs on shows the word it adds."""
+    tok = model.tokenizer
+    encoded = [tok.encode(s) + [tok.end_id] for s in sentences]  # words + <eos>
+    longest = max(len(e) for e in encoded)
+    seqs = torch.tensor([e[:prompt_words] for e in encoded])  # (B, prompt_words)
+    for _ in range(longest - prompt_words):
+        if seqs.shape[1] > model.config.context:
+            break
+        logits = model.forward(seqs)["logits"][:, -1]  # (B, V) at the last position
+        seqs = torch.cat([seqs, logits.argmax(-1, keepdim=True)], 1)  # (B, t + 1)
+    rows = []
+    for sentence, e, seq in zip(sentences, encoded, seqs.tolist()):
+        generated = seq[: len(e)]
+        ends = [i for i, t in enumerate(generated) if t in (tok.pad_id, tok.end_id)]
+        if ends:  # decoding stops at the end (or <pad>)
+            generated = generated[: ends[0] + 1]
+        words = " ".join(tok.token_str(t) for t in generated if t not in (tok.pad_id, tok.end_id))
+        rows.append(MemorizationRow(sentence, tok.decode(e[:prompt_words]), words, generated == e))
+    return rows

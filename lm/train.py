@@ -1,98 +1,153 @@
-"""Training as an iterator of progress events, so a UI can draw it live and a CLI can show a bar.
+"""The one trainer: any preset on either batch source, as an iterator of progress events.
 
-`Trainer.events()` yields one `TrainEvent` per full-batch epoch and can be stopped at any event and
-resumed later; the same seed gives the same run. The loss graph is built once and its Evaluator is
-reused every epoch. `memorization` scores how many corpus sentences greedy decoding reproduces, end
-included: every sentence is followed by `<eos>`, so a model learns where a sentence stops.
-A run that diverges stops itself with the reason (see `divergence`).
+A batch source (lm.data) is *sentences* (the classic recipe: one padded full batch, scored by how many
+sentences greedy decoding reproduces) or *windows* (random windows of a token stream, scored by the loss
+on fixed held-out windows). Evaluations are hooks (`validation_loss`, `memorized`, `samples`) run every
+`eval_every` steps and at the last; the schedule (warmup, cosine, floor; "constant"), clipping, gradient
+accumulation, the divergence stop and exact resume (lm.checkpoint) hold for both. `events()` yields a
+`TrainEvent` per step and one per evaluation, and can be stopped at any event and resumed later.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from lm.corpus import DEFAULT_CORPUS, parse_corpus
-from lm.model import LanguageModel, ModelConfig
-from lm.optim import make_optimizer
-from lm.tokenizer import Tokenizer
+from autodiff import Evaluator
+from autodiff.memory import keep_freed_memory
+from lm import checkpoint, data
+from lm.config import PART_FIELDS, preset_config
+from lm.model import LanguageModel
+from lm.optim import SGD, AdamW, clip_grad_norm_, decay_groups, grad_norm, lr_schedule
 
 Tensor = torch.Tensor
-
 DIVERGED_FACTOR = 10.0  # a loss above its first and this many times its best so far (or not finite) diverged
 
 
 @dataclass
 class TrainConfig:
-    """How to train. Defaults are the classic recipe: SGD, lr 0.05, 500 full-batch epochs."""
+    """A run. Defaults are nanoGPT's CPU quickstart on Tiny Shakespeare characters (gpt preset);
+    `TrainConfig.recipe("classic")` is this project's first model on its ten sentences."""
 
-    optimizer: str = "sgd"  # "sgd" or "adamw"
-    lr: float = 0.05  # learning rate (peak learning rate with a schedule)
-    epochs: int = 500  # full-batch epochs (one step per epoch)
-    seed: int = 0  # seed of the model initialization: the same seed gives the same run
-    eval_every: int = 50  # epochs between memorization scores (0: only after the last epoch)
-    schedule: str = "constant"  # "constant" or "cosine" (decays to 10% of lr by the last epoch)
-    weight_decay: float = 0.01  # AdamW only: decoupled weight decay
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW only: moment decay rates
-    eps: float = 1e-8  # AdamW only: added to sqrt(v)
-    clip_grad_norm: float | None = None  # rescale gradients whose global norm is above this
+    data: str = "shakespeare"  # sentences[:FILE] | shakespeare | stories | tinystories | a text file
+    tokenizer: str = "char"  # char | word | bpe:N | gpt2 (sentences: word)
+    preset: str = "gpt"  # classic | gpt | llama
+    n_layers: int = 4
+    n_heads: int = 4
+    d_model: int = 128
+    d_ff: int | None = None  # None: the preset's width (gpt 4·d, llama 8/3·d rounded up to 64)
+    context: int | None = 64  # tokens per window; None (sentences): the longest sentence's words
+    batch_size: int = 12  # windows per micro-batch (sentences: every sentence, always)
+    grad_accum: int = 1  # micro-batches per step (their gradients averaged)
+    steps: int = 2000  # optimizer steps (sentences: full-batch epochs)
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3  # peak learning rate, after warmup
+    min_lr: float = 1e-4  # the floor the cosine reaches at the last step
+    warmup: int = 100  # linear warmup steps
+    schedule: str = "cosine"  # cosine (warmup, cosine, floor) | constant (lr every step)
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # AdamW, on matrices only
+    clip: float = 1.0  # global gradient norm; 0 = no clipping
+    eval_every: int = 250  # steps between evaluations (and at the last step); 0 = only at the end
+    eval_batches: int = 20  # fixed held-out batches per validation
+    seed: int = 1337  # the initialization and the batches
+    dtype: str = "float32"
+    n_stories: int = 20_000  # for data=tinystories: how many stories to download
+    parts: dict | None = None  # the preset's parts overridden (lm.config.PART_FIELDS), e.g. {"positions": "rope"}
+
+    @classmethod
+    def recipe(cls, name: str, **overrides) -> TrainConfig:
+        """A named recipe (RECIPES) with some fields changed."""
+        if name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[name], **overrides})
+
+    @property
+    def is_sentences(self) -> bool:
+        return self.data == "sentences" or self.data.startswith("sentences:")
 
     def validate(self) -> TrainConfig:
-        if self.optimizer not in ("sgd", "adamw"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
-        if not (_finite(self.lr) and self.lr > 0):
+        """Raise ValueError naming the first bad field and its allowed range."""
+        bounds = {
+            "n_layers": (1, 64), "n_heads": (1, 128), "d_model": (1, 8192), "batch_size": (1, 4096),
+            "grad_accum": (1, 1024), "steps": (1, 10_000_000), "warmup": (0, 10_000_000),
+            "eval_every": (0, 10_000_000), "eval_batches": (1, 10_000), "n_stories": (1, 1_000_000),
+            "seed": (0, 2**63 - 1),
+        }  # fmt: skip
+        if self.context is not None or not self.is_sentences:
+            bounds["context"] = (2, 8192)
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "clip", "beta1", "beta2", "eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10:
+                raise ValueError(f"{name} must be a number from 0 to 10, got {value!r}")
+        for name, allowed in (("optimizer", ("adamw", "sgd")), ("schedule", ("cosine", "constant"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.lr <= 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be 0 or a positive integer, got {self.eval_every!r}")
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        betas = self.betas
-        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(_finite(b) and 0 <= b < 1 for b in betas)):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
-        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be 0 or a positive number, got {self.weight_decay!r}")
+        unknown = sorted(set(self.parts or {}) - set(PART_FIELDS))
+        if unknown or (self.parts is not None and not isinstance(self.parts, dict)):
+            raise ValueError(f"parts: unknown model part(s) {', '.join(unknown)}; known: {', '.join(PART_FIELDS)}")
+        if self.schedule == "cosine" and self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.optimizer == "adamw" and self.lr * self.weight_decay >= 1:  # p <- p (1 - lr wd) would flip signs
             raise ValueError(f"weight_decay x lr must be below 1, got {self.weight_decay!r} x {self.lr!r}")
-        if not (_finite(self.eps) and self.eps > 0):
-            raise ValueError(f"eps must be a positive number, got {self.eps!r}")
-        if self.clip_grad_norm is not None and not (_finite(self.clip_grad_norm) and self.clip_grad_norm > 0):
-            raise ValueError(f"clip_grad_norm must be a positive number or None, got {self.clip_grad_norm!r}")
+        if self.is_sentences and self.tokenizer != "word":
+            raise ValueError(f"the sentences source is words: use tokenizer 'word', not {self.tokenizer!r}")
         return self
 
+    def to_dict(self) -> dict:
+        return asdict(self)
 
-def _finite(value: object) -> bool:
-    """A real number that is not NaN or infinite (bools are not numbers here)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from a dict (a checkpoint's); fields added since it was written take their defaults."""
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
+        return cls(**values).validate()
 
 
-def get_lr(epoch: int, config: TrainConfig) -> float:
-    """The learning rate of `epoch` (1-based): constant, or cosine from lr down to lr / 10."""
-    if config.schedule == "constant" or config.epochs == 1:
-        return config.lr
-    progress = (epoch - 1) / (config.epochs - 1)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+RECIPES = {
+    # nanoGPT's CPU quickstart ("baby GPT" on Tiny Shakespeare characters, sized for a laptop).
+    "nanogpt": {},
+    # This project's first model: one post-norm layer memorizing ten sentences with plain SGD, full batch.
+    "classic": dict(
+        data="sentences", tokenizer="word", preset="classic", n_layers=1, n_heads=1, d_model=64, d_ff=128,
+        context=None, steps=500, optimizer="sgd", lr=0.05, min_lr=0.005, warmup=0, schedule="constant",
+        beta2=0.999, weight_decay=0.01, clip=0.0, eval_every=50, seed=0, dtype="float64",
+    ),
+}  # fmt: skip
 
 
 @dataclass
 class TrainEvent:
-    """Progress after one epoch."""
+    """One step's progress (kind "step") or an evaluation after it (kind "eval")."""
 
-    epoch: int  # epochs done, 1-based
-    epochs: int  # epochs planned
-    loss: float  # the loss before this epoch's update
+    kind: str
+    step: int  # steps done
+    total: int
+    loss: float  # this step's training loss, before its update (the last one for an eval)
     lr: float
-    grad_norm: float  # global L2 norm of all gradients (before clipping)
-    elapsed_s: float  # training time so far (not counting time spent between events)
-    memorization: int | None  # sentences reproduced, on eval epochs; else None
-    n_sentences: int
-    done: bool = False
-    stop_reason: str | None = None  # "finished" or why training stopped early
+    grad_norm: float  # global L2 norm of the gradients, before clipping
+    tokens_per_s: float  # training tokens per second over this session's steps
+    elapsed: float  # seconds of training in this session (evaluations not counted)
+    metrics: dict = field(default_factory=dict)  # an eval's results: val_loss, val_perplexity, memorized, sample
+    done: bool = False  # the run is over (its last event)
+    stop_reason: str | None = None  # "finished", or why the run stopped early ("diverged: ...")
 
 
 def divergence(loss: float, grad_norm: float, first: float, best: float) -> str | None:
@@ -109,195 +164,270 @@ def divergence(loss: float, grad_norm: float, first: float, best: float) -> str 
     return None
 
 
-@dataclass
-class Batch:
-    """The whole corpus as one padded batch."""
+# --------------------------------------------------------------------------------- evaluations
 
-    ids: Tensor  # (B, T) inputs: each sentence's words, padded with 0
-    targets: Tensor  # (B, T) next tokens (the last word's is <eos>), 0 where padded
-    weights: Tensor  # (B * T, V) one-hot of each target / number of real targets; zero rows at pads
-    n_targets: int
+Evaluation = Callable[["Trainer"], dict]
 
 
-def encode_sentence(tokenizer: Tokenizer, sentence: str) -> list[int]:
-    """A sentence's ids, ended by <eos> when the vocabulary has one."""
-    ids = tokenizer.encode(sentence)
-    return ids + [tokenizer.eos_id] if tokenizer.eos_id is not None else ids
+def validation_loss(trainer: Trainer) -> dict:
+    """Mean loss over the source's fixed held-out batches (the forward alone)."""
+    loss = trainer.evaluate()
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 700.0))}
 
 
-def longest_sentence(sentences: Sequence[str]) -> int:
-    """Words of the longest sentence: with <eos> after it, the positions a model must read."""
-    return max(len(s.split()) for s in sentences)
+def memorized(trainer: Trainer) -> dict:
+    """How many sentences greedy decoding reproduces from their first two words, in one forward pass."""
+    source = trainer.source
+    return {"memorized": sum(data.reproduced(trainer.model, source)), "n_sentences": len(source.sentences)}
 
 
-def make_batch(tokenizer: Tokenizer, sentences: Sequence[str], dtype: torch.dtype = torch.float64) -> Batch:
-    """Pad every sentence (and its <eos>) to the longest and build the masked targets of the loss."""
-    encoded = [encode_sentence(tokenizer, s) for s in sentences]
-    T = max(len(e) for e in encoded) - 1
-    ids = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
-    targets = torch.zeros(len(encoded), T, dtype=torch.long)  # (B, T)
-    for row, e in enumerate(encoded):
-        ids[row, : len(e) - 1] = torch.tensor(e[:-1])
-        targets[row, : len(e) - 1] = torch.tensor(e[1:])
-    real = (targets != Tokenizer.PAD_ID).reshape(-1)  # (N,) padded targets are masked out
-    weights = torch.zeros(real.numel(), len(tokenizer), dtype=dtype)  # (N, V)
-    weights[real, targets.reshape(-1)[real]] = 1.0 / int(real.sum())
-    return Batch(ids, targets, weights, int(real.sum()))
+def samples(prompt: str = "", max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 40) -> Evaluation:
+    """A hook writing a sample of the model from `prompt` (seed 0, so samples differ only by training)."""
+    from lm.generate import generate  # noqa: PLC0415  (generation is not needed to train)
+
+    def sample(trainer: Trainer) -> dict:
+        model = trainer.cpu_model()
+        trace = generate(model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, seed=0)
+        return {"sample": trace.text}
+
+    return sample
 
 
-def default_model_config(sentences: Sequence[str], overrides: dict | None = None) -> ModelConfig:
-    """A ModelConfig fitted to the corpus (vocab size; context = the longest sentence's words, all of
-    which are read to predict its <eos>) plus overrides."""
-    tokenizer = Tokenizer.from_corpus(sentences)
-    values = {"vocab_size": len(tokenizer), "context": longest_sentence(sentences), **(overrides or {})}
-    return ModelConfig.from_dict(values)
+# ------------------------------------------------------------------------------------- trainer
 
 
 class Trainer:
-    """Trains a fresh model on a corpus; `events()` yields a TrainEvent per epoch.
+    """A model, its batch source and optimizer, trained step by step. `events()` runs the rest of the run.
 
-    `model_config` is a ModelConfig, or a dict of overrides over `default_model_config`, or None."""
+    `source` (lm.data.Sentences or Windows) is built from config.data when not given; `tokenizer` reuses
+    a trained one (a resumed run's). `evaluations` default to the source's (validation loss or
+    memorization). Under torchrun `parallel` (lm.distributed.DataParallel) splits the windows and
+    averages the gradients over the ranks; `device` holds parameters, optimizer state and batches."""
 
     def __init__(
-        self,
-        corpus: Sequence[str] | str | None = None,
-        model_config: ModelConfig | dict | None = None,
-        train_config: TrainConfig | None = None,
-    ):
-        if corpus is None:
-            corpus = DEFAULT_CORPUS
-        self.sentences = parse_corpus(corpus if isinstance(corpus, str) else "\n".join(corpus))
-        self.tokenizer = Tokenizer.from_corpus(self.sentences)
-        if not isinstance(model_config, ModelConfig):
-            model_config = default_model_config(self.sentences, model_config)
-        self.config = (train_config or TrainConfig()).validate()
-        longest = longest_sentence(self.sentences)
-        if model_config.vocab_size != len(self.tokenizer):
-            raise ValueError(f"vocab_size is {model_config.vocab_size} but the corpus has {len(self.tokenizer)} words")
-        if model_config.context < longest:
+        self, config: TrainConfig | None = None, *, source=None, tokenizer=None, evaluations=None, cache_dir=None,
+        device=None, parallel=None, progress=None,
+    ):  # fmt: skip
+        """`progress(done, total)` reports a download's stories (data=tinystories, first use only)."""
+        self.config = config = (config or TrainConfig()).validate()
+        keep_freed_memory()  # each step reuses the last one's pages (autodiff/memory.py: 17% of a step)
+        if source is None:
+            source = data.make_source(config, cache_dir, tokenizer, progress)
+        if parallel is not None and isinstance(source, data.Sentences):
+            raise ValueError("the sentences source is one full batch: it cannot be split over ranks")
+        self.source, self.tokenizer = source, source.tokenizer
+        context = source.context if config.context is None else config.context
+        if context < source.min_context:
             raise ValueError(
-                f"context {model_config.context} is too short for the longest sentence ({longest} words, each read "
-                f"to predict the next and the last to predict the end): use a context of at least {longest}"
+                f"context {context} is too short for the longest sentence ({source.min_context} words, each read "
+                f"to predict the next and the last to predict the end): use a context of at least {source.min_context}"
             )
-        self.model = LanguageModel.create(model_config, self.tokenizer, seed=self.config.seed)
-        self.batch = make_batch(self.tokenizer, self.sentences, self.model.config.torch_dtype)
-        self.optimizer = make_optimizer(
-            self.config.optimizer, self.config.lr, self.config.weight_decay, self.config.betas, self.config.eps
+        sizes = dict(d_model=config.d_model, n_layers=config.n_layers, n_heads=config.n_heads, **(config.parts or {}))
+        model_config = preset_config(
+            config.preset, len(self.tokenizer), context, config.d_ff, seed=config.seed, dtype=config.dtype, **sizes
         )
-        B, T = self.batch.ids.shape
-        self.graph = self.model.loss_graph(B, T)
-        # The feed is built once: parameters are updated in place, so the same tensors stay fed.
-        self._feed = self.model.param_feed()
-        fwd = self.graph.forward
-        self._feed.update({
-            fwd.ids: self.batch.ids.reshape(-1),  # (N,)
-            fwd.pos: torch.arange(T).repeat(B),  # (N,)
-            fwd.mask: fwd.mask_for(B, T, self.model.config.torch_dtype),  # (N, N) packed or (T, T)
-            self.graph.targets: -self.batch.weights,  # (N, V) minus: see LossGraph
-        })  # fmt: skip
-        self._params = list(self.model.params.values())
-        self.epoch = 0
-        self._first_loss = math.inf
-        self.best_loss = math.inf
-        self.elapsed_s = 0.0
-        self.done = False
-        self.history: list[TrainEvent] = []
-
-    def step(self) -> TrainEvent:
-        """One epoch: loss and gradients from the graph, one optimizer step, one event."""
-        if self.done:
-            raise StopIteration("training is done")
-        start = time.perf_counter()
-        self.epoch += 1
-        cfg = self.config
-        lr = get_lr(self.epoch, cfg)
-        loss, *grads = self.graph.evaluator.run(self._feed)
-        loss = float(loss)
-        grad_norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
-        stop_reason, memorization = None, None
-        if self.epoch == 1:
-            self._first_loss = loss
-        why = divergence(loss, grad_norm, self._first_loss, self.best_loss)
-        self.best_loss = min(self.best_loss, loss)
-        if why is None and self.epoch == cfg.epochs and self.epoch > 1 and loss >= self._first_loss:
-            why = f"the run ended at loss {loss:.4g}, no lower than its first {self._first_loss:.4g}"
-        if why is not None:
-            stop_reason = f"diverged: {why} (epoch {self.epoch}); lower the learning rate"
+        self.model = LanguageModel(model_config, tokenizer=self.tokenizer)
+        self.device, self.parallel = torch.device(device or "cpu"), parallel
+        self.model.params.update({n: p.to(self.device) for n, p in self.model.params.items()})
+        if parallel is not None:
+            parallel.broadcast_(list(self.model.params.values()))  # every rank starts from rank 0's weights
+        self.names, self.params = list(self.model.params), list(self.model.params.values())
+        if config.optimizer == "sgd":
+            self.optimizer = SGD(self.model.params, config.lr)
         else:
-            if cfg.clip_grad_norm is not None and grad_norm > cfg.clip_grad_norm:
-                torch._foreach_mul_(grads, cfg.clip_grad_norm / grad_norm)
-            self.optimizer.lr = lr
-            self.optimizer.step(self._params, grads)
-            if self.epoch == cfg.epochs:
-                stop_reason = "finished"
-            if self.epoch == cfg.epochs or (cfg.eval_every and self.epoch % cfg.eval_every == 0):
-                memorization = sum(reproduced(self.model, self.batch))
-        self.done = stop_reason is not None
-        self.elapsed_s += time.perf_counter() - start
-        event = TrainEvent(
-            self.epoch, cfg.epochs, loss, lr, grad_norm, self.elapsed_s, memorization, len(self.sentences),
-            self.done, stop_reason,
+            groups = decay_groups(self.model.params, config.weight_decay)
+            betas = (config.beta1, config.beta2)
+            self.optimizer = AdamW(self.model.params, config.lr, betas, config.eps, groups=groups)
+        default = [memorized] if isinstance(source, data.Sentences) else [validation_loss]
+        self.evaluations = list(default if evaluations is None else evaluations)
+        self.step = 0
+        self.batches = torch.Generator().manual_seed(config.seed)  # the training windows
+        self.val_batches = source.validation(config.batch_size, context, config.eval_batches, config.seed + 1)
+        B, T = source.batch_shape(config.batch_size, context)
+        self.graph = self.model.loss_graph(B, T)
+        self._feed = self.model.param_feed()  # parameters are updated in place: fed once
+        self._eval: Evaluator | None = None
+        self.last_loss = self.last_grad_norm = math.nan
+        self.first_loss = self.best_loss = math.inf
+        self.done, self.stop_reason = False, None
+
+    @property
+    def context(self) -> int:
+        return self.model.config.context
+
+    @property
+    def world_size(self) -> int:
+        """Processes training together (1 without torchrun); a step sees batch_size x world_size windows."""
+        return 1 if self.parallel is None else self.parallel.world_size
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _loss_and_grads(self, x: Tensor, y: Tensor, ready=None) -> tuple[Tensor, list[Tensor]]:
+        self._feed.update({k: v.to(self.device) for k, v in self.graph.forward.inputs(x).items()})
+        self._feed[self.graph.targets] = y.reshape(-1).to(self.device)
+        loss, *grads = self.graph.evaluator.run(self._feed, ready=ready)
+        return loss, grads
+
+    def _draw(self) -> tuple[Tensor, Tensor]:
+        if self.parallel is not None:  # a rank: its share of the global batch
+            return self.parallel.batch(self.source.train, self.config.batch_size, self.context, self.batches)
+        return self.source.batch(self.config.batch_size, self.context, self.batches)
+
+    def train_step(self) -> float:
+        """One optimizer step over grad_accum micro-batches; returns the mean training loss (before the
+        update). Under torchrun the last micro-batch's gradients go to the all-reduce as the backward pass
+        computes them. A diverged loss stops the run before its update (`done`, `stop_reason`)."""
+        if self.done:
+            raise RuntimeError(f"the run is over ({self.stop_reason}): start a new one or raise the steps")
+        cfg = self.config
+        total_loss, grads = 0.0, None
+        for m in range(cfg.grad_accum):
+            x, y = self._draw()
+            if self.parallel is not None and m == cfg.grad_accum - 1:  # sums of the micro-batches, then the mean
+                sync = self.parallel.overlapped_mean(None if grads is None else [total_loss, *grads])
+                self._loss_and_grads(x, y, ready=sync.ready)
+                loss_sum, *grads = sync.wait(1 + len(self.params))
+                total_loss = float(loss_sum)
+                break
+            loss, micro = self._loss_and_grads(x, y)
+            total_loss += float(loss)
+            if grads is None:
+                grads = micro
+            else:
+                torch._foreach_add_(grads, micro)
+        if cfg.grad_accum > 1:
+            torch._foreach_div_(grads, float(cfg.grad_accum))
+        self.last_loss = loss = total_loss / cfg.grad_accum
+        norm = clip_grad_norm_(grads, cfg.clip) if cfg.clip else float(grad_norm(grads))
+        self.last_grad_norm = norm
+        self.optimizer.lr = self.lr_at(self.step)
+        self.step += 1
+        if not self._diverged(loss, norm):  # a diverged step is not applied: the model stays as it was
+            self.optimizer.step(dict(zip(self.names, grads)))
+        return loss
+
+    def _diverged(self, loss: float, norm: float) -> bool:
+        """Record whether the run is over after this step's loss: diverged (True: skip the update),
+        finished, or finished no lower than it started (also reported as diverged, after the update)."""
+        if self.step == 1:
+            self.first_loss = loss
+        why = divergence(loss, norm, self.first_loss, self.best_loss)
+        self.best_loss = min(self.best_loss, loss)
+        if why is not None:
+            self.done, self.stop_reason = True, f"diverged: {why} (step {self.step}); lower the learning rate"
+            return True
+        if self.step == self.config.steps:
+            self.done, self.stop_reason = True, "finished"
+            if self.step > 1 and loss >= self.first_loss:
+                first = self.first_loss
+                why = f"the run ended at loss {loss:.4g}, no lower than its first {first:.4g}"
+                self.stop_reason = f"diverged: {why} (step {self.step}); lower the learning rate"
+        return False
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step `step` (0-based) by the config's schedule."""
+        cfg = self.config
+        if cfg.schedule == "constant":
+            return cfg.lr
+        return lr_schedule(step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
+
+    def evaluate(self) -> float:
+        """Mean loss over the fixed held-out batches (the forward alone)."""
+        if not self.val_batches:
+            raise ValueError("this source has no held-out batches")
+        if self._eval is None:
+            self._eval = Evaluator([self.graph.loss])
+        losses = []
+        for x, y in self.val_batches:
+            self._feed.update({k: v.to(self.device) for k, v in self.graph.forward.inputs(x).items()})
+            self._feed[self.graph.targets] = y.reshape(-1).to(self.device)
+            (loss,) = self._eval.run(self._feed)
+            losses.append(float(loss))
+        return sum(losses) / len(losses)
+
+    def evaluate_all(self) -> dict:
+        """Every evaluation hook's results, merged."""
+        results: dict = {}
+        for evaluation in self.evaluations:
+            results.update(evaluation(self))
+        return results
+
+    def cpu_model(self) -> LanguageModel:
+        """The model with CPU parameters (generation feeds CPU tensors); itself when already on the CPU."""
+        if self.device.type == "cpu":
+            return self.model
+        params = {n: p.cpu() for n, p in self.model.params.items()}
+        return LanguageModel(self.model.config, params=params, tokenizer=self.tokenizer)
+
+    # -- the run as events ----------------------------------------------------------------------------
+    def events(self, until: int | None = None) -> Iterator[TrainEvent]:
+        """Train up to step `until` (default: the config's steps), yielding an event per step and one per
+        evaluation (every eval_every steps and at the last step)."""
+        cfg = self.config
+        until = cfg.steps if until is None else min(until, cfg.steps)
+        start, start_step = time.perf_counter(), self.step
+        B, T = self.source.batch_shape(cfg.batch_size, self.context)
+        while self.step < until and not self.done:
+            loss = self.train_step()
+            elapsed = time.perf_counter() - start
+            tokens = (self.step - start_step) * B * T * cfg.grad_accum * self.world_size
+            diverged = self.done and self.step < cfg.steps  # stopped early: no evaluation follows
+            event = TrainEvent(
+                "step", self.step, cfg.steps, loss, self.optimizer.lr, self.last_grad_norm, tokens / elapsed, elapsed,
+                done=diverged, stop_reason=self.stop_reason if diverged else None,
+            )  # fmt: skip
+            yield event
+            due = (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps
+            if due and not diverged and (self.parallel is None or self.parallel.is_main):  # rank 0 alone evaluates
+                metrics = self.evaluate_all()
+                yield TrainEvent(**{
+                    **asdict(event), "kind": "eval", "metrics": metrics, "done": self.done,
+                    "stop_reason": self.stop_reason,
+                })  # fmt: skip
+                start += time.perf_counter() - start - elapsed  # evaluation time is not training time
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def save(self, path) -> object:
+        """Write a checkpoint of this run (lm.checkpoint.save: the model, the optimizer, the step, the batch
+        generator and the settings); returns its path. Under torchrun only rank 0 writes (the ranks hold the
+        same state); the others return None."""
+        if self.parallel is not None and not self.parallel.is_main:
+            return None
+        return checkpoint.save(
+            path, self.model, self.optimizer, self.step, train_config=self.config.to_dict(),
+            rng=self.batches.get_state(), data_id=self.source.data_id,
         )  # fmt: skip
-        self.history.append(event)
-        return event
 
-    def events(self) -> Iterator[TrainEvent]:
-        """Events until training is done; stop and call again to resume where it stopped."""
-        while not self.done:
-            yield self.step()
-
-
-@dataclass
-class MemorizationRow:
-    sentence: str
-    prompt: str  # the first two words
-    generated: str  # prompt + greedy continuation, as long as the sentence at most
-    correct: bool
-
-
-def memorization(model: LanguageModel, sentences: Sequence[str], prompt_words: int = 2) -> list[MemorizationRow]:
-    """Greedy-decode each sentence from its first words (all sentences in one batch) and compare, the
-    end included: a sentence is reproduced when its words come back and then <eos>. Decoding goes one
-    token past each sentence's end, so a model that runs on shows the word it adds."""
-    tok = model.tokenizer
-    encoded = [encode_sentence(tok, s) for s in sentences]  # words (+ <eos>)
-    longest = max(len(e) for e in encoded)
-    seqs = torch.tensor([e[:prompt_words] for e in encoded])  # (B, prompt_words)
-    for _ in range(longest - prompt_words):
-        if seqs.shape[1] > model.config.context:
-            break
-        logits = model.forward(seqs)["logits"][:, -1]  # (B, V) at the last position
-        seqs = torch.cat([seqs, logits.argmax(-1, keepdim=True)], 1)  # (B, t + 1)
-    rows = []
-    for sentence, e, seq in zip(sentences, encoded, seqs.tolist()):
-        generated = seq[: len(e)]
-        ends = [i for i, t in enumerate(generated) if t in (Tokenizer.PAD_ID, tok.eos_id)]
-        if ends:  # decoding stops at the end (or <pad>)
-            generated = generated[: ends[0] + 1]
-        rows.append(MemorizationRow(sentence, tok.decode(e[:prompt_words]), tok.decode(generated), generated == e))
-    return rows
-
-
-def reproduced(model: LanguageModel, batch: Batch, prompt_words: int = 2) -> list[bool]:
-    """Which sentences greedy decoding reproduces from their first words, in ONE forward pass.
-
-    Greedy decoding reproduces a sentence exactly when, fed the sentence's own words, the model's argmax
-    at every position after the prompt is the next word: then each greedy step sees the true prefix, and
-    at the first miss it does not. So this equals `memorization` (a test checks it), which decodes step
-    by step: one forward over the training batch instead of one per generated word."""
-    logits = model.forward(batch.ids)["logits"]  # (B, T, V); position t predicts word t + 1
-    predicted = logits.argmax(-1)  # (B, T)
-    T = batch.targets.shape[1]
-    checked = (batch.targets != Tokenizer.PAD_ID) & (torch.arange(T) >= prompt_words - 1)  # (B, T)
-    return ((predicted == batch.targets) | ~checked).all(1).tolist()
-
-
-def memorization_score(model: LanguageModel, sentences: Sequence[str]) -> int:
-    """How many sentences greedy decoding reproduces exactly from their first two words."""
-    return sum(reproduced(model, make_batch(model.tokenizer, sentences, model.config.torch_dtype)))
+    @classmethod
+    def resume(cls, path, steps: int | None = None, batch_size: int | None = None, source=None, **kwargs) -> Trainer:
+        """The run saved at `path` (a run folder or checkpoint file), ready to continue exactly; `steps`
+        extends (or shortens) the run's total, which the schedule's cosine follows; `batch_size` changes the
+        windows per rank (keep batch x ranks when the number of ranks changes). kwargs: as Trainer's."""
+        saved = checkpoint.load(path)
+        if saved.train_config is None:
+            raise checkpoint.CheckpointError(
+                f"'{path}' holds a model but no training run (no training settings): it cannot be resumed"
+            )
+        given = {"steps": steps, "batch_size": batch_size}
+        settings = {**saved.train_config, **{k: v for k, v in given.items() if v is not None}}
+        try:
+            config = TrainConfig.from_dict(settings)
+        except (TypeError, ValueError) as err:
+            raise checkpoint.CheckpointError(f"the checkpoint's training settings are broken: {err}") from None
+        trainer = cls(config, source=source, tokenizer=saved.model.tokenizer, **kwargs)
+        if trainer.model.config != saved.model.config:
+            raise checkpoint.CheckpointError("the checkpoint's model config does not match its training settings")
+        if saved.data_id and saved.data_id != trainer.source.data_id:  # the text changed: batches would differ
+            raise checkpoint.CheckpointError(
+                f"the data '{config.data}' is not the text this run was trained on (it changed since): "
+                "restore it to resume, or start a new run"
+            )
+        trainer.step = saved.restore(trainer.model, trainer.optimizer) or 0
+        if saved.rng is not None:
+            trainer.batches.set_state(saved.rng)
+        return trainer
 
 
 __all__ = [
-    "Batch", "MemorizationRow", "TrainConfig", "TrainEvent", "Trainer", "default_model_config", "divergence",
-    "encode_sentence", "get_lr", "longest_sentence", "make_batch", "memorization", "memorization_score", "reproduced",
+    "DIVERGED_FACTOR", "RECIPES", "TrainConfig", "TrainEvent", "Trainer", "divergence", "memorized", "samples",
+    "validation_loss",
 ]  # fmt: skip

@@ -1,0 +1,237 @@
+"""The command line, one parser: `python -m lm train`, `python -m lm generate`, `python -m lm tokenizer`.
+
+train: a recipe (classic: the ten sentences, SGD; nanogpt: Tiny Shakespeare characters, AdamW) whose
+settings any option overrides; a progress bar, evaluations as they come, a checkpoint in --out at every
+evaluation and at the end; `--resume` continues a run exactly. generate: the continuation of a prompt
+by any saved model (the bundled classic model by default), optionally with each step's top tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from lm import checkpoint, data, distributed, files
+from lm.generate import STOP_REASONS, generate
+from lm.train import RECIPES, TrainConfig, Trainer
+
+# option -> TrainConfig field (options left out keep the recipe's value)
+TRAIN_FIELDS = {
+    "data": "data", "tokenizer": "tokenizer", "preset": "preset", "layers": "n_layers", "heads": "n_heads",
+    "d_model": "d_model", "d_ff": "d_ff", "context": "context", "batch": "batch_size", "grad_accum": "grad_accum",
+    "steps": "steps", "optimizer": "optimizer", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
+    "schedule": "schedule", "weight_decay": "weight_decay", "clip": "clip", "eval_every": "eval_every",
+    "eval_batches": "eval_batches", "seed": "seed", "dtype": "dtype", "n_stories": "n_stories",
+}  # fmt: skip
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe (by default: classic for sentences, nanogpt for text) with the options given."""
+    sentences = args.data is None or args.data == "sentences" or args.data.startswith("sentences:")
+    recipe = args.recipe or ("classic" if sentences else "nanogpt")
+    given = {field: getattr(args, option) for option, field in TRAIN_FIELDS.items() if getattr(args, option) is not None}
+    return TrainConfig.recipe(recipe, **given).validate()
+
+
+def _bar(event, width: int = 24) -> str:
+    filled = int(width * event.step / event.total)
+    return (
+        f"\r[{'#' * filled}{'.' * (width - filled)}] step {event.step}/{event.total}  loss {event.loss:.4f}  "
+        f"lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  {event.elapsed:.0f}s"
+    )
+
+
+def _evaluation(event) -> str:
+    m = event.metrics
+    shown = [f"step {event.step:>6}  train loss {event.loss:.4f}"]
+    if "val_loss" in m:
+        shown.append(f"val loss {m['val_loss']:.4f} (perplexity {m['val_perplexity']:.2f})")
+    if "memorized" in m:
+        shown.append(f"memorized {m['memorized']}/{m['n_sentences']}")
+    return "\r" + "  ".join(shown) + f"  {event.tokens_per_s:,.0f} tok/s" + " " * 20
+
+
+def _download_progress(done: int, total: int) -> None:
+    if done == total or done % max(1, total // 100) == 0:
+        end = "\n" if done == total else ""
+        print(f"\rdownloading TinyStories: {done:,}/{total:,} stories", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Under torchrun (lm.distributed): every rank trains its share of each batch, rank 0 alone prints and saves."""
+    out = files.check_out_path(args.out, "--out", folder_ok=True)  # before any work: a typo costs no run
+    target = checkpoint.resolve(out)
+    if not args.resume and target.exists() and not args.overwrite:
+        raise ValueError(f"--out '{out}' already holds a run: add --resume to continue it, --overwrite to replace it")
+    config = None if args.resume else train_config(args)
+    parallel, device = distributed.setup(args.device, args.dist_timeout)  # checked before any rank writes
+    try:
+        with nullcontext() if parallel is None else parallel.main_output():
+            return _train(args, out, config, device, parallel)
+    finally:
+        distributed.teardown(parallel)
+
+
+def _train(args: argparse.Namespace, out: Path, config: TrainConfig | None, device, parallel) -> int:
+    if device.type == "mps" and (config.dtype if config else "float32") == "float64":
+        raise ValueError("the mps device has no float64: use --dtype float32 (or --device cpu)")
+    kwargs = dict(cache_dir=args.cache_dir, device=device, parallel=parallel, progress=_download_progress)
+    if config is None:
+        trainer = Trainer.resume(out, steps=args.steps, batch_size=args.batch, **kwargs)
+        print(f"resuming {out} at step {trainer.step} of {trainer.config.steps}", file=sys.stderr)
+    else:
+        trainer = Trainer(config, **kwargs)
+        try:  # before any training: the folder is writable, and a run killed early can still be resumed
+            trainer.save(out)
+        except OSError as err:
+            raise ValueError(f"cannot write the run to --out '{out}' ({err.strerror or err}): pick another") from None
+    model, cfg, source = trainer.model, trainer.config, trainer.source
+    size = f"{len(source.sentences)} sentences" if isinstance(source, data.Sentences) else (
+        f"{len(source.tokens.train):,} train / {len(source.tokens.val):,} validation tokens"
+        f"{', cached' if source.tokens.reused else ''}"
+    )  # fmt: skip
+    print(
+        f"model: {cfg.preset}, {model.num_parameters():,} parameters, {cfg.n_layers} layers, {cfg.n_heads} heads, "
+        f"d_model {cfg.d_model}, context {trainer.context}; data: {cfg.data}, {cfg.tokenizer} tokens (vocabulary "
+        f"{len(trainer.tokenizer):,}, {size}); {cfg.optimizer}, {device}"
+        f"{f', {trainer.world_size} ranks ({parallel.backend})' if parallel else ''}",
+        file=sys.stderr,
+    )
+    start, event = time.perf_counter(), None
+    for event in trainer.events():
+        if event.kind == "eval":
+            trainer.save(out)
+            print(_evaluation(event), file=sys.stderr)
+        elif not args.quiet:
+            print(_bar(event), end="", file=sys.stderr, flush=True)
+    if event is None:
+        print(f"nothing to do: the run is at step {trainer.step} of {cfg.steps} (raise --steps)", file=sys.stderr)
+        return 0
+    trainer.save(out)
+    if parallel is not None and not parallel.is_main:
+        return 0
+    print(file=sys.stderr)
+    if trainer.stop_reason != "finished":
+        print(f"training stopped: {trainer.stop_reason}; the last checkpoint is in {out}", file=sys.stderr)
+        return 1
+    if isinstance(source, data.Sentences):
+        rows = data.memorization(model, source.sentences)
+        for row in rows:
+            print(f"  {'ok  ' if row.correct else 'MISS'} {row.prompt!r} -> {row.generated!r}")
+        result = f"memorized {sum(r.correct for r in rows)}/{len(rows)} sentences"
+    else:
+        result = f"validation loss {trainer.evaluate():.4f}"
+    print(f"done: step {trainer.step} in {time.perf_counter() - start:.1f}s, {result}; saved {out}")
+    if not isinstance(source, data.Sentences):
+        sample = generate(trainer.cpu_model(), "", min(200, 10 * trainer.context), 0.8, top_k=40, seed=cfg.seed)
+        print(f"sample:\n{sample.text}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    model = checkpoint.load(args.weights).model
+    if model.tokenizer is None:
+        raise ValueError(f"'{args.weights}' holds no tokenizer: it cannot read or write text")
+    trace = generate(
+        model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed,
+        use_cache=not args.no_cache,
+    )  # fmt: skip
+    print(trace.text)
+    for i, step in enumerate(trace.steps if args.show_top else [], start=1):
+        top = torch.topk(step.probs, min(args.show_top, step.probs.numel()))
+        ranked = "  ".join(
+            f"{model.tokenizer.token_str(j)!r} {p:.3f}" for p, j in zip(top.values.tolist(), top.indices.tolist())
+        )
+        print(f"  step {i}: {step.token!r:14} top-{args.show_top}: {ranked}")
+    why = STOP_REASONS.get(trace.stop_reason, trace.stop_reason)
+    print(f"[{len(trace.new_ids)} tokens in {trace.seconds:.2f}s; stopped: {why}]", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    nano = TrainConfig()
+    t = sub.add_parser("train", help="train a model (the classic recipe by default; --data shakespeare: nanoGPT's)")
+    t.add_argument("--recipe", choices=list(RECIPES), help="the defaults (default: classic for sentences, else nanogpt)")
+    t.add_argument(
+        "--data", help="sentences (default: the ten built-in), sentences:FILE (one a line), shakespeare, stories, "
+        "tinystories (download, online only) or a text file",
+    )  # fmt: skip
+    t.add_argument("--tokenizer", help="char, word, bpe:N (trained here) or gpt2 (sentences: word)")
+    t.add_argument("--preset", choices=["classic", "gpt", "llama"], help="the block's parts")
+    t.add_argument("--layers", type=int, help=f"decoder layers (classic 1, nanogpt {nano.n_layers})")
+    t.add_argument("--heads", type=int, help=f"attention heads, dividing d-model (classic 1, nanogpt {nano.n_heads})")
+    t.add_argument("--d-model", type=int, help=f"model width (classic 64, nanogpt {nano.d_model})")
+    t.add_argument("--d-ff", type=int, help="feed-forward width (classic 128; gpt 4·d, llama ≈8/3·d)")
+    t.add_argument("--context", type=int, help=f"tokens per window (nanogpt {nano.context}; sentences: the longest)")
+    t.add_argument("--batch", type=int, help=f"windows per step and rank (nanogpt {nano.batch_size}; --resume: kept)")
+    t.add_argument("--grad-accum", type=int, help="micro-batches per step (default: 1)")
+    t.add_argument("--steps", "--epochs", dest="steps", type=int, help="optimizer steps (classic 500, nanogpt 2000)")
+    t.add_argument("--optimizer", choices=["sgd", "adamw"], help="(classic sgd, nanogpt adamw)")
+    t.add_argument("--lr", type=float, help=f"peak learning rate (classic 0.05, nanogpt {nano.lr})")
+    t.add_argument("--min-lr", type=float, help=f"floor of the cosine (nanogpt {nano.min_lr})")
+    t.add_argument("--warmup", type=int, help=f"linear warmup steps (classic 0, nanogpt {nano.warmup})")
+    t.add_argument("--schedule", choices=["cosine", "constant"], help="(classic constant, nanogpt cosine)")
+    t.add_argument("--weight-decay", type=float, help="AdamW, matrices only (classic 0.01, nanogpt 0.1)")
+    t.add_argument("--clip", type=float, help="global gradient norm, 0 = off (classic 0, nanogpt 1.0)")
+    t.add_argument("--eval-every", type=int, help="steps between evaluations (classic 50, nanogpt 250)")
+    t.add_argument("--eval-batches", type=int, help=f"held-out batches (nanogpt {nano.eval_batches})")
+    t.add_argument("--seed", type=int, help=f"initialization and batches (classic 0, nanogpt {nano.seed})")
+    t.add_argument("--dtype", choices=["float32", "float64"], help="(classic float64, nanogpt float32)")
+    t.add_argument("--n-stories", type=int, help=f"stories for --data tinystories (default: {nano.n_stories})")
+    t.add_argument("--out", default="runs/run", help="a run folder or a .safetensors file (default: %(default)s)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    t.add_argument("--cache-dir", help="token files and downloads (default: ~/.cache/autodiff-playground)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar (evaluations are still printed)")
+    t.add_argument(
+        "--device", choices=["cpu", "cuda", "mps"], help="where parameters, AdamW state and batches live "
+        "(default: cuda, else mps, else cpu; under torchrun each rank takes GPU LOCAL_RANK)",
+    )  # fmt: skip
+    t.add_argument(
+        "--dist-timeout", type=float, default=distributed.DEFAULT_TIMEOUT_S,
+        help="under torchrun: seconds a rank waits for the others (rendezvous, all-reduce) before it stops "
+        "with an error (default: %(default)g)",
+    )  # fmt: skip
+    t.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("generate", help="continue a prompt with a saved model")
+    g.add_argument("prompt", nargs="?", default="", help="text to continue (default: empty, a new document)")
+    g.add_argument(
+        "--weights", default=str(checkpoint.DEFAULT_WEIGHTS), help="a run folder or .safetensors file "
+        "(default: the bundled classic model, which knows the ten sentences' words)",
+    )  # fmt: skip
+    g.add_argument("--max-new-tokens", type=int, default=100, help="(default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens (default: all)")
+    g.add_argument("--top-p", type=float, help="sample from the smallest set with this probability (default: 1)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--no-cache", action="store_true", help="recompute every position each step (no KV cache)")
+    g.add_argument("--show-top", type=int, default=0, metavar="K", help="print each step's K most likely tokens")
+    g.set_defaults(func=cmd_generate)
+
+    from lm.tokenizers.cli import add_parser as add_tokenizer_parser  # noqa: PLC0415
+
+    add_tokenizer_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except (ValueError, distributed.RankFailure) as err:  # every lm error type is a ValueError
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last checkpoint is in the run folder; continue with --resume", file=sys.stderr)
+        return 130
+    except OSError as err:  # e.g. the disk filled up while saving
+        print(f"\nerror: {err.strerror or err}{f' ({err.filename})' if err.filename else ''}", file=sys.stderr)
+        return 2
