@@ -460,3 +460,11 @@ def memorization(model, sentences: list[str], prompt_words: int = 2) -> list[Mem
         words = " ".join(tok.token_str(t) for t in generated if t not in (tok.pad_id, tok.end_id))
         rows.append(MemorizationRow(sentence, tok.decode(e[:prompt_words]), words, generated == e))
     return rows
+
+
+def unigram_loss(tokens, vocab_size: int, train) -> float:
+    """Cross-entropy of a model that ignores context: each token's training frequency (add-one smoothed)
+    scored on `tokens`. The baseline a language model must beat to have learned anything from order."""
+    counts = torch.bincount(torch.as_tensor(train.astype("int64")), minlength=vocab_size).double() + 1
+    logp = torch.log(counts / counts.sum())
+    return float(-logp[torch.as_tensor(tokens.astype("int64"))].mean())

@@ -1,4 +1,4 @@
-"""The Train page's "Language model" mode, without Streamlit: settings turned into an lm TextTrainer
+"""The Train page's "Language model" mode, without Streamlit: settings turned into an lm Trainer
 (corpus, tokenizer, preset and its parts), a session that trains a few steps per tick within a time
 budget, validates, samples from a fixed prompt every N steps, and keeps every finished or stopped run
 for the comparison table. lm checks every setting it knows; this module adds the page's own bounds.
@@ -6,17 +6,15 @@ for the comparison table. lm checks every setting it knows; this module adds the
 
 from __future__ import annotations
 
+import io
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
-from lm import checkpoint
-from lm.data import DataError, load_source, load_tokens, make_tokenizer
-from lm.textgen import generate_text
-from lm.textrun import TextTrainConfig, TextTrainer, unigram_loss
+from lm.data import DataError, Windows, load_source, load_tokens, make_tokenizer, unigram_loss
+from lm.generate import generate
 from lm.tokenizers import BPETokenizer
+from lm.train import TrainConfig, Trainer
 
 CORPORA = {"shakespeare": "Tiny Shakespeare", "stories": "TinyStories sample", "pasted": "Pasted text",
            "upload": "Uploaded .txt", "tinystories": "TinyStories (download)"}  # fmt: skip
@@ -68,10 +66,10 @@ class LMSettings:
         if self.corpus not in CORPORA:
             raise LMSettingsError(f"unknown corpus {self.corpus!r}")
 
-    def train_config(self) -> TextTrainConfig:
+    def train_config(self) -> TrainConfig:
         """The lm config (lm validates it); the min learning rate is a tenth of the peak."""
         data = self.corpus if self.corpus in ("shakespeare", "stories", "tinystories") else self.corpus + " text"
-        return TextTrainConfig(
+        return TrainConfig(
             data=data, tokenizer=self.tokenizer, preset=self.preset, parts=dict(self.parts) or None,
             n_layers=self.n_layers, n_heads=self.n_heads, d_model=self.d_model, context=self.context,
             batch_size=self.batch_size, steps=self.steps, lr=self.lr, min_lr=self.lr / 10, warmup=self.warmup,
@@ -102,8 +100,8 @@ def check_text(text: str, what: str = "the pasted text") -> str:
     return text
 
 
-def build_trainer(settings: LMSettings, text: str | None = None, cache_dir=None, progress=None) -> TextTrainer:
-    """A TextTrainer for the settings; `text` for a pasted or uploaded corpus. `progress(done, total, stage)`
+def build_trainer(settings: LMSettings, text: str | None = None, cache_dir=None, progress=None) -> Trainer:
+    """A Trainer for the settings; `text` for a pasted or uploaded corpus. `progress(done, total, stage)`
     reports BPE training and a download. Every bad setting is an LMSettingsError with lm's message."""
     settings.check()
     try:
@@ -123,8 +121,8 @@ def build_trainer(settings: LMSettings, text: str | None = None, cache_dir=None,
             tokenizer = BPETokenizer.train(source, size, ["<|endoftext|>"], progress=progress, workers=1)[0]
         else:
             tokenizer = make_tokenizer(config.tokenizer, source)
-        data = load_tokens(source, tokenizer, config.context, cache_dir)
-        return TextTrainer(config, cache_dir, tokenizer=tokenizer, data=data)
+        tokens = load_tokens(source, tokenizer, config.context, cache_dir)
+        return Trainer(config, source=Windows(tokens, tokenizer), cache_dir=cache_dir)
     except (DataError, ValueError) as err:
         if isinstance(err, LMSettingsError):
             raise
@@ -167,7 +165,7 @@ class LMSession:
     """A language-model run advanced tick by tick, and the session's finished or stopped runs."""
 
     def __init__(self) -> None:
-        self.trainer: TextTrainer | None = None
+        self.trainer: Trainer | None = None
         self.run: RunRecord | None = None
         self.runs: list[RunRecord] = []  # every run of the session, the current one last
         self.running = False
@@ -195,7 +193,8 @@ class LMSession:
         trainer = build_trainer(settings, text, cache_dir, progress)
         cfg = trainer.config
         record = RunRecord(len(self.runs) + 1, asdict(settings), tokens_per_step=cfg.batch_size * cfg.context)
-        record.unigram = unigram_loss(trainer.data.val, len(trainer.tokenizer), trainer.data.train)
+        tokens = trainer.source.tokens
+        record.unigram = unigram_loss(tokens.val, len(trainer.tokenizer), tokens.train)
         record.n_params = trainer.model.num_parameters()
         self.trainer, self.run, self.running, self.error = trainer, record, True, ""
         self.runs.append(record)
@@ -236,8 +235,8 @@ class LMSession:
             run.steps.append(trainer.step)
             run.losses.append(loss)
             run.lrs.append(trainer.optimizer.lr)
-            if not math.isfinite(loss):
-                self.error = f"the loss became {loss} at step {trainer.step}: lower the learning rate and start again"
+            if trainer.done and trainer.step < cfg.steps:  # lm stopped a diverging run
+                self.error = f"the run {trainer.stop_reason}; start again"
                 run.status, self.running = "diverged", False
                 return done
             last = trainer.step == cfg.steps
@@ -253,22 +252,15 @@ class LMSession:
     def sample(self, prompt: str) -> str:
         """A continuation of the fixed prompt (seeded: samples differ only as the model does)."""
         try:
-            return generate_text(
-                self.trainer.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0
-            ).continuation
+            return generate(self.trainer.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0).continuation
         except ValueError as err:
             return f"(no sample: {err})"
 
     def checkpoint_bytes(self) -> bytes:
         """The run's checkpoint file (lm.checkpoint: weights, AdamW state, configs, tokenizer) as bytes."""
-        fd, tmp = tempfile.mkstemp(suffix=".safetensors")
-        os.close(fd)
-        try:
-            checkpoint.save(self.trainer, tmp)
-            with open(tmp, "rb") as f:
-                return f.read()
-        finally:
-            os.unlink(tmp)
+        buffer = io.BytesIO()
+        self.trainer.save(buffer)
+        return buffer.getvalue()
 
     @property
     def tokens_per_s(self) -> float:

@@ -9,23 +9,16 @@ session keeps the history the charts draw and the reason when lm stops a divergi
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import dataclass, field
 
-from lm.corpus import DEFAULT_CORPUS, CorpusError, parse_corpus
+from lm import checkpoint
+from lm.data import DEFAULT_CORPUS, DataError, MemorizationRow, Sentences, memorization, parse_corpus, reproduced
 from lm.model import LanguageModel
-from lm.tokenizer import split_words
-from lm.train import (
-    MemorizationRow,
-    TrainConfig,
-    Trainer,
-    TrainEvent,
-    default_model_config,
-    longest_sentence,
-    memorization,
-    reproduced,
-)
+from lm.tokenizers.word import split_words
+from lm.train import TrainConfig, Trainer, TrainEvent
 
 # The page's own upper bounds (lm checks the rest: at least one head, heads dividing d_model, a
 # positive learning rate, an optimizer it knows). With the corpus bounds below they keep one epoch
@@ -95,9 +88,9 @@ def make_trainer(settings: TrainSettings) -> Trainer:
     """A fresh Trainer for the settings, or SettingsError saying what is wrong (never another error)."""
     try:
         sentences = parse_corpus(settings.corpus, max_sentences=MAX_CORPUS_LINES)
-    except CorpusError as err:
+    except DataError as err:
         raise SettingsError(f"Corpus: {err}") from None
-    longest = longest_sentence(sentences)
+    longest = max(len(s.split()) for s in sentences)
     if len(sentences) * longest > MAX_CORPUS_WORDS:
         raise SettingsError(
             f"Corpus: {len(sentences)} sentences padded to the longest ({longest} words) make "
@@ -111,16 +104,13 @@ def make_trainer(settings: TrainSettings) -> Trainer:
             "repeat words more, or use fewer sentences"
         )
     _page_limits(settings)
-    overrides = {name: getattr(settings, name) for name in ("n_layers", "n_heads", "d_model", "d_ff")}
+    sizes = {name: getattr(settings, name) for name in ("n_layers", "n_heads", "d_model", "d_ff")}
     try:  # lm checks every value and says what is wrong in its own words
-        train = TrainConfig(
-            optimizer=settings.optimizer,
-            lr=settings.lr,
-            epochs=settings.epochs,
-            seed=settings.seed,
-            eval_every=score_every(settings.epochs) if isinstance(settings.epochs, int) else 1,
-        )
-        return Trainer(sentences, default_model_config(sentences, overrides), train)
+        config = TrainConfig.recipe(
+            "classic", **sizes, optimizer=settings.optimizer, lr=settings.lr, steps=settings.epochs,
+            seed=settings.seed, eval_every=score_every(settings.epochs) if isinstance(settings.epochs, int) else 1,
+        )  # fmt: skip
+        return Trainer(config, source=Sentences(sentences))
     except (TypeError, ValueError) as err:
         raise SettingsError(str(err)) from None
 
@@ -136,7 +126,7 @@ class History:
     mem_scores: list[int] = field(default_factory=list)
 
     def add(self, event: TrainEvent) -> None:
-        self.epochs.append(event.epoch)
+        self.epochs.append(event.step)
         self.losses.append(event.loss)
         self.grad_norms.append(event.grad_norm)
 
@@ -159,6 +149,8 @@ class TrainingSession:
 
     def reset(self) -> None:
         self.trainer: Trainer | None = None
+        self._events = None  # the trainer's events(), pulled a few at a time
+        self._last: TrainEvent | None = None  # the last step's event
         self.settings: TrainSettings | None = None
         self.history = History()
         self.running = False
@@ -186,11 +178,11 @@ class TrainingSession:
 
     @property
     def epoch(self) -> int:
-        return self.trainer.epoch if self.trainer else 0
+        return self.trainer.step if self.trainer else 0
 
     @property
     def epochs(self) -> int:
-        return self.trainer.config.epochs if self.trainer else (self.settings.epochs if self.settings else 0)
+        return self.trainer.config.steps if self.trainer else (self.settings.epochs if self.settings else 0)
 
     @property
     def elapsed_s(self) -> float:
@@ -199,7 +191,7 @@ class TrainingSession:
 
     @property
     def n_sentences(self) -> int:
-        return len(self.trainer.sentences) if self.trainer else 0
+        return len(self.trainer.source.sentences) if self.trainer else 0
 
     # -- controls
     def start(self, settings: TrainSettings) -> None:
@@ -214,13 +206,14 @@ class TrainingSession:
         self.reset()
         trainer = make_trainer(settings)
         self.trainer, self.settings, self.running = trainer, settings, True
+        self._events = trainer.events()
 
     def stop(self) -> None:
         """Pause; the history ends with the memorization of the weights as they are now."""
         self.running = False
-        if self.trainer is not None and self.trainer.history and self.message is None:
+        if self.trainer is not None and self._last is not None and self.message is None:
             if not self.history.mem_epochs or self.history.mem_epochs[-1] != self.epoch:
-                self._score(self.trainer.history[-1], self.elapsed_s)
+                self._score(self._last, self.elapsed_s)
 
     def advance(self, budget_s: float = 0.3, max_epochs: int = 1000) -> list[TrainEvent]:
         """Train until `budget_s` seconds have passed (at least one epoch), `max_epochs` are done, the run
@@ -231,27 +224,38 @@ class TrainingSession:
         trainer, events = self.trainer, []
         start = time.perf_counter()
         deadline = start + budget_s
-        while not trainer.done and len(events) < max_epochs:
-            event = trainer.step()
+        while len(events) < max_epochs:
+            event = next(self._events, None)  # a step, or the evaluation after it (memorization)
+            if event is None:
+                break
+            if event.kind == "eval":  # the last step's, too: a run that ended no lower than it began
+                self._score(event, self.busy_s + time.perf_counter() - start)
+                if self._diverged(event):
+                    break
+                continue
             events.append(event)
+            self._last = event
             if self._diverged(event):
                 break
             self.history.add(event)
-            if event.memorization is not None:
-                self._score(event, self.busy_s + time.perf_counter() - start)
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= deadline and not self._eval_due(event):
                 break
         self.busy_s += time.perf_counter() - start
         if trainer.done or self.message:
             self.running = False
         return events
 
+    def _eval_due(self, event: TrainEvent) -> bool:
+        """Whether lm scores memorization right after this step (pulled in the same tick)."""
+        every = self.trainer.config.eval_every
+        return event.step == event.total or bool(every and event.step % every == 0)
+
     def _diverged(self, event: TrainEvent) -> bool:
         """Record why lm stopped a diverging run (its reason says what happened and what to do)."""
-        if not event.stop_reason or event.stop_reason == "finished":
+        if not (event.stop_reason or "").startswith("diverged"):
             return False
         self.message = f"Training stopped itself — the run {event.stop_reason}."
-        if math.isfinite(event.loss):
+        if event.kind == "step" and math.isfinite(event.loss):
             self.history.add(event)  # show the runaway loss on the curve
         return True
 
@@ -259,12 +263,18 @@ class TrainingSession:
         """Memorization after this epoch (lm's score when it made one), `elapsed_s` into the run."""
         if self.trainer is None:
             return
-        score = event.memorization
+        score = event.metrics.get("memorized")
         if score is None:
-            score = sum(reproduced(self.trainer.model, self.trainer.batch))
-        self.history.add_memorization(event.epoch, score)
+            score = sum(reproduced(self.trainer.model, self.trainer.source))
+        self.history.add_memorization(event.step, score)
         if score == self.n_sentences and self.first_full_epoch is None:
-            self.first_full_epoch, self.first_full_s = event.epoch, elapsed_s
+            self.first_full_epoch, self.first_full_s = event.step, elapsed_s
+
+    def weights_bytes(self) -> bytes:
+        """The trained model as a weights file (lm.checkpoint's format, without optimizer state)."""
+        buffer = io.BytesIO()
+        checkpoint.save(buffer, self.model)
+        return buffer.getvalue()
 
     def memorization_table(self) -> list[MemorizationRow]:
         """Each sentence with what the model generates from its first two words (lm's rows). Only the
@@ -273,11 +283,12 @@ class TrainingSession:
             return []
         if self._table is None or self._table[0] != self.epoch:
             trainer = self.trainer
-            right = reproduced(trainer.model, trainer.batch)
-            missed = [s for s, ok in zip(trainer.sentences, right) if not ok][:MAX_TABLE_DECODES]
+            sentences = trainer.source.sentences
+            right = reproduced(trainer.model, trainer.source)
+            missed = [s for s, ok in zip(sentences, right) if not ok][:MAX_TABLE_DECODES]
             wrong = iter(memorization(trainer.model, missed) if missed else [])
             rows = []
-            for sentence, ok in zip(trainer.sentences, right):
+            for sentence, ok in zip(sentences, right):
                 prompt = " ".join(split_words(sentence)[:2])
                 if ok:
                     rows.append(MemorizationRow(sentence, prompt, " ".join(split_words(sentence)), True))

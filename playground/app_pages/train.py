@@ -12,8 +12,7 @@ import math
 
 import streamlit as st
 
-from lm.train import MemorizationRow
-from lm.weights import to_bytes
+from lm.data import MemorizationRow
 from playground import charts
 from playground.state import DRAWN_RUNNING, persistent, training_session
 from playground.train_lm_ui import lm_mode
@@ -223,7 +222,7 @@ def results_ui(session: TrainingSession) -> None:
         return
     st.download_button(
         "Download weights (.safetensors)",
-        to_bytes(session.model),
+        session.weights_bytes(),
         file_name="trained.safetensors",
         mime="application/octet-stream",
         key="train_download",
