@@ -42,8 +42,17 @@ def _literal(value, constants: dict) -> str:
 
 
 def _identifier(name: str, taken: set[str]) -> str | None:
-    ok = name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
+    """`name` when it can be a local as it is. ASCII only: Python compiles identifiers in NFKC form, so a
+    fullwidth `ｒｅｌｕ` would become `relu` and shadow the op function (and `ｔ3` a generated `t3`)."""
+    ok = name.isascii() and name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("_")
     return name if ok and name not in taken and not hasattr(builtins, name) else None
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    """`name`, or `name_`, `name__`, ... : the first that no other local or function has."""
+    while name in taken:
+        name += "_"
+    return name
 
 
 def generate(
@@ -84,14 +93,12 @@ def generate(
     # Fed values keep their variable's name when it is a plain identifier; others are t<slot>.
     local = {}
     for slot, node in plan.fed:
-        local[slot] = _identifier(node.name, taken) or f"t{slot}"
+        local[slot] = _identifier(node.name, taken) or _fresh(f"t{slot}", taken)
         taken.add(local[slot])
     args = [local[slot] for slot, _ in plan.fed]
     for step in plan.steps:
         given = names.get(step.node)
-        name = given if given and _identifier(given, taken) else f"t{step.slot}"
-        while name in taken:
-            name = f"v{step.slot}" if name != f"v{step.slot}" else f"v{step.slot}_"
+        name = given if given and _identifier(given, taken) else _fresh(f"t{step.slot}", taken)
         local[step.slot] = name
         taken.add(name)
 
