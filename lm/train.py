@@ -20,7 +20,7 @@ import torch
 from autodiff import Evaluator
 from autodiff.memory import keep_freed_memory
 from lm import checkpoint, data
-from lm.config import PART_FIELDS, preset_config
+from lm.config import PART_FIELDS, param_shapes, preset_config
 from lm.model import LanguageModel
 from lm.optim import SGD, AdamW, clip_grad_norm_, decay_groups, grad_norm, lr_schedule
 
@@ -164,6 +164,53 @@ def divergence(loss: float, grad_norm: float, first: float, best: float) -> str 
     return None
 
 
+def memory_estimate(model_config, batch: int, T: int, eval_batches: int, optimizer: str) -> dict[str, int]:
+    """Bytes a training step will hold, estimated before anything is allocated: parameters and their
+    gradients, AdamW's two moments, the activations a step keeps for its backward pass (per layer about
+    10 (N, D) and 3 (N, F) tensors plus the attention scores and weights (B, H, T, T) twice, then the
+    logits (N, V) three times, N = B * T), and the fixed validation batches (int64)."""
+    c, size = model_config, model_config.torch_dtype.itemsize
+    n_params = sum(math.prod(shape) for shape in param_shapes(c).values())
+    N = batch * T
+    per_layer = N * (10 * c.d_model + 3 * c.d_ff) + 2 * batch * c.n_heads * T * T
+    return {
+        "parameters and gradients": 2 * n_params * size,
+        "optimizer state": (2 * n_params * size) if optimizer == "adamw" else 0,
+        "activations": (c.n_layers * per_layer + 3 * N * c.vocab_size) * size,
+        "validation batches": eval_batches * 2 * N * 8,
+    }
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(model_config, config: TrainConfig, batch: int, T: int, available: int | None) -> None:
+    """ValueError naming the estimate and the settings to lower when a step cannot fit in memory."""
+    parts = memory_estimate(model_config, batch, T, config.eval_batches if batch == config.batch_size else 0,
+                            config.optimizer)  # fmt: skip
+    total = sum(parts.values())
+    if available is not None and total > available:
+        biggest = max(parts, key=parts.get)
+        lower = {
+            "activations": "--batch or --context (or --layers, --d-model)",
+            "validation batches": "--eval-batches or --batch",
+        }.get(biggest, "--d-model, --layers or the vocabulary")
+        shown = ", ".join(f"{name} {value / 1e9:.1f} GB" for name, value in parts.items() if value)
+        raise ValueError(
+            f"a training step would need about {total / 1e9:.1f} GB ({shown}) but this machine has "
+            f"{available / 1e9:.1f} GB available: lower {lower}"
+        )
+
+
 # --------------------------------------------------------------------------------- evaluations
 
 Evaluation = Callable[["Trainer"], dict]
@@ -226,6 +273,8 @@ class Trainer:
         model_config = preset_config(
             config.preset, len(self.tokenizer), context, config.d_ff, seed=config.seed, dtype=config.dtype, **sizes
         )
+        B, T = source.batch_shape(config.batch_size, context)
+        check_memory(model_config, config, B, T, available_memory())  # before anything big is allocated
         self.model = LanguageModel(model_config, tokenizer=self.tokenizer)
         self.device, self.parallel = torch.device(device or "cpu"), parallel
         self.model.params.update({n: p.to(self.device) for n, p in self.model.params.items()})
@@ -243,7 +292,6 @@ class Trainer:
         self.step = 0
         self.batches = torch.Generator().manual_seed(config.seed)  # the training windows
         self.val_batches = source.validation(config.batch_size, context, config.eval_batches, config.seed + 1)
-        B, T = source.batch_shape(config.batch_size, context)
         self.graph = self.model.loss_graph(B, T)
         self._feed = self.model.param_feed()  # parameters are updated in place: fed once
         self._eval: Evaluator | None = None
