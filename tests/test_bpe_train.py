@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lm.tokenizers import BPETokenizer, TokenizerError, train_bpe, train_bpe_detailed
+from lm.tokenizers import BPETokenizer, TokenizerError, train_bpe, train_bpe_detailed, train_bpe_file
 from lm.tokenizers.pretokenize import chunk_bounds, count_pretokens, parallel_pretoken_counts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,35 @@ def test_parallel_training_equals_one_process():
 def test_training_from_a_file(tmp_path):
     path = tmp_path / "stories.txt"
     path.write_text(STORIES, encoding="utf-8")
-    assert train_bpe(path, 300, [EOT]) == train_bpe(STORIES, 300, [EOT])
+    expected = train_bpe(STORIES, 300, [EOT])
+    assert train_bpe_file(path, 300, [EOT]) == train_bpe_file(str(path), 300, [EOT]) == expected
+    with path.open("rb") as f:  # an open binary file
+        assert train_bpe_file(f, 300, [EOT]) == expected
+    with path.open("r", encoding="utf-8") as f, pytest.raises(TokenizerError, match="open it with 'rb'"):
+        train_bpe_file(f, 300)
+    with pytest.raises(TokenizerError, match="over the limit of 1,000 .*train on a part of it"):
+        train_bpe_file(path, 300, max_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    "text", ["tests/fixtures/corpus.en", "corpus.txt", "data/stories.json", "README.md", str(ROOT / "lm")]
+)
+def test_a_path_given_as_the_text_is_refused(text):
+    """train_bpe("tests/fixtures/corpus.en", 500) used to train on the path's 27 characters, silently."""
+    with pytest.raises(TokenizerError, match=r"looks like a file path.*train_bpe_file"):
+        train_bpe(text, 300)
+    with pytest.raises(TokenizerError, match="looks like a file path"):
+        BPETokenizer.train(text, 300)
+
+
+def test_a_path_object_given_as_the_text_is_refused(tmp_path):
+    path = tmp_path / "my stories.txt"  # a path with a space: only its existence gives it away as a str
+    path.write_text(STORIES, encoding="utf-8")
+    with pytest.raises(TokenizerError, match="use train_bpe_file"):
+        train_bpe(path, 300)
+    with pytest.raises(TokenizerError, match="looks like a file path"):
+        train_bpe(str(path), 300)
+    assert train_bpe("the cat sat. " * 5, 260)[1]  # text with a full stop still trains
 
 
 @pytest.mark.parametrize(
@@ -170,13 +198,17 @@ def test_bad_files_are_explained(tmp_path, content, match):
     path = tmp_path / "data.txt"
     path.write_bytes(content)
     with pytest.raises(TokenizerError, match=match):
-        train_bpe(path, 300)
+        train_bpe_file(path, 300)
 
 
-def test_missing_file_and_wrong_input_type():
-    with pytest.raises(TokenizerError, match="no file at"):
-        train_bpe(Path("/nonexistent/file.txt"), 300)
+def test_missing_file_and_wrong_input_type(tmp_path):
+    with pytest.raises(TokenizerError, match="no training text file at"):
+        train_bpe_file(Path("/nonexistent/file.txt"), 300)
+    with pytest.raises(TokenizerError, match="not a regular file"):
+        train_bpe_file(tmp_path, 300)
     with pytest.raises(TokenizerError, match="not bytes"):
         train_bpe(b"bytes", 300)
+    with pytest.raises(TokenizerError, match="a path or a binary file"):
+        train_bpe_file(42, 300)
     with pytest.raises(TokenizerError, match="empty"):
         train_bpe("", 300)

@@ -1,22 +1,23 @@
-"""Tokenizers behind one interface (`TextTokenizer`: encode, decode, vocab_size, token_str, special_tokens).
+"""Tokenizers behind one interface (`TextTokenizer`: encode, decode, vocab_size, len, token_str, special_tokens).
 
-`WordTokenizer` (the classic recipe's words, `lm.tokenizer.Tokenizer`), `WordTextTokenizer` (the text
-models' words, a line break ending a sentence), `CharTokenizer` (one id per
-character) and `BPETokenizer`, a byte-level BPE that trains like GPT-2's (`train_bpe`) and loads GPT-2's
-files.
-Every bad input raises `TokenizerError` (a `ValueError`) saying what was wrong.
+`WordTokenizer` (words, for the sentence model and the word-level text models), `CharTokenizer` (one id
+per character) and `BPETokenizer`, a byte-level BPE that trains like GPT-2's (`train_bpe` on text,
+`train_bpe_file` on a file) and loads GPT-2's files. `to_json`/`from_json` turn any of them into one JSON
+text and back (what a checkpoint stores). Every bad input raises `TokenizerError` (a `ValueError`).
 """
 
-from lm.tokenizer import Tokenizer as WordTokenizer
-from lm.tokenizer import UnknownWordError
 from lm.tokenizers.base import EOT, TextTokenizer, TokenizerError
 from lm.tokenizers.bpe import BPETokenizer
-from lm.tokenizers.bpe_train import BPETrainResult, train_bpe, train_bpe_detailed
+from lm.tokenizers.bpe_train import BPETrainResult, read_training_text, train_bpe, train_bpe_detailed, train_bpe_file
 from lm.tokenizers.char import CharTokenizer
 from lm.tokenizers.pretokenize import GPT2_PATTERN
-from lm.tokenizers.word_text import WordTextTokenizer
+from lm.tokenizers.serialize import from_json, to_json
+from lm.tokenizers.word import UnknownWordError, WordTokenizer
+
+WordTextTokenizer = WordTokenizer  # the old name of the text models' word tokenizer, until its callers move
 
 __all__ = [
     "BPETokenizer", "BPETrainResult", "CharTokenizer", "EOT", "GPT2_PATTERN", "TextTokenizer", "TokenizerError",
-    "UnknownWordError", "WordTextTokenizer", "WordTokenizer", "train_bpe", "train_bpe_detailed",
+    "UnknownWordError", "WordTextTokenizer", "WordTokenizer", "from_json", "read_training_text", "to_json",
+    "train_bpe", "train_bpe_detailed", "train_bpe_file",
 ]  # fmt: skip

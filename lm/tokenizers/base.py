@@ -31,6 +31,10 @@ class TextTokenizer(Protocol):
         """Strings encoded as one id each, never split or merged."""
         ...
 
+    def __len__(self) -> int:
+        """The same as vocab_size (so `len(tokenizer)` reads naturally)."""
+        ...
+
     def encode(self, text: str) -> list[int]:
         """The ids of `text`."""
         ...
@@ -60,6 +64,18 @@ def check_ids(ids: Iterable[int], vocab_size: int) -> list[int]:
     return out
 
 
+def check_unicode(text: str, where: str) -> str:
+    """`text` if it is valid Unicode (UTF-8 can encode it), else a TokenizerError: a lone surrogate such as
+    '\\ud800' (JSON's escapes can spell one) cannot be written to a file or matched in real text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise TokenizerError(
+            f"{where} {text[:40]!r} is not valid Unicode (a lone surrogate {text[err.start]!r} at {err.start})"
+        ) from None
+    return text
+
+
 def special_pattern(special_tokens: Iterable[str]) -> str | None:
     """A regex alternation matching the special tokens, longest first (so overlapping specials work), or None."""
     import re
@@ -76,6 +92,7 @@ def validate_special_tokens(special_tokens: Iterable[str]) -> list[str]:
     for token in special_tokens:
         if not isinstance(token, str) or not token:
             raise TokenizerError(f"special token {token!r} must be a non-empty string")
+        check_unicode(token, "special token")
         if len(token) > 256:
             raise TokenizerError(f"special token {token[:20]!r}... is {len(token)} characters long; at most 256")
         if token in out:

@@ -16,7 +16,16 @@ from pathlib import Path
 import regex
 
 from lm.tokenizers.base import TokenizerError, check_ids, special_pattern, validate_special_tokens
-from lm.tokenizers.gpt2_files import MERGES_FILE, VOCAB_FILE, read_merges, read_vocab, write_files
+from lm.tokenizers.files import load_json
+from lm.tokenizers.gpt2_files import (
+    MERGES_FILE,
+    VOCAB_FILE,
+    check_pair,
+    read_folder,
+    read_merges,
+    read_vocab,
+    write_files,
+)
 from lm.tokenizers.pretokenize import GPT2_REGEX
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -72,11 +81,12 @@ class BPETokenizer:
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
-    def train(cls, input: str | os.PathLike, vocab_size: int, special_tokens: Iterable[str] = (), **options):
-        """Train with `train_bpe_detailed` (same arguments); returns (tokenizer, BPETrainResult)."""
+    def train(cls, text: str, vocab_size: int, special_tokens: Iterable[str] = (), **options):
+        """Train on `text` with `train_bpe_detailed` (same arguments); returns (tokenizer, BPETrainResult).
+        For a file, pass `read_training_text(path)` (it checks the file first)."""
         from lm.tokenizers.bpe_train import train_bpe_detailed
 
-        result = train_bpe_detailed(input, vocab_size, list(special_tokens), **options)
+        result = train_bpe_detailed(text, vocab_size, list(special_tokens), **options)
         return cls(result.vocab, result.merges, result.special_tokens), result
 
     @classmethod
@@ -84,32 +94,26 @@ class BPETokenizer:
         """Load GPT-2-format files. Without `special_tokens`, every vocab entry that is neither a byte nor a
         merge result (GPT-2's `<|endoftext|>`) is a special token."""
         vocab, merges = read_vocab(vocab_path), read_merges(merges_path)
-        inv = {token: i for i, token in vocab.items()}
-        for line, (a, b) in enumerate(merges, start=1):
-            for part in (a, b, a + b):
-                if part not in inv:
-                    raise TokenizerError(
-                        f"{merges_path}: merge {line} ({a!r} {b!r}) uses {part!r}, which is not in {vocab_path}"
-                    )
+        check_pair(vocab, merges, vocab_path, merges_path)
         if special_tokens is None:
-            reachable = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
-            special_tokens = []
-            for token_id in sorted(vocab):
-                token = vocab[token_id]
-                if token not in reachable:
-                    try:
-                        special_tokens.append(token.decode("utf-8"))
-                    except UnicodeDecodeError:
-                        pass  # an unreachable, undecodable entry stays an ordinary (decodable) token
+            special_tokens = _unreachable_entries(vocab, merges)
         return cls(vocab, merges, special_tokens)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, special_tokens: Iterable[str] | None = None) -> BPETokenizer:
-        """Load `vocab.json` and `merges.txt` from `directory` (as `save` writes them)."""
+        """Load a folder `save` wrote: `vocab.json` and `merges.txt`, checked against the manifest's hashes, with
+        the special tokens it declares. A folder without a manifest (GPT-2's files, or one saved before
+        manifests existed) still loads, its special tokens inferred as `from_files` does."""
         directory = Path(directory)
         if not directory.is_dir():
             raise TokenizerError(f"no tokenizer directory at {directory}: it holds {VOCAB_FILE} and {MERGES_FILE}")
-        return cls.from_files(directory / VOCAB_FILE, directory / MERGES_FILE, special_tokens)
+        vocab, merges, declared = read_folder(directory)
+        if special_tokens is None:
+            special_tokens = declared if declared is not None else _unreachable_entries(vocab, merges)
+        try:
+            return cls(vocab, merges, special_tokens)
+        except TokenizerError as err:
+            raise TokenizerError(f"{directory}: {err}") from None
 
     @classmethod
     def gpt2(cls) -> BPETokenizer:
@@ -117,8 +121,9 @@ class BPETokenizer:
         return cls.from_files(GPT2_VOCAB, GPT2_MERGES)
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write `vocab.json` and `merges.txt` (GPT-2's format) into `directory`, atomically each."""
-        return write_files(directory, dict(enumerate(self._bytes)), self.merges)
+        """Write `vocab.json` and `merges.txt` (GPT-2's format) and a manifest of both (their hashes, the special
+        tokens) into `directory`: a loader never takes files of two different saves for one tokenizer."""
+        return write_files(directory, dict(enumerate(self._bytes)), self.merges, self._specials)
 
     def to_json(self) -> str:
         """The tokenizer as one JSON text (for a checkpoint): bytes as hex, so any byte string survives."""
@@ -130,10 +135,11 @@ class BPETokenizer:
     @classmethod
     def from_json(cls, text: str) -> BPETokenizer:
         """The tokenizer of `to_json`'s text; malformed text gets a TokenizerError saying what is wrong."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TokenizerError(f"a BPE tokenizer's JSON is not valid JSON: {err}") from None
+        return cls.from_dict(load_json(text, "a BPE tokenizer's JSON"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BPETokenizer:
+        """The tokenizer of `to_json`'s text once parsed."""
         if not isinstance(data, dict) or data.get("type") != "bpe":
             raise TokenizerError('a BPE tokenizer\'s JSON must be an object with "type": "bpe"')
         try:
@@ -294,3 +300,18 @@ def visible(token: bytes) -> str:
         else:
             out.append(repr(ch)[1:-1])
     return "".join(out)
+
+
+def _unreachable_entries(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]]) -> list[str]:
+    """The vocab entries that are neither a byte nor a merge's result (GPT-2's `<|endoftext|>`): how files
+    written without a manifest say which tokens are special."""
+    reachable = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
+    specials = []
+    for token_id in sorted(vocab):
+        token = vocab[token_id]
+        if token not in reachable:
+            try:
+                specials.append(token.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass  # an unreachable, undecodable entry stays an ordinary (decodable) token
+    return specials

@@ -13,12 +13,14 @@ from __future__ import annotations
 import gc
 import heapq
 import os
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import BinaryIO
 
 from lm.tokenizers.base import TokenizerError, validate_special_tokens
+from lm.tokenizers.files import read_regular_file
 from lm.tokenizers.pretokenize import CHUNK_CHARS, Progress, parallel_pretoken_counts
 
 MAX_VOCAB_SIZE = 1_000_000
@@ -51,16 +53,12 @@ class BPETrainResult:
 
 
 def read_training_text(path: str | os.PathLike, max_bytes: int = MAX_TRAIN_BYTES) -> str:
-    """A training file's text, refusing what is not a non-empty UTF-8 text file within `max_bytes`."""
-    path = Path(path)
-    if not path.is_file():
-        raise TokenizerError(f"no file at {path}")
-    size = path.stat().st_size
-    if size == 0:
+    """A training file's text, refusing what is not a non-empty UTF-8 regular file within `max_bytes`
+    (checked with `os.stat` before the file is opened)."""
+    raw = read_regular_file(path, max_bytes, "training text file", ": train on a part of it")
+    if not raw:
         raise TokenizerError(f"{path} is empty: give a text file to learn from")
-    if size > max_bytes:
-        raise TokenizerError(f"{path} is {size:,} bytes, over the limit of {max_bytes:,}: train on a part of it")
-    return check_training_text(path.read_bytes(), str(path))
+    return check_training_text(raw, str(path))
 
 
 def check_training_text(raw: bytes, name: str = "the text") -> str:
@@ -82,20 +80,44 @@ def check_training_text(raw: bytes, name: str = "the text") -> str:
 
 
 def train_bpe(
-    input: str | os.PathLike,
+    text: str,
     vocab_size: int,
     special_tokens: list[str] = (),
     **options,
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    """Train on `input` (a `str` is the text itself; a `Path` is a UTF-8 file) -> (vocab, merges).
+    """Train on `text`, the text itself -> (vocab, merges). For a file, use `train_bpe_file`.
 
     Options are those of `train_bpe_detailed`: `progress`, `workers`, `chunk_chars`."""
-    result = train_bpe_detailed(input, vocab_size, special_tokens, **options)
+    result = train_bpe_detailed(text, vocab_size, special_tokens, **options)
     return result.vocab, result.merges
 
 
+def train_bpe_file(
+    path: str | os.PathLike | BinaryIO,
+    vocab_size: int,
+    special_tokens: list[str] = (),
+    max_bytes: int = MAX_TRAIN_BYTES,
+    **options,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Train on a UTF-8 text file: a path (checked to be a regular file within `max_bytes` before it is read)
+    or a file opened in binary mode -> (vocab, merges). Options as `train_bpe`."""
+    if hasattr(path, "read"):
+        raw = path.read(max_bytes + 1)
+        name = str(getattr(path, "name", "the file"))
+        if not isinstance(raw, bytes):
+            raise TokenizerError(f"{name} is open in text mode: open it with 'rb', or pass its path")
+        if len(raw) > max_bytes:
+            raise TokenizerError(f"{name} holds over {max_bytes:,} bytes, the limit: train on a part of it")
+        text = check_training_text(raw, name)
+    elif isinstance(path, (str, os.PathLike)):
+        text = read_training_text(path, max_bytes)
+    else:
+        raise TokenizerError(f"train_bpe_file takes a path or a binary file, not {type(path).__name__}")
+    return train_bpe(text, vocab_size, special_tokens, **options)
+
+
 def train_bpe_detailed(
-    input: str | os.PathLike,
+    text: str,
     vocab_size: int,
     special_tokens: list[str] = (),
     progress: Progress | None = None,
@@ -103,7 +125,7 @@ def train_bpe_detailed(
     chunk_chars: int = CHUNK_CHARS,
 ) -> BPETrainResult:
     """`train_bpe` with the merge counts and statistics; `progress(done, total, stage)` is called during
-    "pretokenize" (chunks) and "merge" (merges, at most ~200 times)."""
+    "pretokenize" (chunks) and "merge" (merges, at most ~200 times). For a file: `read_training_text(path)`."""
     start = time.perf_counter()
     specials = validate_special_tokens(special_tokens)
     for token in specials:
@@ -114,11 +136,7 @@ def train_bpe_detailed(
             f"vocab_size {vocab_size!r} must be an integer from {256 + len(specials)} (the 256 bytes"
             f"{' and ' + str(len(specials)) + ' special token(s)' if specials else ''}) to {MAX_VOCAB_SIZE:,}"
         )
-    text = read_training_text(input) if isinstance(input, os.PathLike) else input
-    if not isinstance(text, str):
-        raise TokenizerError(f"input must be the text (str) or a file path (pathlib.Path), not {type(text).__name__}")
-    if not text:
-        raise TokenizerError("the training text is empty: give text to learn from")
+    check_text_argument(text)
 
     counts = parallel_pretoken_counts(text, specials, workers, chunk_chars, progress)
     num_merges = vocab_size - 256 - len(specials)
@@ -148,6 +166,31 @@ def train_bpe_detailed(
         seconds=time.perf_counter() - start,
         stopped_early=len(merges) < num_merges,
     )
+
+
+def check_text_argument(text: str) -> None:
+    """A TokenizerError unless `text` is a non-empty str that does not look like a file path: a caller who
+    passes a path where the text belongs would otherwise train on the path's few characters, silently."""
+    if isinstance(text, os.PathLike):
+        raise TokenizerError(f"train_bpe takes the text itself; to train on the file {text}, use train_bpe_file(path)")
+    if not isinstance(text, str):
+        raise TokenizerError(f"the text must be a str, not {type(text).__name__}; for a file, use train_bpe_file")
+    if not text:
+        raise TokenizerError("the training text is empty: give text to learn from")
+    if _looks_like_path(text):
+        raise TokenizerError(
+            f"{text!r} looks like a file path, not text to learn from: to train on the file, use "
+            f"train_bpe_file({text!r}, ...) (or read_training_text(path) for train_bpe_detailed / BPETokenizer.train)"
+        )
+
+
+def _looks_like_path(text: str) -> bool:
+    """A one-line string that names something on disk, or ends in a file extension and holds no whitespace."""
+    if len(text) > 4096 or "\n" in text or "\0" in text:
+        return False  # longer than any path, or text with lines
+    if not any(ch.isspace() for ch in text) and re.search(r".\.[A-Za-z0-9]{1,10}$", text):
+        return True
+    return os.path.exists(text)
 
 
 def _merge_loop(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from lm.tokenizers.base import TokenizerError, check_ids, special_pattern, validate_special_tokens
+from lm.tokenizers.base import TokenizerError, check_ids, check_unicode, special_pattern, validate_special_tokens
+from lm.tokenizers.files import atomic_write_text, load_json, read_text_file, remove_stale_temps
 
 FILE_NAME = "char_tokenizer.json"
 MAX_CHARS = 100_000  # distinct characters; Unicode has ~150k assigned, a real corpus a few hundred
@@ -31,6 +31,7 @@ class CharTokenizer:
         for position, ch in enumerate(chars):
             if not isinstance(ch, str) or len(ch) != 1:
                 raise TokenizerError(f"character entry {position} ({ch!r}) must be a single character")
+            check_unicode(ch, f"character entry {position}")
         if len(set(chars)) != len(chars):
             repeated = next(c for c in chars if chars.count(c) > 1)
             raise TokenizerError(f"character {repeated!r} appears twice in the vocabulary")
@@ -116,10 +117,11 @@ class CharTokenizer:
     @classmethod
     def from_json(cls, text: str) -> CharTokenizer:
         """The tokenizer of `to_json`'s text; malformed text gets a TokenizerError saying what is wrong."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise TokenizerError(f"a character tokenizer file is not valid JSON: {err}") from None
+        return cls.from_dict(load_json(text, "a character tokenizer file"))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CharTokenizer:
+        """The tokenizer of `to_json`'s text once parsed."""
         if not isinstance(data, dict) or data.get("type") != "char":
             raise TokenizerError('a character tokenizer file must be a JSON object with "type": "char"')
         chars, specials = data.get("chars"), data.get("special_tokens", [])
@@ -131,6 +133,7 @@ class CharTokenizer:
         """Write `char_tokenizer.json` into `directory` (created if needed) atomically; returns its path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory, (FILE_NAME,))  # what a killed save left
         path = directory / FILE_NAME
         atomic_write_text(path, self.to_json())
         return path
@@ -141,26 +144,13 @@ class CharTokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        if not path.is_file():
+        if not path.exists():
             raise TokenizerError(f"no character tokenizer at {path}: save one with CharTokenizer.save(directory)")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise TokenizerError(f"{path} is {path.stat().st_size:,} bytes, over the {MAX_FILE_BYTES:,} of a real one")
+        data = load_json(read_text_file(path, MAX_FILE_BYTES, "character tokenizer file"), str(path))
         try:
-            return cls.from_json(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError:
-            raise TokenizerError(f"{path} is not UTF-8 text") from None
+            return cls.from_dict(data)
+        except TokenizerError as err:
+            raise TokenizerError(f"{path}: {err}") from None
 
     def __repr__(self) -> str:
         return f"CharTokenizer({len(self.chars)} characters, special_tokens={self._specials})"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
