@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lm.tokenizers import BPETokenizer, train_bpe  # noqa: E402
+from lm.tokenizers import BPETokenizer, train_bpe_file  # noqa: E402
 from lm.tokenizers.bpe import GPT2_MERGES, GPT2_VOCAB  # noqa: E402
 from lm.tokenizers.pretokenize import GPT2_PATTERN  # noqa: E402
 
@@ -101,7 +101,7 @@ def main() -> None:
 
     path = CORPUS
     print(f"\nTraining: {path.name} ({path.stat().st_size:,} bytes) to vocab 500 with {EOT}, {args.rounds} rounds")
-    times = bench({"ours": lambda: train_bpe(path, 500, [EOT]), "hf tokenizers": hf_trainer(path)}, args.rounds)
+    times = bench({"ours": lambda: train_bpe_file(path, 500, [EOT]), "hf tokenizers": hf_trainer(path)}, args.rounds)
     for name, values in times.items():
         print(f"  {name:14} median {statistics.median(values) * 1000:7.1f} ms   (min {min(values) * 1000:.1f})")
     ratios = [o / h for o, h in zip(times["ours"], times["hf tokenizers"])]

@@ -21,6 +21,7 @@ from lm.tokenizer import UnknownWordError
 from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError
 from lm.tokenizers.base import EOT
 from lm.tokenizers.bpe import visible
+from lm.tokenizers.gpt2_files import MANIFEST_FILE
 from lm.tokenizers.bpe_train import check_training_text
 
 GPT2 = "GPT-2 (byte-level BPE, 50,257 tokens)"
@@ -227,11 +228,12 @@ def curve_figure(ks: list[int], values: list[float], k: int | None = None) -> go
 
 
 def tokenizer_zip(trained: Trained) -> bytes:
-    """vocab.json and merges.txt (GPT-2's format; `BPETokenizer.load` reads them) zipped in memory."""
+    """vocab.json, merges.txt (GPT-2's format) and the manifest that ties them together and declares the
+    special tokens (`BPETokenizer.load` reads all three), zipped in memory."""
     with tempfile.TemporaryDirectory() as folder:
         trained.tokenizer.save(folder)
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for name in ("vocab.json", "merges.txt"):
+            for name in ("vocab.json", "merges.txt", MANIFEST_FILE):
                 archive.write(Path(folder) / name, name)
     return buffer.getvalue()

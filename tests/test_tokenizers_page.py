@@ -76,7 +76,7 @@ def test_training_reports_progress_and_explores(trained):
 
 def test_download_zip_loads_back(trained, tmp_path):
     with zipfile.ZipFile(io.BytesIO(tk.tokenizer_zip(trained))) as archive:
-        assert sorted(archive.namelist()) == ["merges.txt", "vocab.json"]
+        assert sorted(archive.namelist()) == ["merges.txt", "tokenizer_manifest.json", "vocab.json"]
         archive.extractall(tmp_path)
     again = BPETokenizer.load(tmp_path)
     assert again.vocab == trained.tokenizer.vocab and again.special_tokens == ["<|endoftext|>"]
