@@ -24,9 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
 from reference_model import reference_decode_step, reference_forward  # noqa: E402
 
-from lm.generate import KVCache, cached_step  # noqa: E402
+from lm.generate import KVCache, cached_step, generate  # noqa: E402
 from lm.model import LanguageModel, ModelConfig  # noqa: E402
-from lm.tokenizer import Tokenizer  # noqa: E402
 
 
 def best_seconds(fn, repeat: int) -> float:
@@ -64,11 +63,10 @@ def main() -> None:
     # parallel region whenever a neighbour holds a core (measured: 2 ms steps taking 100-600 ms).
     if args.threads:
         torch.set_num_threads(args.threads)
-    tok = Tokenizer(["<pad>"] + [f"w{i}" for i in range(1, args.vocab)])
-    cfg = ModelConfig(len(tok), args.context, args.d_model, 4 * args.d_model, args.layers, args.heads, 0, args.dtype)
-    model = LanguageModel.create(cfg, tok)
+    cfg = ModelConfig(args.vocab, args.context, args.d_model, 4 * args.d_model, args.layers, args.heads, 0, args.dtype)
+    model = LanguageModel(cfg)  # no tokenizer: ids in and out, and no end token to stop at
     p = model.params
-    ids = torch.randint(1, len(tok), (args.context,), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(0, args.vocab, (args.context,), generator=torch.Generator().manual_seed(0))
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads, context {cfg.context}, {args.dtype}, {model.num_parameters():,} parameters"
@@ -113,19 +111,12 @@ def main() -> None:
                 f"{med['torch cache']:>11.2f} | {spread(ratios)}"
             )
 
-        # End to end: generate `total` tokens greedily from one token, with and without the cache.
+        # End to end: lm.generate's greedy decoding of `total` tokens from one token, with and without the cache.
         T = min(args.total, cfg.context)
-        start = time.perf_counter()
-        seq = [int(ids[0])]
-        for _ in range(T - 1):
-            seq.append(int(model.forward(torch.tensor([seq]), ("logits",))["logits"][0, -1].argmax()))
-        no_cache_total = time.perf_counter() - start
-        start = time.perf_counter()
-        cache, seq2 = KVCache(model), [int(ids[0])]
-        for _ in range(T - 1):
-            probs, _ = cached_step(model, seq2[-1], cache)
-            seq2.append(int(probs.argmax()))
-        cache_total = time.perf_counter() - start
+        full = generate(model, [int(ids[0])], T - 1, use_cache=False)
+        cached = generate(model, [int(ids[0])], T - 1, use_cache=True)
+        no_cache_total, cache_total = full.seconds, cached.seconds
+        seq, seq2 = full.new_ids, cached.new_ids
     same = "same tokens" if seq == seq2 else "DIFFERENT tokens"
     print(
         f"total for {T} tokens: no cache {no_cache_total:.2f} s, cache {cache_total:.2f} s, "

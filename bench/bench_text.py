@@ -130,9 +130,9 @@ def recipe(args) -> None:
               f"({1000 * seconds[name] / cfg.steps:.1f} ms per step)")  # fmt: skip
     print(f"time ratio ours / PyTorch: {seconds['ours'] / seconds['torch']:.2f}; ours / nanoGPT-style: "
           f"{seconds['ours'] / seconds['nanogpt']:.2f} (nanoGPT, elsewhere: 1.886 in 79 s)")  # fmt: skip
-    from lm.textgen import generate_text  # noqa: PLC0415
+    from lm.generate import generate  # noqa: PLC0415
 
-    sample = generate_text(ours.model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=0)
+    sample = generate(ours.model, "ROMEO:", 300, temperature=0.8, top_k=40, seed=0)
     print(f"sample (temperature 0.8, top-k 40):\n{sample.text}")
     if args.svg:
         Path(args.svg).write_text(loss_svg({name: curves[name] for name in ("ours", "torch")}))

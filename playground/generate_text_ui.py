@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lm.generate import STOP_REASONS, Step, Trace
 from lm.model import LanguageModel
 from playground import charts
 from playground.state import persistent
 from playground.text_generation import (
     MAX_NEW_TOKENS,
-    STOP_REASONS,
     TextGenerateError,
-    TextTrace,
     chips_html,
     generate_trace,
     step_labels,
+    token_label,
     vocab_labels,
 )
 
@@ -72,7 +72,7 @@ def pick(label: str, count: int, key: str) -> list[int]:
     return [names.index(name) for name in chosen]
 
 
-def attention_ui(step, index: int) -> None:
+def attention_ui(step: Step, index: int) -> None:
     """One heatmap per chosen layer and head, GRID_COLUMNS per row (st.columns wrap on narrow windows)."""
     t = len(step.labels)
     shown = min(t, MAX_ATTENTION_TOKENS)
@@ -91,12 +91,13 @@ def attention_ui(step, index: int) -> None:
         for col, (layer, head) in zip(st.columns(GRID_COLUMNS), cells[row : row + GRID_COLUMNS]):
             with col:
                 weights = step.attention[layer][head][t - shown :, t - shown :]  # (shown, shown)
-                fig = charts.attention_figure(weights, step.labels[t - shown :], f"layer {layer + 1} · head {head + 1}")
+                labels = [token_label(label) for label in step.labels[t - shown :]]
+                fig = charts.attention_figure(weights, labels, f"layer {layer + 1} · head {head + 1}")
                 fig.update_traces(showscale=True, colorbar=dict(thickness=8, len=0.8, title="weight"))
                 st.plotly_chart(fig, key=f"gen_text_attention_{layer}_{head}")
 
 
-def trace_ui(trace: TextTrace, vocab: list[str]) -> None:
+def trace_ui(trace: Trace, vocab: list[str]) -> None:
     """For a chosen step: the top-k bars and the attention grid; then every step's distribution."""
     labels = step_labels(trace)
     index = 0
@@ -123,21 +124,29 @@ def text_model_page(model: LanguageModel, name: str) -> None:
     options = options_ui(model)
     request = (id(model), *(float(p.sum()) for p in model.params.values()), tuple(sorted(options.items())))
     if st.session_state.get("gen_text_last", (None,))[0] != request:
+        live, streamed = st.empty(), []  # the continuation as it comes (plain text: small updates)
+
+        def show(step: Step) -> None:
+            streamed.append(step.token_id)
+            live.code(model.tokenizer.decode(streamed), language=None)
+
         try:
             with st.spinner("Generating..."):
-                st.session_state["gen_text_last"] = (request, generate_trace(model, **options))
+                st.session_state["gen_text_last"] = (request, generate_trace(model, **options, on_step=show))
         except TextGenerateError as err:
             st.session_state.pop("gen_text_last", None)
             st.error(str(err), icon=":material/error:")
             return
+        finally:
+            live.empty()
     trace = st.session_state["gen_text_last"][1]
-    st.markdown(chips_html(trace), unsafe_allow_html=True)  # every token HTML-escaped in chips_html
+    st.markdown(chips_html(trace.prompt_tokens, trace.new_tokens), unsafe_allow_html=True)  # HTML-escaped there
     with st.expander("As plain text"):
         st.code(trace.text, language=None)
     reason = STOP_REASONS.get(trace.stop_reason, trace.stop_reason)
     ms = 1e3 * sum(s.seconds for s in trace.steps) / max(1, len(trace.steps))
     st.caption(
-        f"Generated {len(trace.new_tokens)} token(s) ({ms:.1f} ms each, full recomputation over the window so the "
-        f"attention of every position is drawn); it stopped because {reason}."
+        f"Generated {len(trace.new_tokens)} token(s) ({ms:.1f} ms each with the KV cache, every position's attention "
+        f"over the window kept for the heatmaps); it stopped because {reason}."
     )
     trace_ui(trace, vocab_labels(model))

@@ -1,7 +1,8 @@
-"""The Generate page's logic, without Streamlit: pick a model (the committed default, the session's
-trained one, an uploaded weights file), check a prompt, and generate with and without the KV cache to
-show the trace, the time per token of each, and that their tokens agree. lm checks prompts and
-settings; this module adds only the page's limits and turns lm's errors into messages.
+"""The Generate page's logic for the classic sentence model, without Streamlit: pick a model (the
+committed default, the session's trained one, an uploaded weights file), check a prompt, and run
+lm.generate with and without the KV cache to show the trace, the time per token of each, and that their
+tokens agree. lm checks prompts and settings; this module adds only the page's limits (a sentence model
+stops at its context, and starts from a typed word) and turns lm's errors into messages.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def _sentence(err: Exception) -> str:
 
 def check_prompt(model: LanguageModel, prompt: str) -> list[int]:
     """The prompt's ids if the model can read it; else GenerateError with lm's reason (unknown words with
-    close matches and the vocabulary, an empty prompt, a prompt longer than the context). The page adds
-    only its length limit."""
+    close matches and the vocabulary, a prompt longer than the context). The page adds its length limit and
+    asks for a word: a sentence model never saw a sentence start from its end token."""
     if len(prompt) > MAX_PROMPT_CHARS:
         raise GenerateError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
+    if not prompt.strip():
+        raise GenerateError("The prompt is empty: type at least one word of the vocabulary.")
     try:
-        return lm_check_prompt(model, prompt)
+        return lm_check_prompt(model, prompt, slide=False)
     except ValueError as err:
         raise GenerateError(_sentence(err)) from None
 
@@ -119,6 +122,7 @@ def run_generation(
     if top_k is not None and top_k > MAX_TOP_K:
         raise GenerateError(f"Top-k: this page allows at most {MAX_TOP_K}, got {top_k}.")
     kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k, "seed": seed}
+    kwargs.update(attention=True, slide=False)  # the heatmaps; a sentence ends within the context
     try:
         generate(model, prompt, use_cache=True, **kwargs)  # build both modes' graphs before timing them
     except ValueError as err:

@@ -1,6 +1,6 @@
-"""The Generate page's logic for text models (character or BPE tokens; lm.checkpoint files), without
-Streamlit: the bundled Shakespeare model, an uploaded checkpoint, and a generation traced step by step
-(each step's distribution and every layer's attention over the window the model read).
+"""The Generate page's logic for text models (character, BPE or text-word tokens; lm.checkpoint files),
+without Streamlit: the bundled Shakespeare model, an uploaded checkpoint, and lm.generate's trace (each
+step's distribution and every layer's attention over the window the model read) within the page's limits.
 
 lm checks the prompt (a character model names the characters it has never seen) and the sampling
 settings; this module adds only the page's limits and turns lm's errors into messages.
@@ -8,18 +8,12 @@ settings; this module adds only the page's limits and turns lm's errors into mes
 
 from __future__ import annotations
 
-import os
-import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
 from lm import checkpoint
-from lm.data import EOT, eot_id
+from lm.generate import Step, Trace, check_prompt, generate
 from lm.model import LanguageModel
-from lm.textgen import GenerationStep, generate_text
-from lm.tokenizer import Tokenizer as WordTokenizer
 
 SHAKESPEARE_MODEL = Path(__file__).resolve().parent.parent / "lm" / "data" / "shakespeare-char.safetensors"
 MAX_PROMPT_CHARS = 2_000
@@ -32,29 +26,24 @@ class TextGenerateError(ValueError):
 
 
 def is_text_model(model: LanguageModel) -> bool:
-    """Whether the model reads free text (character, BPE or word-text tokens), not the classic
-    sentence model's word vocabulary with <pad>/<eos>."""
-    return not isinstance(model.tokenizer, WordTokenizer)
+    """Whether the model reads free text (character, BPE or text-word tokens), not the classic sentence
+    model, whose word vocabulary pads its batches (<pad>)."""
+    return getattr(model.tokenizer, "pad_id", None) is None
 
 
 def shakespeare_model() -> LanguageModel:
     """The bundled character-level Tiny Shakespeare model (README: how it was trained)."""
-    return checkpoint.load(SHAKESPEARE_MODEL).model()
+    return checkpoint.load(SHAKESPEARE_MODEL).model
 
 
 def model_from_checkpoint_bytes(data: bytes, name: str) -> LanguageModel:
     """A text model from an uploaded checkpoint's bytes (lm.checkpoint checks it)."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise TextGenerateError(f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
-    fd, tmp = tempfile.mkstemp(suffix=".safetensors")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return checkpoint.load(tmp).model()
+        return checkpoint.load(data, source=f"'{name}'").model
     except checkpoint.CheckpointError as err:
-        raise TextGenerateError(str(err).replace(f"'{tmp}'", f"'{name}'")) from None
-    finally:
-        os.unlink(tmp)
+        raise TextGenerateError(str(err)) from None
 
 
 def token_label(text: str) -> str:
@@ -64,52 +53,10 @@ def token_label(text: str) -> str:
     return text.replace("\n", "\\n").replace(" ", "␣")
 
 
-@dataclass
-class TextStep:
-    token_id: int
-    token: str  # its text (decoded alone)
-    probs: torch.Tensor  # (V,) float64: the softmax before temperature/top-k/top-p
-    attention: list[torch.Tensor]  # per layer (H, t, t) over the window the model read
-    labels: list[str]  # the window's t tokens (for the heatmaps' axes)
-    seconds: float
-
-
-@dataclass
-class TextTrace:
-    prompt_tokens: list[str]
-    new_tokens: list[str] = field(default_factory=list)
-    steps: list[TextStep] = field(default_factory=list)
-    stop_reason: str = ""  # "max_new_tokens" | "end_of_text"
-    text: str = ""  # the prompt and continuation, decoded
-
-
-STOP_REASONS = {
-    "max_new_tokens": "it generated the max new tokens",
-    "end_of_text": f"the model predicted the end of the text ({EOT})",
-}
-
-
 def vocab_labels(model: LanguageModel) -> list[str]:
     """Every token id's label (a BPE token may be part of a character: shown by its bytes' decode)."""
     tok = model.tokenizer
     return [token_label(tok.token_str(i)) for i in range(len(tok))]
-
-
-def encode_prompt(model: LanguageModel, prompt: str) -> list[int]:
-    """The prompt's ids; an empty prompt starts a new document. TextGenerateError with lm's reason
-    (characters outside a character model's vocabulary, named) or the page's length limit."""
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise TextGenerateError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
-    try:
-        ids = model.tokenizer.encode(prompt)
-    except ValueError as err:  # TokenizerError, DataError: lm's message
-        raise TextGenerateError(f"This model cannot read the prompt: {err}") from None
-    if not ids:
-        end = eot_id(model.tokenizer)
-        if end is None:
-            raise TextGenerateError("The prompt is empty: type some text to continue.")
-        ids = [end]
-    return ids
 
 
 def generate_trace(
@@ -120,48 +67,38 @@ def generate_trace(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
-) -> TextTrace:
-    """Continue `prompt` with lm.textgen.generate_text (by recomputation, so every step gives each
-    layer's attention over the window the model read; past the context, lm's sliding window), recording
-    each step's distribution and attention."""
+    on_step: Callable[[Step], None] | None = None,
+) -> Trace:
+    """Continue `prompt` (empty: a new document) with lm.generate, keeping every step's attention (with the
+    KV cache; past the context, lm's sliding window). `on_step` receives each step as it is made.
+    TextGenerateError with lm's reason for a prompt or setting, or the page's limits."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise TextGenerateError(f"The prompt has {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}.")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens:
         raise TextGenerateError(f"Max new tokens must be a whole number of at least 1, got {max_new_tokens!r}.")
     if max_new_tokens > MAX_NEW_TOKENS:
         raise TextGenerateError(f"Max new tokens: this page generates at most {MAX_NEW_TOKENS}, got {max_new_tokens}.")
-    ids = encode_prompt(model, prompt)
-    tok = model.tokenizer
-    shown = [] if ids == [eot_id(tok)] else list(ids)
-    trace = TextTrace([token_label(tok.token_str(i)) for i in shown])
-
-    def record(step: GenerationStep) -> None:
-        labels = [token_label(tok.token_str(i)) for i in step.window]
-        attention = [a.double() for a in step.attention]  # (H, t, t) per layer
-        probs = torch.softmax(step.logits.double(), -1)
-        token = token_label(tok.token_str(step.token_id))
-        trace.steps.append(TextStep(step.token_id, token, probs, attention, labels, step.seconds))
-
     try:
-        result = generate_text(
-            model, prompt, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-            use_cache=False, on_step=record, attention=True,
-        )  # fmt: skip
+        check_prompt(model, prompt)
+    except ValueError as err:  # TokenizerError (characters named) or an empty prompt without an end token
+        raise TextGenerateError(f"This model cannot read the prompt: {err}.") from None
+    try:
+        return generate(model, prompt, max_new_tokens, temperature, top_k, top_p, seed, attention=True, on_step=on_step)
     except ValueError as err:  # lm's message for a bad temperature, top-k or top-p
         raise TextGenerateError(f"Sampling: {err}.") from None
-    trace.new_tokens = [token_label(tok.token_str(i)) for i in result.new_ids]
-    trace.stop_reason, trace.text = result.stop_reason, result.text
-    return trace
 
 
-def step_labels(trace: TextTrace) -> list[str]:
+def step_labels(trace: Trace) -> list[str]:
     """One label per step: '3 → e'."""
-    return [f"{i} → {step.token}" for i, step in enumerate(trace.steps, start=1)]
+    return [f"{i} → {token_label(step.token)}" for i, step in enumerate(trace.steps, start=1)]
 
 
 _CHIP_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
 
 
-def chips_html(trace: TextTrace) -> str:
-    """The prompt's tokens and the new ones as chips (HTML, every token escaped: model text is data)."""
+def chips_html(prompt_tokens: list[str], new_tokens: list[str]) -> str:
+    """The prompt's tokens and the new ones (token strings) as chips (HTML, every token escaped: model text
+    is data)."""
 
     def chip(token: str, new: bool) -> str:
         colour = "background:#ffe0b2;border:1px solid #fb8c00" if new else "background:#eceff1;border:1px solid #b0bec5"
@@ -170,7 +107,9 @@ def chips_html(trace: TextTrace) -> str:
             f'font-family:monospace;white-space:pre">{token.translate(_CHIP_ESCAPES)}</span>'
         )
 
-    return "".join([chip(t, False) for t in trace.prompt_tokens] + [chip(t, True) for t in trace.new_tokens])
+    return "".join(
+        [chip(token_label(t), False) for t in prompt_tokens] + [chip(token_label(t), True) for t in new_tokens]
+    )
 
 
 def is_checkpoint_bytes(data: bytes) -> bool:

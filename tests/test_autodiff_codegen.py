@@ -60,7 +60,7 @@ def model_outputs(preset: str, compiled: bool, monkeypatch) -> list[torch.Tensor
 
     monkeypatch.setattr(lm_model, "Evaluator", functools.partial(ad.Evaluator, compiled=compiled))
     cfg = preset_config(preset, 11, 6, d_model=8, n_layers=2, n_heads=2, seed=1)
-    model = LanguageModel.create(cfg, Vocab())
+    model = LanguageModel(cfg, tokenizer=Vocab())
     ids = torch.tensor([[1, 4, 2, 7, 3], [5, 5, 9, 1, 0]])
     B, T = ids.shape
     graph = model.loss_graph(B, T)

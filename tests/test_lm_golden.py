@@ -49,15 +49,15 @@ def test_loss_and_every_gradient_match_plain_torch(layers, heads, packed):
 
 def test_greedy_tokens_match_plain_torch():
     tok = Tokenizer.from_corpus(CORPUS)
-    cfg = ModelConfig(vocab_size=len(tok), context=8, d_model=16, d_ff=24, n_layers=2, n_heads=2)
-    model = LanguageModel.create(cfg, tok, seed=1)
+    cfg = ModelConfig(vocab_size=len(tok), context=8, d_model=16, d_ff=24, n_layers=2, n_heads=2, seed=1)
+    model = LanguageModel(cfg, tokenizer=tok)
 
     ids = tok.encode("the red")
-    while len(ids) <= cfg.context:
+    while len(ids) <= cfg.context and ids[-1] not in (tok.pad_id, tok.end_id):  # until the context or an end
         ids.append(int(reference_logits(model.params, cfg, torch.tensor([ids]))[0, -1].argmax()))
-    trace = generate(model, "the red", max_new_tokens=50)
-    expected = ids[: ids.index(0)] if 0 in ids else ids  # decoding stops at <pad>
-    assert tok.encode(trace.text) == expected
+    for use_cache in (True, False):
+        trace = generate(model, "the red", max_new_tokens=50, use_cache=use_cache, slide=False)
+        assert trace.prompt_ids + [step.token_id for step in trace.steps] == ids  # a predicted end included
 
 
 def test_packed_and_batched_layouts_give_the_same_forward(monkeypatch):

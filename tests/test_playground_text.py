@@ -1,5 +1,5 @@
 """The text-model logic of the Generate and Train pages, without Streamlit: the bundled Shakespeare
-model loads and its traced generation matches lm.textgen's tokens and attention rows sum to one; bad
+model loads and its traced generation is lm.generate's (cached or not) and attention rows sum to one; bad
 prompts and uploads are messages; a language-model session trains, validates, samples, stops and
 resumes, keeps its runs for comparison, and its settings errors name the setting.
 """
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from lm.data import DATA_DIR
-from lm.textgen import generate_text
+from lm.generate import generate
 from playground import lm_charts
+from playground.generation import default_model
 from playground.text_generation import (
     SHAKESPEARE_MODEL,
     TextGenerateError,
@@ -43,15 +44,17 @@ def test_the_bundled_model_is_a_small_character_model_that_beats_chance() -> Non
 
 def test_the_trace_matches_lm_generation_and_its_attention_is_causal() -> None:
     trace = generate_trace(SHAKESPEARE, "First Citizen:", max_new_tokens=12, temperature=0.8, top_k=20, seed=3)
-    reference = generate_text(SHAKESPEARE, "First Citizen:", 12, temperature=0.8, top_k=20, seed=3, use_cache=False)
+    reference = generate(SHAKESPEARE, "First Citizen:", 12, temperature=0.8, top_k=20, seed=3, use_cache=False)
     assert trace.text == reference.text  # the same sampler, seed and windows: the same text
     step = trace.steps[-1]
     assert len(step.attention) == 3 and step.attention[0].shape == (4, len(step.labels), len(step.labels))
     for weights in step.attention:
-        assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2], dtype=torch.float64), atol=1e-5)
+        assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2], dtype=weights.dtype), atol=1e-5)
         assert float(weights.triu(1).abs().max()) == 0  # no position reads the future
     assert abs(float(step.probs.sum()) - 1) < 1e-9
-    assert "&lt;" not in chips_html(trace) or "<" in trace.text  # escaped, and only when the text has one
+    chips = chips_html(trace.prompt_tokens, trace.new_tokens)
+    assert "&lt;" not in chips or "<" in trace.text  # escaped, and only when the text has one
+    assert chips_html(["a<b"], []).count("a&lt;b") == 1 and chips_html([], [" "]).count("␣") == 1
 
 
 def test_past_the_context_the_model_reads_lm_generations_sliding_window() -> None:
@@ -62,8 +65,15 @@ def test_past_the_context_the_model_reads_lm_generations_sliding_window() -> Non
     # 70 ids, context 64: the window jumps to start at 70 - 64 + 32 = 38, then grows by one per token
     assert [len(s.labels) for s in trace.steps] == [context // 2, context // 2 + 1, context // 2 + 2]
     for use_cache in (True, False):
-        reference = generate_text(SHAKESPEARE, "a" * (context + 6), 3, temperature=0, use_cache=use_cache)
+        reference = generate(SHAKESPEARE, "a" * (context + 6), 3, temperature=0, use_cache=use_cache)
         assert trace.text == reference.text
+
+
+def test_the_trace_streams_its_steps_and_an_empty_prompt_starts_a_document() -> None:
+    seen = []
+    trace = generate_trace(SHAKESPEARE, "", max_new_tokens=5, temperature=0, on_step=seen.append)
+    assert seen == trace.steps and trace.prompt_tokens == [] and trace.steps[0].labels == ["<|endoftext|>"]
+    assert not is_text_model(default_model())  # the classic sentence model has its own page
 
 
 def test_bad_prompts_and_settings_are_messages() -> None:

@@ -264,7 +264,7 @@ cfg = model.config
 st.caption(
     f"{model.num_parameters():,} parameters · {cfg.n_layers} layer(s) × {cfg.n_heads} head(s) · "
     f"d_model {cfg.d_model} · vocabulary {len(model.tokenizer.words)} words (+ "
-    f"{', '.join(f'`{t}`' for t in model.tokenizer.vocab if t in model.tokenizer.SPECIALS)}) · context {cfg.context}"
+    f"{', '.join(f'`{t}`' for t in model.tokenizer.special_tokens)}) · context {cfg.context}"
 )
 options = options_ui(model)
 # Generate once per model and options (both modes, timed); inspecting another step reuses it.
