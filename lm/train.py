@@ -23,6 +23,7 @@ from lm import checkpoint, data
 from lm.config import PART_FIELDS, param_shapes, preset_config
 from lm.model import LanguageModel
 from lm.optim import SGD, AdamW, clip_grad_norm_, decay_groups, grad_norm, lr_schedule
+from lm.tokenizers import TokenizerError
 
 Tensor = torch.Tensor
 DIVERGED_FACTOR = 10.0  # a loss above its first and this many times its best so far (or not finite) diverged
@@ -88,13 +89,15 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
         for name in ("lr", "min_lr", "weight_decay", "clip", "beta1", "beta2", "eps"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 10:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10:
                 raise ValueError(f"{name} must be a number from 0 to 10, got {value!r}")
         for name, allowed in (("optimizer", ("adamw", "sgd")), ("schedule", ("cosine", "constant"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.optimizer == "adamw" and self.eps <= 0:  # AdamW divides by sqrt(v) + eps: 0/0 for a zero gradient
+            raise ValueError(f"eps must be a positive number (0 turns a zero gradient into NaN), got {self.eps!r}")
         unknown = sorted(set(self.parts or {}) - set(PART_FIELDS))
         if unknown or (self.parts is not None and not isinstance(self.parts, dict)):
             raise ValueError(f"parts: unknown model part(s) {', '.join(unknown)}; known: {', '.join(PART_FIELDS)}")
@@ -228,7 +231,9 @@ def memorized(trainer: Trainer) -> dict:
     return {"memorized": sum(data.reproduced(trainer.model, source)), "n_sentences": len(source.sentences)}
 
 
-def samples(prompt: str = "", max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 40) -> Evaluation:
+def samples(
+    prompt: str = "", max_new_tokens: int = 100, temperature: float = 0.8, top_k: int | None = 40
+) -> Evaluation:
     """A hook writing a sample of the model from `prompt` (seed 0, so samples differ only by training)."""
     from lm.generate import generate  # noqa: PLC0415  (generation is not needed to train)
 
@@ -461,14 +466,18 @@ class Trainer:
             config = TrainConfig.from_dict(settings)
         except (TypeError, ValueError) as err:
             raise checkpoint.CheckpointError(f"the checkpoint's training settings are broken: {err}") from None
-        trainer = cls(config, source=source, tokenizer=saved.model.tokenizer, **kwargs)
+        changed = (
+            f"the data '{config.data}' is not the text this run was trained on (it changed since): "
+            "restore it to resume, or start a new run"
+        )
+        try:
+            trainer = cls(config, source=source, tokenizer=saved.model.tokenizer, **kwargs)
+        except TokenizerError as err:  # the run's tokenizer cannot read the data: it changed (new words, chars)
+            raise checkpoint.CheckpointError(f"{changed} ({err})") from None
         if trainer.model.config != saved.model.config:
             raise checkpoint.CheckpointError("the checkpoint's model config does not match its training settings")
         if saved.data_id and saved.data_id != trainer.source.data_id:  # the text changed: batches would differ
-            raise checkpoint.CheckpointError(
-                f"the data '{config.data}' is not the text this run was trained on (it changed since): "
-                "restore it to resume, or start a new run"
-            )
+            raise checkpoint.CheckpointError(changed)
         trainer.step = saved.restore(trainer.model, trainer.optimizer) or 0
         if saved.rng is not None:
             trainer.batches.set_state(saved.rng)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lm import checkpoint
 from lm.generate import Trace, generate
 from lm.generate import check_prompt as lm_check_prompt
 from lm.model import LanguageModel
-from lm.weights import DEFAULT_WEIGHTS, WeightsError, load, load_bytes
 
 # Where the Generate page takes its model from.
 SHAKESPEARE = "Shakespeare (characters)"  # the bundled text model: the page's first choice
@@ -30,16 +30,17 @@ class GenerateError(ValueError):
 
 def default_model() -> LanguageModel:
     """The committed pretrained model (trained on the default corpus)."""
-    return load(DEFAULT_WEIGHTS)
+    return checkpoint.load(checkpoint.DEFAULT_WEIGHTS).model
 
 
 def model_from_upload(data: bytes, name: str) -> LanguageModel:
-    """A model from uploaded bytes, validated by lm.weights; GenerateError for a bad file."""
+    """A model from an uploaded weights file or checkpoint (any model: lm.checkpoint checks it);
+    GenerateError for a bad file."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise GenerateError(f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
     try:
-        return load_bytes(data, source=f"'{name}'")
-    except WeightsError as err:
+        return checkpoint.load(data, source=f"'{name}'").model
+    except checkpoint.CheckpointError as err:
         raise GenerateError(f"Cannot use this weights file: {err}") from None
 
 

@@ -36,16 +36,6 @@ def shakespeare_model() -> LanguageModel:
     return checkpoint.load(SHAKESPEARE_MODEL).model
 
 
-def model_from_checkpoint_bytes(data: bytes, name: str) -> LanguageModel:
-    """A text model from an uploaded checkpoint's bytes (lm.checkpoint checks it)."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise TextGenerateError(f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}")
-    try:
-        return checkpoint.load(data, source=f"'{name}'").model
-    except checkpoint.CheckpointError as err:
-        raise TextGenerateError(str(err)) from None
-
-
 def token_label(text: str) -> str:
     """A token as a chip or axis label shows it: spaces and line breaks made visible."""
     if text == "":
@@ -110,14 +100,3 @@ def chips_html(prompt_tokens: list[str], new_tokens: list[str]) -> str:
     return "".join(
         [chip(token_label(t), False) for t in prompt_tokens] + [chip(token_label(t), True) for t in new_tokens]
     )
-
-
-def is_checkpoint_bytes(data: bytes) -> bool:
-    """Whether uploaded bytes look like a text-model checkpoint (its header's format), not the classic
-    model's weights file; the loader then checks everything else."""
-    if len(data) < 8:
-        return False
-    n = int.from_bytes(data[:8], "little")
-    if n > checkpoint.MAX_HEADER or 8 + n > len(data):
-        return False
-    return f'"format":"{checkpoint.FORMAT}"' in data[8 : 8 + n].decode("utf-8", "replace").replace(" ", "")

@@ -21,8 +21,8 @@ from lm.tokenizer import UnknownWordError
 from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError
 from lm.tokenizers.base import EOT
 from lm.tokenizers.bpe import visible
-from lm.tokenizers.gpt2_files import MANIFEST_FILE
 from lm.tokenizers.bpe_train import check_training_text
+from lm.tokenizers.gpt2_files import MANIFEST_FILE
 
 GPT2 = "GPT-2 (byte-level BPE, 50,257 tokens)"
 WORD = "Word-level (the default model's)"
@@ -49,9 +49,9 @@ def gpt2() -> BPETokenizer:
 @lru_cache(maxsize=1)
 def word_tokenizer() -> TextTokenizer:
     """The default model's word-level tokenizer (its vocabulary is in the weights file)."""
-    from lm.weights import load
+    from lm import checkpoint
 
-    return load().tokenizer
+    return checkpoint.load(checkpoint.DEFAULT_WEIGHTS).model.tokenizer
 
 
 def story_sample() -> str:

@@ -225,20 +225,20 @@ class TrainingSession:
         start = time.perf_counter()
         deadline = start + budget_s
         while len(events) < max_epochs:
-            event = next(self._events, None)  # a step, or the evaluation after it (memorization)
+            event = next(self._events, None)  # a step; its evaluation (memorization), when due, follows
             if event is None:
                 break
-            if event.kind == "eval":  # the last step's, too: a run that ended no lower than it began
-                self._score(event, self.busy_s + time.perf_counter() - start)
-                if self._diverged(event):
-                    break
-                continue
             events.append(event)
             self._last = event
             if self._diverged(event):
                 break
             self.history.add(event)
-            if time.perf_counter() >= deadline and not self._eval_due(event):
+            if self._eval_due(event):  # pulled in the same tick: a score belongs to its step
+                evaluation = next(self._events)
+                self._score(evaluation, self.busy_s + time.perf_counter() - start)
+                if self._diverged(evaluation):  # the last step's: a run that ended no lower than it began
+                    break
+            if time.perf_counter() >= deadline:
                 break
         self.busy_s += time.perf_counter() - start
         if trainer.done or self.message:

@@ -4,9 +4,10 @@ bad weights files, both decoding modes agreeing, bounds on settings, and the hig
 from __future__ import annotations
 
 import pytest
+import torch
 
+from lm.checkpoint import DEFAULT_WEIGHTS, to_bytes
 from lm.generate import Trace
-from lm.weights import DEFAULT_WEIGHTS, to_bytes
 from playground.generation import (
     GenerateError,
     check_prompt,
@@ -95,7 +96,8 @@ def test_bad_weights_files_give_a_clear_message(data: bytes, message: str) -> No
 
 def test_a_good_weights_file_loads(model) -> None:
     loaded = model_from_upload(to_bytes(model), "default.safetensors")
-    assert loaded.config == model.config
+    assert loaded.config == model.config and loaded.tokenizer.vocab == model.tokenizer.vocab
+    assert all(torch.equal(loaded.params[n], p) for n, p in model.params.items())  # the weights, not just the shape
 
 
 def test_the_new_tokens_are_highlighted_and_user_text_is_escaped() -> None:

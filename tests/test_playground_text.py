@@ -14,15 +14,13 @@ import torch
 from lm.data import DATA_DIR
 from lm.generate import generate
 from playground import lm_charts
-from playground.generation import default_model
+from playground.generation import GenerateError, default_model, model_from_upload
 from playground.text_generation import (
     SHAKESPEARE_MODEL,
     TextGenerateError,
     chips_html,
     generate_trace,
-    is_checkpoint_bytes,
     is_text_model,
-    model_from_checkpoint_bytes,
     shakespeare_model,
 )
 from playground.textrun_session import LMSession, LMSettings, LMSettingsError, check_text_upload
@@ -87,14 +85,13 @@ def test_bad_prompts_and_settings_are_messages() -> None:
         generate_trace(SHAKESPEARE, "a", top_p=1.5)
 
 
-def test_uploaded_checkpoints_are_recognized_and_checked() -> None:
+def test_uploaded_checkpoints_load_through_the_one_loader_and_are_checked() -> None:
     data = SHAKESPEARE_MODEL.read_bytes()
-    assert is_checkpoint_bytes(data) and not is_checkpoint_bytes(b"\x00" * 100)
-    model = model_from_checkpoint_bytes(data, "mine.safetensors")
+    model = model_from_upload(data, "mine.safetensors")
     assert all(torch.equal(model.params[n], p) for n, p in SHAKESPEARE.params.items())
     broken = data[:-100]
-    with pytest.raises(TextGenerateError, match="'mine.safetensors'"):
-        model_from_checkpoint_bytes(broken, "mine.safetensors")
+    with pytest.raises(GenerateError, match="'mine.safetensors'"):
+        model_from_upload(broken, "mine.safetensors")
 
 
 def test_a_language_model_session_trains_validates_samples_and_compares(tmp_path) -> None:
@@ -118,7 +115,7 @@ def test_a_language_model_session_trains_validates_samples_and_compares(tmp_path
     assert session.trainer.model.config.positions == "learned" and session.trainer.model.config.ffn == "swiglu"
     session.advance(budget_s=0)
     session.stop()
-    saved = model_from_checkpoint_bytes(session.checkpoint_bytes(), "run.safetensors")  # what Download gives
+    saved = model_from_upload(session.checkpoint_bytes(), "run.safetensors")  # what Download gives
     assert all(torch.equal(saved.params[n], p) for n, p in session.trainer.model.params.items())
     rows = [r.row() for r in session.runs]
     assert [r["run"] for r in rows] == [1, 2] and rows[1]["changed parts"] == "positions=learned"

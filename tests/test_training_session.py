@@ -20,13 +20,13 @@ SMALL = TrainSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a m
     ("change", "message"),
     [
         # lm's rules, in lm's words
-        ({"n_heads": 0}, "n_heads must be at least 1, got 0"),
+        ({"n_heads": 0}, "n_heads must be a whole number from 1 to 128, got 0"),
         ({"n_heads": 3}, r"n_heads \(3\) must divide d_model \(16\)"),
-        ({"n_layers": 0}, "n_layers must be at least 1"),
-        ({"epochs": 0}, "epochs must be a positive integer"),
+        ({"n_layers": 0}, "n_layers must be a whole number from 1 to 64"),
+        ({"epochs": 0}, "steps must be a whole number from 1"),
         ({"lr": 0.0}, "lr must be a positive number"),
-        ({"lr": math.nan}, "lr must be a positive number"),
-        ({"optimizer": "lbfgs"}, "optimizer must be 'sgd' or 'adamw'"),
+        ({"lr": math.nan}, "lr must be a number from 0 to 10, got nan"),
+        ({"optimizer": "lbfgs"}, "optimizer must be one of adamw, sgd"),
         ({"corpus": "  \n\n "}, "the corpus is empty"),
         ({"corpus": "one two"}, "at least 3"),
         # the page's limits, and lm's corpus parser naming the page's limit
@@ -50,7 +50,7 @@ def test_settings_reach_the_model() -> None:
     trainer = make_trainer(replace(SMALL, n_layers=2, n_heads=4, optimizer="adamw", lr=0.01, seed=3))
     cfg = trainer.model.config
     assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_ff, cfg.seed) == (2, 4, 16, 32, 3)
-    assert trainer.config.optimizer == "adamw" and trainer.config.epochs == 30
+    assert trainer.config.optimizer == "adamw" and trainer.config.steps == 30
 
 
 def test_a_rejected_start_clears_the_old_run() -> None:

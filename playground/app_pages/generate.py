@@ -34,9 +34,7 @@ from playground.generation import (
 from playground.state import GEN_MODEL, GEN_PROMPT, lm_session, persistent, training_session
 from playground.text_generation import (
     TextGenerateError,
-    is_checkpoint_bytes,
     is_text_model,
-    model_from_checkpoint_bytes,
     shakespeare_model,
 )
 
@@ -55,7 +53,7 @@ def uploaded_model() -> LanguageModel | None:
     """The uploader; the model of the uploaded file, or None (with an error shown for a bad file)."""
     upload = st.file_uploader(
         "Weights file or checkpoint (.safetensors from the Train page, `python -m lm train` or "
-        "`python -m lm.textcli train`)",
+        "a run folder's checkpoint.safetensors)",
         type=["safetensors"],
         key="gen_upload",
     )
@@ -68,10 +66,7 @@ def uploaded_model() -> LanguageModel | None:
     if cached is not None and cached[0] == digest:
         return cached[1]
     try:
-        if is_checkpoint_bytes(data):  # a text model's run checkpoint
-            model = model_from_checkpoint_bytes(data, upload.name)
-        else:
-            model = model_from_upload(data, upload.name)
+        model = model_from_upload(data, upload.name)  # a weights file or a run's checkpoint, any model
     except (GenerateError, TextGenerateError) as err:
         st.error(str(err), icon=":material/block:")
         return None
