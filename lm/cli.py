@@ -34,8 +34,23 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """The recipe (by default: classic for sentences, nanogpt for text) with the options given."""
     sentences = args.data is None or args.data == "sentences" or args.data.startswith("sentences:")
     recipe = args.recipe or ("classic" if sentences else "nanogpt")
-    given = {field: getattr(args, option) for option, field in TRAIN_FIELDS.items() if getattr(args, option) is not None}
+    given = {field: getattr(args, opt) for opt, field in TRAIN_FIELDS.items() if getattr(args, opt) is not None}
     return TrainConfig.recipe(recipe, **given).validate()
+
+
+_open_line = False  # a progress bar holds stderr's last line: the next message starts a new line
+
+
+def _status(text: str, end: str = "\n") -> None:
+    """Print a progress line to stderr, remembering whether it was left open (a bar redrawn with \\r)."""
+    global _open_line
+    print(text, end=end, file=sys.stderr, flush=True)
+    _open_line = not end
+
+
+def _error(text: str) -> None:
+    """An error on a line of its own (after an open progress bar, on the next one)."""
+    _status(("\n" if _open_line else "") + f"error: {text}")
 
 
 def _bar(event, width: int = 24) -> str:
@@ -59,12 +74,12 @@ def _evaluation(event) -> str:
 def _download_progress(done: int, total: int) -> None:
     if done == total or done % max(1, total // 100) == 0:
         end = "\n" if done == total else ""
-        print(f"\rdownloading TinyStories: {done:,}/{total:,} stories", end=end, file=sys.stderr, flush=True)
+        _status(f"\rdownloading TinyStories: {done:,}/{total:,} stories", end=end)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Under torchrun (lm.distributed): every rank trains its share of each batch, rank 0 alone prints and saves."""
-    out = files.check_out_path(args.out, "--out", folder_ok=True)  # before any work: a typo costs no run
+    out = files.check_out_path(args.out, "--out")  # before any work: a typo costs no run
     target = checkpoint.resolve(out)
     if not args.resume and target.exists() and not args.overwrite:
         raise ValueError(f"--out '{out}' already holds a run: add --resume to continue it, --overwrite to replace it")
@@ -106,16 +121,17 @@ def _train(args: argparse.Namespace, out: Path, config: TrainConfig | None, devi
     for event in trainer.events():
         if event.kind == "eval":
             trainer.save(out)
-            print(_evaluation(event), file=sys.stderr)
+            _status(_evaluation(event))
         elif not args.quiet:
-            print(_bar(event), end="", file=sys.stderr, flush=True)
+            _status(_bar(event), end="")
     if event is None:
         print(f"nothing to do: the run is at step {trainer.step} of {cfg.steps} (raise --steps)", file=sys.stderr)
         return 0
-    trainer.save(out)
+    if not (trainer.stop_reason or "").startswith("diverged"):  # keep the last good checkpoint, not a diverged one
+        trainer.save(out)
     if parallel is not None and not parallel.is_main:
         return 0
-    print(file=sys.stderr)
+    _status("")
     if trainer.stop_reason != "finished":
         print(f"training stopped: {trainer.stop_reason}; the last checkpoint is in {out}", file=sys.stderr)
         return 1
@@ -158,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     nano = TrainConfig()
     t = sub.add_parser("train", help="train a model (the classic recipe by default; --data shakespeare: nanoGPT's)")
-    t.add_argument("--recipe", choices=list(RECIPES), help="the defaults (default: classic for sentences, else nanogpt)")
+    t.add_argument("--recipe", choices=list(RECIPES), help="the defaults (classic for sentences, else nanogpt)")
     t.add_argument(
         "--data", help="sentences (default: the ten built-in), sentences:FILE (one a line), shakespeare, stories, "
         "tinystories (download, online only) or a text file",
@@ -227,11 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, distributed.RankFailure) as err:  # every lm error type is a ValueError
-        print(f"\nerror: {err}", file=sys.stderr)
+        _error(str(err))
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the last checkpoint is in the run folder; continue with --resume", file=sys.stderr)
         return 130
     except OSError as err:  # e.g. the disk filled up while saving
-        print(f"\nerror: {err.strerror or err}{f' ({err.filename})' if err.filename else ''}", file=sys.stderr)
+        where = f" ({err.filename})" if err.filename else ""
+        _error(f"{err.strerror or err}{where}")
         return 2
