@@ -151,46 +151,52 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def open_regular_file(path: str | os.PathLike, max_bytes: int, what: str, hint: str = "") -> tuple[BinaryIO, int]:
+def open_regular_file(
+    path: str | os.PathLike, max_bytes: int, what: str, hint: str = "", error: type[ValueError] = FileFormatError,
+    too_big: str = "",
+) -> tuple[BinaryIO, int]:  # fmt: skip
     """`path` opened for reading and its size, once stat says it is a regular file of at most `max_bytes`
-    (a FIFO would block, a device never ends). `hint` follows the message for a missing file."""
+    (a FIFO would block, a device never ends). `hint` follows the message for a missing file; `error` is
+    the caller's error type (a tokenizer raises TokenizerError)."""
     path = Path(path)
     try:
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
-        raise FileFormatError(
-            f"no {what} at '{path}' (the file does not exist)" + (f": {hint}" if hint else "")
-        ) from None
+        raise error(f"no {what} at '{path}' (the file does not exist)" + (f": {hint}" if hint else "")) from None
     except OSError as err:
-        raise FileFormatError(f"cannot read '{path}': {err.strerror or err}") from None
+        raise error(f"cannot read '{path}': {err.strerror or err}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise FileFormatError(f"'{path}' is {_kind(info.st_mode)}, not a file: give the path of a {what}")
+        raise error(f"'{path}' is {_kind(info.st_mode)}, not a file: give the path of a {what}")
     if info.st_size > max_bytes:
-        raise FileFormatError(f"'{path}' has {info.st_size:,} bytes; a {what} here is at most {max_bytes:,}")
+        advice = f": {too_big}" if too_big else ""
+        raise error(f"'{path}' has {info.st_size:,} bytes; a {what} here is at most {max_bytes:,}{advice}")
     try:
         # O_NONBLOCK: should the path become a FIFO between the stat and the open, the open does not hang
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         f = os.fdopen(fd, "rb", buffering=0)
     except OSError as err:
-        raise FileFormatError(f"cannot read '{path}': {err.strerror or err}") from None
+        raise error(f"cannot read '{path}': {err.strerror or err}") from None
     if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
         f.close()
-        raise FileFormatError(f"'{path}' is not a regular file: give the path of a {what}")
+        raise error(f"'{path}' is not a regular file: give the path of a {what}")
     return f, info.st_size
 
 
-def read_regular_file(path: str | os.PathLike, max_bytes: int, what: str, hint: str = "") -> bytes:
-    """The bytes of a regular file of at most `max_bytes` (checked by stat before it is opened); a
-    FileFormatError names the file when it is missing, special, too big, unreadable or changing."""
-    f, size = open_regular_file(path, max_bytes, what, hint)
+def read_regular_file(
+    path: str | os.PathLike, max_bytes: int, what: str, hint: str = "", error: type[ValueError] = FileFormatError,
+    too_big: str = "",
+) -> bytes:  # fmt: skip
+    """The bytes of a regular file of at most `max_bytes` (checked by stat before it is opened); an
+    `error` names the file when it is missing, special, too big, unreadable or changing."""
+    f, size = open_regular_file(path, max_bytes, what, hint, error, too_big)
     where = f"'{path}'"
     with f:
-        data = read_exact(f, size, where)
-        _check_end(f, size, len(data), where)
+        data = read_exact(f, size, where, error)
+        _check_end(f, size, len(data), where, error)
     return data
 
 
-def read_exact(f: BinaryIO, n: int, where: str) -> bytes:
+def read_exact(f: BinaryIO, n: int, where: str, error: type[ValueError] = FileFormatError) -> bytes:
     """Up to `n` bytes of `f` (fewer only at its end); an OSError becomes a FileFormatError naming it."""
     chunks, left = [], n
     try:
@@ -201,15 +207,15 @@ def read_exact(f: BinaryIO, n: int, where: str) -> bytes:
             chunks.append(chunk)
             left -= len(chunk)
     except OSError as err:  # /proc/self/mem stats as a regular file but cannot be read
-        raise FileFormatError(f"cannot read {where}: {err.strerror or err}") from None
+        raise error(f"cannot read {where}: {err.strerror or err}") from None
     return b"".join(chunks)
 
 
-def _check_end(f: BinaryIO, size: int, got: int, where: str) -> None:
+def _check_end(f: BinaryIO, size: int, got: int, where: str, error: type[ValueError] = FileFormatError) -> None:
     """The file held exactly `size` bytes (what stat said): else it changed under us (or is a /proc file)."""
-    if got == size and not read_exact(f, 1, where):
+    if got == size and not read_exact(f, 1, where, error):
         return
-    raise FileFormatError(f"{where} changed size while it was read ({size:,} bytes, then {got:,}+): try again")
+    raise error(f"{where} changed size while it was read ({size:,} bytes, then {got:,}+): try again")
 
 
 # ---------------------------------------------------------------------------------------------- JSON
@@ -226,23 +232,26 @@ def json_depth(text: str | bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
-def loads_json(text: str | bytes, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES):
+def loads_json(
+    text: str | bytes, what: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES,
+    error: type[ValueError] = FileFormatError,
+):  # fmt: skip
     """`json.loads` with a size and nesting bound checked first, so `"[" * 200000` is a FileFormatError
     ("{what} is not JSON ..."), never a RecursionError; `what` names the text ("the model config")."""
     if not isinstance(text, (str, bytes, bytearray)):
-        raise FileFormatError(f"{what} is not JSON text but {type(text).__name__}")
+        raise error(f"{what} is not JSON text but {type(text).__name__}")
     if len(text) > max_bytes:
-        raise FileFormatError(f"{what} is not JSON we read: {len(text):,} characters, over the limit of {max_bytes:,}")
+        raise error(f"{what} is not JSON we read: {len(text):,} characters, over the limit of {max_bytes:,}")
     if json_depth(text) > max_depth:
-        raise FileFormatError(f"{what} is not JSON we read: it nests arrays or objects over {max_depth} deep")
+        raise error(f"{what} is not JSON we read: it nests arrays or objects over {max_depth} deep")
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise FileFormatError(f"{what} is not JSON: {err.msg} (line {err.lineno} column {err.colno})") from None
+        raise error(f"{what} is not JSON: {err.msg} (line {err.lineno} column {err.colno})") from None
     except UnicodeDecodeError:
-        raise FileFormatError(f"{what} is not JSON: it is not UTF-8 text") from None
+        raise error(f"{what} is not JSON: it is not UTF-8 text") from None
     except (ValueError, RecursionError) as err:  # an integer of 5,000 digits; the bound makes recursion unreachable
-        raise FileFormatError(f"{what} is not JSON we read: {short(err)}") from None
+        raise error(f"{what} is not JSON we read: {short(err)}") from None
 
 
 # ---------------------------------------------------------------------------------------------- safetensors

@@ -124,7 +124,9 @@ def merge_heads(x: Node, n_heads: int, d_model: int, packed: bool) -> Node:
     return ad.reshape(ad.permute(x, dims), (-1, d_model))
 
 
-def full_attention(batch: int, n_heads: int, d_head: int, mask: Node, packed: bool, record: list | None = None) -> Attend:
+def full_attention(
+    batch: int, n_heads: int, d_head: int, mask: Node, packed: bool, record: list | None = None
+) -> Attend:
     """The attend of a whole sequence: every head over the (masked) positions of its own sequence.
     `record`, when given, receives (weights, keys, values) of each call in the layout's shapes."""
 
@@ -166,9 +168,7 @@ def feed_forward(x: Node, w: Mapping[str, Node], kind: str = "relu") -> Node:
     return linear(hidden, w["w2"])  # (N, D)
 
 
-def block(
-    x: Node, w: Mapping[str, Node], cfg, attend: Attend, rope_angles: tuple[Node, Node] | None = None
-) -> Node:
+def block(x: Node, w: Mapping[str, Node], cfg, attend: Attend, rope_angles: tuple[Node, Node] | None = None) -> Node:
     """One decoder block on (N, D) rows, its parts picked by `cfg` (an lm.config.ModelConfig: norm,
     norm_placement, norm_gain, ffn, n_heads). Pre-norm: x + attn(norm(x)), then x + ffn(norm(x));
     post-norm: h = norm(x + attn(x)), then norm(h + ffn(h)). Gains `norm1`, `norm2` when cfg has them."""

@@ -145,7 +145,7 @@ def test_training_from_a_file(tmp_path):
         assert train_bpe_file(f, 300, [EOT]) == expected
     with path.open("r", encoding="utf-8") as f, pytest.raises(TokenizerError, match="open it with 'rb'"):
         train_bpe_file(f, 300)
-    with pytest.raises(TokenizerError, match="over the limit of 1,000 .*train on a part of it"):
+    with pytest.raises(TokenizerError, match="at most 1,000: .*train on a part of it"):
         train_bpe_file(path, 300, max_bytes=1000)
 
 
@@ -204,7 +204,7 @@ def test_bad_files_are_explained(tmp_path, content, match):
 def test_missing_file_and_wrong_input_type(tmp_path):
     with pytest.raises(TokenizerError, match="no training text file at"):
         train_bpe_file(Path("/nonexistent/file.txt"), 300)
-    with pytest.raises(TokenizerError, match="not a regular file"):
+    with pytest.raises(TokenizerError, match="not a file"):
         train_bpe_file(tmp_path, 300)
     with pytest.raises(TokenizerError, match="not bytes"):
         train_bpe(b"bytes", 300)

@@ -79,7 +79,7 @@ def test_save_and_load_round_trip(tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("{not json", "not valid JSON"),
+        ("{not json", "is not JSON"),
         ('{"type": "bpe"}', '"type": "char"'),
         ('{"type": "char", "chars": "abc"}', "lists"),
         ('{"type": "char", "chars": ["ab"]}', "single character"),

@@ -54,7 +54,7 @@ def test_encode_with_a_character_tokenizer(tmp_path, capsys):
         (["train", "--data", "{binary}", "--vocab-size", "300", "--out", "{tmp}/o"], "not UTF-8 text"),
         (["train", "--data", "{stories}", "--vocab-size", "100", "--out", "{tmp}/o"], "must be an integer from 256"),
         (["encode", "--tokenizer", "{tmp}/nowhere", "hi"], "no tokenizer at"),
-        (["encode", "--tokenizer", "{badtok}", "hi"], "vocab.json line 1 column 1: not valid JSON"),
+        (["encode", "--tokenizer", "{badtok}", "hi"], "vocab.json is not JSON"),
         (["decode", "1", "x"], "'x' is not an id"),
         (["decode", "99999"], "not a token id: ids are integers 0..50256"),
     ],
