@@ -17,8 +17,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from lm.tokenizer import UnknownWordError
-from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError
+from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError, UnknownWordError
 from lm.tokenizers.base import EOT
 from lm.tokenizers.bpe import visible
 from lm.tokenizers.bpe_train import check_training_text

@@ -6,6 +6,7 @@ slide=False; empty, unknown, over-long and id prompts and bad settings get clear
 import pytest
 import torch
 
+from lm.checkpoint import DEFAULT_WEIGHTS, load
 from lm.data import DEFAULT_CORPUS
 from lm.generate import (
     KVCache,
@@ -20,14 +21,13 @@ from lm.model import PRESETS, LanguageModel, ModelConfig, preset_config
 from lm.tokenizers.base import EOT
 from lm.tokenizers.char import CharTokenizer
 from lm.tokenizers.word import UnknownWordError, WordTokenizer
-from lm.weights import DEFAULT_WEIGHTS, load
 
 TEXT = f"the cat sat on the mat.{EOT}a dog ran in the park.{EOT}"
 
 
 @pytest.fixture(scope="module")
 def trained():
-    return load(DEFAULT_WEIGHTS)
+    return load(DEFAULT_WEIGHTS).model
 
 
 def _random_model(context=12, layers=2, heads=4, seed=0):

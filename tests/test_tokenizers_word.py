@@ -21,12 +21,11 @@ CORPUS = [  # the classic default corpus's shape: ten five-word sentences
 def test_vocab_starts_with_pad_and_eos_then_first_appearance_order():
     tok = WordTokenizer.from_sentences(["b a c", "a d"])
     assert tok.vocab == ["<pad>", "<eos>", "b", "a", "c", "d"] and len(tok) == tok.vocab_size == 6
-    assert tok.pad_id == 0 and tok.end_id == tok.eos_id == 1 and tok.words == ["b", "a", "c", "d"]
+    assert tok.pad_id == 0 and tok.end_id == 1 and tok.words == ["b", "a", "c", "d"]
     assert tok.special_tokens == ["<pad>", "<eos>"] and tok.ids["c"] == 4
     assert tok.encode("A  d b") == [3, 5, 2]  # lowercased, any whitespace
     assert tok.decode([3, 5, 1, 0, 0]) == "a d\n"  # the padding left out, the end written as a line break
     assert tok.tokens([0, 1, 4]) == ["<pad>", "<eos>", "c"] and tok.token_str(4) == "c"
-    assert WordTokenizer.from_corpus(["b a c", "a d"]).vocab == tok.vocab  # the old name of from_sentences
 
 
 def test_a_line_break_ends_a_sentence_with_eos_as_in_the_text_models():
@@ -40,7 +39,7 @@ def test_a_line_break_ends_a_sentence_with_eos_as_in_the_text_models():
 
 def test_a_vocabulary_saved_before_the_end_token_still_works():
     tok = WordTokenizer(["<pad>", "b", "a"])
-    assert tok.end_id is None and tok.eos_id is None and tok.pad_id == 0
+    assert tok.end_id is None and tok.pad_id == 0
     assert tok.encode("a b") == [2, 1] and tok.words == ["b", "a"] and tok.special_tokens == ["<pad>"]
     assert tok.encode("a b\nb\n") == [2, 1, 1]  # no end token to add
     with pytest.raises(UnknownWordError, match="a special token, not a word"):
@@ -158,18 +157,6 @@ def test_a_text_with_too_many_distinct_words_asks_for_bpe(monkeypatch):
     assert len(WordTokenizer.from_text("a b c a")) == 4
     with pytest.raises(TokenizerError, match="4 distinct words, over 3: use bpe:N"):
         WordTokenizer.from_text("a b c d")
-
-
-def test_one_class_behind_the_old_names():
-    from lm.tokenizer import Tokenizer, split_words
-    from lm.tokenizer import UnknownWordError as OldUnknownWordError
-    from lm.tokenizers.word_text import WordTextTokenizer
-
-    assert Tokenizer is WordTokenizer is WordTextTokenizer and OldUnknownWordError is UnknownWordError
-    assert (Tokenizer.PAD, Tokenizer.EOS, Tokenizer.PAD_ID, Tokenizer.EOS_ID) == ("<pad>", "<eos>", 0, 1)
-    assert set(Tokenizer.SPECIALS) == {"<pad>", "<eos>", EOT} and split_words(" A b\n") == ["a", "b"]
-    text = WordTextTokenizer([EOT, "a", "b"])  # the old constructor call
-    assert text.encode("a b\n") == [1, 2, 0] and text.decode([1, 0, 2]) == "a\nb"
 
 
 # -- JSON (what checkpoints and weights files hold) --------------------------------------------------------

@@ -14,10 +14,8 @@ from lm.tokenizers.pretokenize import GPT2_PATTERN
 from lm.tokenizers.serialize import from_json, to_json
 from lm.tokenizers.word import UnknownWordError, WordTokenizer
 
-WordTextTokenizer = WordTokenizer  # the old name of the text models' word tokenizer, until its callers move
-
 __all__ = [
     "BPETokenizer", "BPETrainResult", "CharTokenizer", "EOT", "GPT2_PATTERN", "TextTokenizer", "TokenizerError",
-    "UnknownWordError", "WordTextTokenizer", "WordTokenizer", "from_json", "read_training_text", "to_json",
+    "UnknownWordError", "WordTokenizer", "from_json", "read_training_text", "to_json",
     "train_bpe", "train_bpe_detailed", "train_bpe_file",
 ]  # fmt: skip

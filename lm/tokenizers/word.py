@@ -61,8 +61,6 @@ class WordTokenizer:
 
     kind = "word"
     PAD, EOS, EOT, SPECIALS = PAD, EOS, EOT, SPECIALS
-    # The classic vocabulary's ids, for code written before `pad_id`/`end_id` (to go with the aliases below).
-    PAD_ID, EOS_ID = 0, 1
 
     def __init__(self, vocab: Sequence[str]):
         vocab = list(vocab)
@@ -104,12 +102,6 @@ class WordTokenizer:
             raise TokenizerError(f"the text has {len(words):,} distinct words, over {MAX_WORD_VOCAB:,}: use bpe:N")
         return cls([EOT, *words])
 
-    # Aliases for code written before this class served both models (they go once every caller moved).
-    from_corpus = from_sentences
-
-    @property
-    def eos_id(self) -> int | None:
-        return self.end_id
 
     # -- the common interface ------------------------------------------------------------------
     def __len__(self) -> int:
