@@ -1,6 +1,8 @@
-"""lm.data: sources with their checks, tokenizers by name, the cached token file, the split, batches,
-and the TinyStories download failing clearly (and fast) when it cannot happen."""
+"""lm.data: sources with their checks, tokenizers by name, the cached token file, the split, batches, the
+two batch sources (sentences, windows) a config picks, and the TinyStories download failing clearly (and
+fast) when it cannot happen. (The sentence corpus' own checks are in test_lm_tokenizer.)"""
 
+import json
 import time
 
 import numpy as np
@@ -49,7 +51,7 @@ def test_char_and_word_tokenizers_know_end_of_text_and_round_trip():
     text = f"The cat sat.\nThe dog ran.{EOT}A bird sang."
     char = data.make_tokenizer("char", text)
     assert char.decode(char.encode(text)) == text and data.eot_id(char) == len(char) - 1
-    with pytest.raises(TokenizerError, match=r"not in the vocabulary: cats \(close: cat"):
+    with pytest.raises(TokenizerError, match=r"not in the vocabulary: 'cats' \(did you mean 'cat'\?\)"):
         data.make_tokenizer("word", text).encode("cats")
     word = data.make_tokenizer("word", text)
     ids = word.encode(text)
@@ -74,14 +76,20 @@ def test_a_word_corpus_ends_each_sentence_with_end_of_text():
     assert word.decode(word.encode(corpus)) == "the cat sat.\nthe dog ran.\n"
 
 
-def test_token_cache_is_not_shared_with_the_earlier_word_rule(tmp_path):
-    """Token files key on the tokenizer's JSON, which names the line rule: a file encoded before the rule
-    existed (same vocabulary, no "lines") is not reused."""
+def test_token_cache_is_not_shared_with_the_earlier_word_rule(tmp_path, monkeypatch):
+    """Token files key on the tokenizer's JSON: a file encoded before the line rule existed (the same
+    vocabulary, then saved as {"type": "word-text", "vocab": ...}, no end token after a line) is not reused."""
     text = "the cat sat.\nthe dog ran.\n"
     word = data.make_tokenizer("word", text)
+    before_rule = json.dumps({"type": "word-text", "vocab": word.vocab}, ensure_ascii=False)
+    with monkeypatch.context() as m:  # a cache file as the earlier rule wrote it: no end tokens
+        m.setattr(data, "tokenizer_to_json", lambda tok: before_rule)
+        encode = word.encode
+        m.setattr(word, "encode", lambda t: [i for i in encode(t) if i != word.end_id])
+        stale, _ = data.encode_to_file(text, word, tmp_path)
     path, reused = data.encode_to_file(text, word, tmp_path)
-    assert not reused and '"lines": true' in data.tokenizer_to_json(word)
-    assert list(np.load(path)) == word.encode(text)
+    assert not reused and path != stale and data.tokenizer_to_json(word) != before_rule
+    assert list(np.load(path)) == word.encode(text) and word.encode(text).count(word.end_id) == 2
     assert data.encode_to_file(text, word, tmp_path) == (path, True)
 
 
@@ -200,3 +208,31 @@ def test_tinystories_streams_through_the_datasets_library_when_online(tmp_path, 
     assert seen == [(1, 3), (2, 3), (3, 3)]
     monkeypatch.setattr(datasets, "load_dataset", None)  # a second call reads the cached file
     assert data.download_tinystories(3, tmp_path) == path
+
+
+def test_make_source_picks_sentences_or_windows(tmp_path):
+    """`sentences` (the default ten), `sentences:FILE`, or any text for windows; each source names its data."""
+    from lm.train import TrainConfig  # noqa: PLC0415  (the config is the trainer's; the sources are here)
+
+    default = data.make_source(TrainConfig.recipe("classic"))
+    assert isinstance(default, data.Sentences) and default.sentences == data.DEFAULT_CORPUS
+    lines = tmp_path / "sentences.txt"
+    lines.write_text("one two three\n\nfour five six seven\n")
+    mine = data.make_source(TrainConfig.recipe("classic", data=f"sentences:{lines}"))
+    assert mine.sentences == ["one two three", "four five six seven"] and mine.ids.shape == (2, 4)
+    assert mine.data_id != default.data_id and mine.data_id == data.Sentences(mine.sentences).data_id
+
+    text = tmp_path / "text.txt"
+    text.write_text("hello world, " * 100)
+    windows = data.make_source(TrainConfig(data=str(text), context=8), cache_dir=tmp_path / "cache")
+    assert isinstance(windows, data.Windows) and windows.batch_shape(3, 8) == (3, 8)
+    assert (
+        windows.data_id == windows.tokens.path.stem
+        and windows.tokenizer.decode(windows.tokenizer.encode("hello")) == "hello"
+    )
+    x, y = windows.batch(3, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (3, 8) and torch.equal(x[:, 1:], y[:, :-1])
+    held_out = windows.validation(3, 8, 2, seed=5)
+    assert len(held_out) == 2 and all(
+        torch.equal(a, b) for (a, _), (b, _) in zip(held_out, windows.validation(3, 8, 2, 5))
+    )

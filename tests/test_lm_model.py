@@ -1,40 +1,35 @@
 """The model presets against the plain-PyTorch reference (tests/reference_model.py), and their config.
 
-For classic, gpt and llama (1 and 2 layers, 1 and 4 heads, both attention layouts): the loss, the
-logits and every parameter gradient equal the reference on the same weights to 1e-10 in float64; the
-KV-cached step equals full recomputation (RoPE included); the config validates and names its preset.
+For classic, gpt and llama (1 and 2 layers, 1 and 4 heads, both attention layouts): the loss (the one
+sparse cross-entropy, ignored targets left out), the logits and every parameter gradient equal the
+reference on the same weights to 1e-10 in float64; the KV-cached step equals full recomputation (RoPE
+included); a model is built from its config alone; the config validates and names its preset.
 """
 
 import pytest
 import torch
-import torch.nn.functional as F
 from reference_model import reference_decode_step, reference_logits, reference_loss
 
 from lm.generate import KVCache, cached_step, prefill
 from lm.model import (
-    IGNORE_INDEX,
     PRESETS,
     LanguageModel,
     ModelConfig,
     build_loss,
+    init_params,
     param_shapes,
     preset_config,
     preset_d_ff,
 )
+from lm.nn import IGNORE_INDEX
+from lm.tokenizers import WordTokenizer
 
 V = 13
 
 
-class CountTokenizer:
-    """The model only needs len() of its tokenizer."""
-
-    def __len__(self) -> int:
-        return V
-
-
 def make_model(preset: str, layers: int, heads: int, context: int = 6, seed: int = 3) -> LanguageModel:
     cfg = preset_config(preset, V, context, d_model=16, n_layers=layers, n_heads=heads, seed=seed)
-    model = LanguageModel.create(cfg, CountTokenizer())
+    model = LanguageModel(cfg)  # ids in, logits out: no tokenizer needed
     generator = torch.Generator().manual_seed(seed)
     for p in model.params.values():
         if p.dim() == 1:  # gains start at 1: move them so a wrong use of them shows
@@ -42,25 +37,19 @@ def make_model(preset: str, layers: int, heads: int, context: int = 6, seed: int
     return model
 
 
-@pytest.mark.parametrize("sparse", [True, False], ids=["int-targets", "one-hot"])
 @pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
 @pytest.mark.parametrize("layers,heads", [(1, 1), (2, 4)])
 @pytest.mark.parametrize("preset", list(PRESETS))
-def test_loss_logits_and_every_gradient_match_the_reference(preset, layers, heads, packed, sparse):
+def test_loss_logits_and_every_gradient_match_the_reference(preset, layers, heads, packed):
     model = make_model(preset, layers, heads)
     B, T = 3, 6
     generator = torch.Generator().manual_seed(7)
     ids, targets = torch.randint(0, V, (B, T), generator=generator), torch.randint(0, V, (B, T), generator=generator)
     targets[0, :2] = IGNORE_INDEX  # positions without a target count for nothing
-    kept = targets.reshape(-1) != IGNORE_INDEX
-    graph = build_loss(model.vars, B, packed, sparse)
+    graph = build_loss(model.vars, B, packed)
     feed = model.param_feed()
     feed.update(graph.forward.inputs(ids))
-    if sparse:
-        feed[graph.targets] = targets.reshape(-1)
-    else:  # see LossGraph: one-hot rows over minus the count, zero rows where ignored
-        dense = F.one_hot(targets.reshape(-1).clamp(min=0), V).double() * kept[:, None] / -kept.sum()
-        feed[graph.targets] = dense
+    feed[graph.targets] = targets.reshape(-1)
     loss, *grads = graph.evaluator.run(feed)
 
     params = {n: p.clone().requires_grad_(True) for n, p in model.params.items()}
@@ -122,16 +111,33 @@ def test_presets_have_their_parts_and_widths():
 
 
 def test_normal_init_scales_residual_outputs():
-    model = LanguageModel.create(preset_config("gpt", 50, 32, d_model=64, n_layers=2, seed=0), CountTokenizer50())
+    model = LanguageModel(preset_config("gpt", 50, 32, d_model=64, n_layers=2, seed=0))
     p = model.params
     assert p["tok_emb"].std().item() == pytest.approx(0.02, rel=0.05)
     assert p["layers.1.wo"].std().item() == pytest.approx(0.02 / 2, rel=0.1)
     assert torch.equal(p["layers.0.norm1"], torch.ones(64, dtype=torch.float64))
 
 
-class CountTokenizer50:
-    def __len__(self) -> int:
-        return 50
+def test_a_model_is_built_from_its_config_alone():
+    """The seed draws the parameters; a tokenizer is an optional companion whose length must be the
+    vocabulary's; given parameters must have the config's names and shapes."""
+    cfg = preset_config("llama", V, 6, d_model=16, n_heads=2, seed=4)
+    a, b = LanguageModel(cfg), LanguageModel(cfg)
+    assert a.tokenizer is None and list(a.params) == list(param_shapes(cfg))
+    assert all(torch.equal(a.params[n], b.params[n]) for n in a.params)
+    assert a.num_parameters() == sum(p.numel() for p in init_params(cfg).values())
+    ids = torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(0))
+    assert a.forward(ids)["logits"].shape == (2, 6, V)
+    tok = WordTokenizer.from_sentences(["the red fox jumps high"])  # <pad>, <eos> and 5 words: 7 tokens
+    with pytest.raises(ValueError, match="the tokenizer has 7 tokens but config.vocab_size is 13"):
+        LanguageModel(cfg, tokenizer=tok)
+    assert LanguageModel(preset_config("classic", 7, 5), tokenizer=tok).tokenizer is tok
+    params = init_params(cfg)
+    params["w_out"] = params["w_out"][:, :-1]
+    with pytest.raises(ValueError, match="do not match the config's parameter names and shapes"):
+        LanguageModel(cfg, params=params)
+    with pytest.raises(ValueError, match="exceed the model's context of 6"):
+        a.forward(torch.zeros(1, 7, dtype=torch.long))
 
 
 @pytest.mark.parametrize(
