@@ -58,21 +58,22 @@ def test_every_op_on_cuda(case: Case):
 
 
 def train_two_steps(device: str, tmp_path: Path) -> dict[str, torch.Tensor]:
-    from lm.textrun import TextTrainConfig, TextTrainer  # noqa: PLC0415
+    from lm.train import TrainConfig, Trainer  # noqa: PLC0415
 
     data = tmp_path / "small.txt"
     data.write_text((ROOT / "lm" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000])
     results = {}
     for preset in ("gpt", "llama"):  # learned positions and tied head; RoPE, RMSNorm and SwiGLU
-        config = TextTrainConfig(
+        config = TrainConfig(
             data=str(data), preset=preset, n_layers=1, n_heads=2, d_model=16, context=8, batch_size=4,
             steps=2, dtype="float64", eval_batches=1,
         )  # fmt: skip
-        trainer = TextTrainer(config, tmp_path / "cache", device=device)
+        trainer = Trainer(config, cache_dir=tmp_path / "cache", device=device)
         for _ in range(2):
             trainer.train_step()
         assert all(p.device.type == device for p in trainer.params)
-        assert all(m.device.type == device for m in trainer.optimizer.m + trainer.optimizer.v)
+        moments = [*trainer.optimizer.m.values(), *trainer.optimizer.v.values()]
+        assert len(moments) == 2 * len(trainer.params) and all(m.device.type == device for m in moments)
         results.update({f"{preset}/{n}": p.cpu() for n, p in trainer.model.params.items()})
         results[f"{preset}/val"] = torch.tensor(trainer.evaluate(), dtype=torch.float64)
     return results

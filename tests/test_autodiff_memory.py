@@ -15,8 +15,8 @@ torch.set_num_threads(1)
 import autodiff.memory
 if sys.argv[1] == "default":
     autodiff.memory._applied = False  # as if glibc's defaults stayed
-from lm.textrun import TextTrainConfig, TextTrainer
-t = TextTrainer(TextTrainConfig(steps=100, eval_every=0, eval_batches=1))
+from lm.train import TrainConfig, Trainer
+t = Trainer(TrainConfig(steps=100, eval_every=0, eval_batches=1))
 for _ in range(3):
     t.train_step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
