@@ -31,17 +31,17 @@ def worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(1)
     from lm import distributed  # noqa: PLC0415
-    from lm.textrun import TextTrainConfig, TextTrainer  # noqa: PLC0415
+    from lm.train import TrainConfig, Trainer  # noqa: PLC0415
 
     parallel, device = distributed.setup("cpu", 120.0)
-    config = TextTrainConfig(
+    config = TrainConfig(
         data="shakespeare", tokenizer="char", preset=args.preset, n_layers=args.layers, n_heads=args.heads,
         d_model=args.d_model, context=args.context, batch_size=args.batch, grad_accum=args.grad_accum,
         steps=args.warmup + args.steps,
         eval_batches=1,
     )  # fmt: skip
     ours = args.side == "ours"
-    trainer = TextTrainer(config, args.cache_dir, device=device, parallel=parallel if ours else None)
+    trainer = Trainer(config, cache_dir=args.cache_dir, device=device, parallel=parallel if ours else None)
     step = trainer.train_step if ours else torch_ddp_step(trainer, parallel)
     for _ in range(args.warmup):
         step()
@@ -98,7 +98,7 @@ def torch_ddp_step(trainer, parallel):
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         for i in range(cfg.grad_accum):
-            x, y = draw(trainer.data.train, cfg.batch_size, cfg.context, generator)
+            x, y = draw(trainer.source.train, cfg.batch_size, cfg.context, generator)
             last = i == cfg.grad_accum - 1
             with model.no_sync() if parallel and not last else contextlib.nullcontext():  # one all-reduce a step
                 (model(x, y) / cfg.grad_accum).backward()

@@ -1,6 +1,6 @@
 """Benchmark: training speed of the text models on our engine against plain PyTorch, in one process.
 
-Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW) of our TextTrainer
+Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW) of our Trainer
 and of the same model in plain PyTorch eager (tests/reference_model.py, autograd, torch.optim.AdamW
 with the same param groups), from the same weights and batches, rounds alternating the two sides;
 prints the ratio's min/median/max. `--memory` measures each side's peak RSS in a child process.
@@ -27,15 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nanogpt_style import NanoGPTSide, TorchSide  # noqa: E402
 
-from lm.textrun import TextTrainConfig, TextTrainer  # noqa: E402
+from lm.train import TrainConfig, Trainer  # noqa: E402
 
 
-def make_trainer(args, preset: str) -> TextTrainer:
-    cfg = TextTrainConfig(
+def make_trainer(args, preset: str) -> Trainer:
+    cfg = TrainConfig(
         data=args.data, preset=preset, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
         context=args.context, batch_size=args.batch, steps=10_000, eval_every=0, eval_batches=2, dtype="float32",
     )  # fmt: skip
-    return TextTrainer(cfg)
+    return Trainer(cfg)
 
 
 def timed_steps(side, n: int) -> float:
@@ -103,8 +103,8 @@ def recipe(args) -> None:
     """nanoGPT's CPU quickstart on three sides from the same weights and batches: ours, the plain-PyTorch
     reference and the nanoGPT-style model; steps alternate (a busy moment of the shared machine hits all);
     validation every 250 steps (not timed)."""
-    cfg = TextTrainConfig(steps=args.recipe_steps, eval_every=max(1, min(250, args.recipe_steps // 8)))
-    ours = TextTrainer(cfg)
+    cfg = TrainConfig(steps=args.recipe_steps, eval_every=max(1, min(250, args.recipe_steps // 8)))
+    ours = Trainer(cfg)
     sides = {"ours": ours, "torch": TorchSide(ours), "nanogpt": NanoGPTSide(ours)}
     labels = {"ours": "ours", "torch": "PyTorch", "nanogpt": "nanoGPT-style"}
     start = {name: side.evaluate() for name, side in sides.items()}

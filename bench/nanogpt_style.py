@@ -74,7 +74,7 @@ class EagerSide:
 
     def __init__(self, ours):
         cfg = self.cfg = ours.config
-        self.data, self.val_batches = ours.data, ours.val_batches
+        self.data, self.val_batches = ours.source, ours.val_batches  # the windows source: .train tokens
         matrices = [p for p in self.parameters() if p.dim() >= 2]
         gains = [p for p in self.parameters() if p.dim() < 2]
         groups = [{"params": matrices, "weight_decay": cfg.weight_decay}, {"params": gains, "weight_decay": 0.0}]
