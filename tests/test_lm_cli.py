@@ -178,13 +178,16 @@ def no_training(monkeypatch):
         (["--lr", "nan"], "lr must be a number from 0 to 10, got nan"),
         (["--clip", "-1"], "clip must be a number from 0 to 10, got -1.0"),
         (["--preset", "gpt", "--heads", "5"], "divide d_model"),
+        (["--data", "{tmp}/text.txt", "--batch", "4096", "--context", "8192"], "a training step would need about"),
     ],
 )
 def test_bad_train_command_lines_fail_before_training(args, needle, tmp_path: Path, capsys, no_training):
     (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "text.txt").write_text("some words here. " * 6000)  # a validation part longer than 8192
     start = time.perf_counter()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    assert main(["train", *args, *([] if "--out" in args else ["--out", str(tmp_path / "run")])]) == 2
+    out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
+    assert main(["train", *args, *out, "--cache-dir", str(tmp_path / "cache")]) == 2
     assert_one_error_line(capsys.readouterr().err, needle)
     assert time.perf_counter() - start < 5  # no 6 GB model was allocated
     assert not (tmp_path / "run").exists()  # nothing written

@@ -25,7 +25,7 @@ from lm.model import LanguageModel
 from lm.nn import IGNORE_INDEX
 from lm.optim import lr_schedule
 from lm.tokenizers import WordTokenizer
-from lm.train import TrainConfig, Trainer, divergence, memorized, samples, validation_loss
+from lm.train import TrainConfig, Trainer, divergence, memorized, memory_estimate, samples, validation_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RELEASED = json.loads((FIXTURES / "released_curves.json").read_text())
@@ -453,6 +453,21 @@ def test_bad_text_settings_are_explained(overrides: dict, message: str):
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="unknown recipe 'fast'"):
         TrainConfig.recipe("fast")
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_allocating(corpus: str, tmp_path: Path, monkeypatch):
+    config = text_config(corpus)  # float64, AdamW, 4 windows of 8, 2 validation batches
+    model = Trainer(config, cache_dir=tmp_path).model
+    n, model_config = model.num_parameters(), model.config
+    parts = memory_estimate(model_config, 4, 8, 2, "adamw")
+    assert parts["parameters and gradients"] == parts["optimizer state"] == 2 * n * 8
+    assert parts["validation batches"] == 2 * 2 * (4 * 8) * 8  # inputs and targets, int64
+    assert memory_estimate(model_config, 4, 8, 2, "sgd")["optimizer state"] == 0
+    monkeypatch.setattr("lm.train.available_memory", lambda: sum(parts.values()) - 1)
+    with pytest.raises(ValueError, match=r"a training step would need about .* GB \(parameters and gradients"):
+        Trainer(config, cache_dir=tmp_path)
+    monkeypatch.setattr("lm.train.available_memory", lambda: sum(parts.values()))
+    assert Trainer(config, cache_dir=tmp_path).step == 0  # exactly enough
 
 
 def test_the_sentences_source_is_one_batch_and_cannot_be_split_over_ranks():
