@@ -22,9 +22,8 @@ import numpy as np
 import torch
 
 from lm.nn import IGNORE_INDEX
-from lm.tokenizers import BPETokenizer, CharTokenizer, serialize
+from lm.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, serialize
 from lm.tokenizers.base import EOT
-from lm.tokenizers.word_text import WordTextTokenizer
 
 Tensor = torch.Tensor
 
@@ -76,9 +75,7 @@ def parse_corpus(text: str, max_sentences: int = MAX_SENTENCES) -> list[str]:
     if not sentences:
         raise DataError("the corpus is empty: write one sentence per line (for example 'the red fox jumps high')")
     if len(sentences) > max_sentences:
-        raise DataError(
-            f"the corpus has {len(sentences):,} sentences; the limit is {max_sentences}: remove some lines"
-        )
+        raise DataError(f"the corpus has {len(sentences):,} sentences; the limit is {max_sentences}: remove some lines")
     for number, sentence in enumerate(sentences, start=1):
         n_words = len(sentence.split())
         if n_words < MIN_WORDS:
@@ -234,7 +231,7 @@ def make_tokenizer(spec: str, text: str):
     if spec == "char":
         return CharTokenizer.from_text(text, [EOT])
     if spec == "word":
-        return WordTextTokenizer.from_text(text)
+        return WordTokenizer.from_text(text)
     if spec == "gpt2" or spec.startswith("bpe:"):
         if spec == "gpt2":
             return BPETokenizer.gpt2()  # <|endoftext|> is its id 50256
