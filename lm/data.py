@@ -11,9 +11,9 @@ once into a `.npy` token file in a cache folder and split into train and validat
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lm import files
 from lm.nn import IGNORE_INDEX
-from lm.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, serialize
+from lm.tokenizers import BPETokenizer, CharTokenizer, WordTokenizer, to_json
 from lm.tokenizers.base import EOT
 
 Tensor = torch.Tensor
@@ -93,24 +94,7 @@ def parse_corpus(text: str, max_sentences: int = MAX_SENTENCES) -> list[str]:
 def load_corpus(path: str | Path) -> list[str]:
     """Sentences of a UTF-8 text file, one per line (see `parse_corpus`). Only a regular file is read,
     and never more than the bound allows (`/dev/zero` or a huge file fails at once, not after reading)."""
-    path = Path(path)
-    limit = 4 * MAX_CHARS  # UTF-8 bytes of MAX_CHARS characters at most
-    try:
-        if not path.exists():
-            raise DataError(f"corpus file '{path}' does not exist: check the path")
-        if not path.is_file():
-            raise DataError(f"'{path}' is not a regular file: give a text file, one sentence per line")
-        with path.open("rb") as f:
-            data = f.read(limit + 1)
-    except OSError as err:
-        raise DataError(f"cannot read corpus file '{path}': {err.strerror or err}") from None
-    if len(data) > limit:
-        raise DataError(f"corpus file '{path}' is over {limit:,} bytes; the limit is {MAX_CHARS:,} characters")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"corpus file '{path}' is not UTF-8 text: save it as plain UTF-8 text") from None
-    return parse_corpus(text)
+    return parse_corpus(read_text_file(path, 4 * MAX_CHARS, "corpus file"))  # UTF-8: 4 bytes a character at most
 
 
 def default_cache_dir() -> Path:
@@ -123,27 +107,20 @@ def default_cache_dir() -> Path:
 # ----------------------------------------------------------------------------------- sources
 
 
-def read_text_file(path: str | os.PathLike, max_bytes: int = MAX_TEXT_BYTES) -> str:
-    """A UTF-8 text file's content, after checking that it exists, is a file, is not empty, fits
-    `max_bytes`, is not binary and decodes; every failure is a DataError naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"no file {path}: give a text file, or one of {', '.join([*SOURCES, 'tinystories'])}")
-    if not path.is_file():
-        raise DataError(f"{path} is not a file: give a text file")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path} is empty: give a file with some text")
-    if size > max_bytes:
-        raise DataError(f"{path} is {size:,} bytes, over the limit of {max_bytes:,}: use a smaller part of it")
-    raw = path.read_bytes()
+def read_text_file(path: str | os.PathLike, max_bytes: int = MAX_TEXT_BYTES, what: str = "text file") -> str:
+    """A UTF-8 text file's content, read through lm.files (a regular file of at most `max_bytes`, checked
+    before it is opened), not empty and not binary; every failure is a DataError naming the file."""
+    hint = f"check the path, or use one of {', '.join([*SOURCES, 'tinystories'])}"
+    raw = files.read_regular_file(path, max_bytes, what, hint, error=DataError, too_big="use a smaller part of it")
+    if not raw:
+        raise DataError(f"'{path}' is empty: give a file with some text")
     if b"\x00" in raw[:65536]:
-        raise DataError(f"{path} holds NUL bytes: it looks binary, not text; give a UTF-8 text file")
+        raise DataError(f"'{path}' holds NUL bytes: it looks binary, not text; give a UTF-8 text file")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(
-            f"{path} is not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}): "
+            f"'{path}' is not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}): "
             "convert it, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
 
@@ -205,21 +182,7 @@ def download_tinystories(
         raise
     except Exception as err:  # any network or library failure: say what happened and what to do
         raise DataError(f"downloading TinyStories failed ({type(err).__name__}: {err}); {offline_help}") from None
-    atomic_write_bytes(path, f"\n{EOT}\n".join(stories).encode("utf-8"))
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return files.atomic_write(path, f"\n{EOT}\n".join(stories).encode("utf-8"))
 
 
 # -------------------------------------------------------------------------------- tokenizers
@@ -247,16 +210,6 @@ def make_tokenizer(spec: str, text: str):
     raise DataError(f"unknown tokenizer {spec!r}: use char, word, bpe:N (e.g. bpe:1000) or gpt2")
 
 
-def tokenizer_to_json(tokenizer) -> str:
-    """A tokenizer as JSON text (what a checkpoint stores and the token cache keys on)."""
-    return serialize.to_json(tokenizer)
-
-
-def tokenizer_from_json(text: str):
-    """The tokenizer of `tokenizer_to_json`'s text; a TokenizerError (a ValueError) for bad text."""
-    return serialize.from_json(text)
-
-
 def eot_id(tokenizer) -> int | None:
     """The id of <|endoftext|> (None when the tokenizer has none)."""
     return tokenizer.encode(EOT)[0] if EOT in tokenizer.special_tokens else None
@@ -280,7 +233,7 @@ def encode_to_file(text: str, tokenizer, cache_dir: str | os.PathLike | None = N
     """Encode `text` once into `<cache>/tokens/<text hash>-<tokenizer hash>.npy`; reuse it while the text
     and the tokenizer are unchanged. Returns the path and whether it was reused."""
     text_hash = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    tok_hash = hashlib.sha256(tokenizer_to_json(tokenizer).encode("utf-8")).hexdigest()[:16]
+    tok_hash = hashlib.sha256(to_json(tokenizer).encode("utf-8")).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / "tokens" / f"{text_hash}-{tok_hash}.npy"
     if path.is_file():
         try:
@@ -288,22 +241,9 @@ def encode_to_file(text: str, tokenizer, cache_dir: str | os.PathLike | None = N
             return path, True
         except (ValueError, OSError):
             pass  # a damaged cache file is rebuilt
-    ids = tokenizer.encode(text)
-    dtype = np.uint16 if len(tokenizer) <= 2**16 else np.int32
-    fd, tmp = tempfile.mkstemp(dir=_mkdir(path.parent), prefix=".tokens-", suffix=".npy")
-    os.close(fd)
-    try:
-        np.save(tmp, np.asarray(ids, dtype=dtype))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path, False
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(tokenizer.encode(text), dtype=np.uint16 if len(tokenizer) <= 2**16 else np.int32))
+    return files.atomic_write(path, buffer.getvalue()), False
 
 
 def split_tokens(

@@ -142,7 +142,7 @@ def assert_one_error_line(err: str, needle: str) -> None:
         (["generate", "--weights", "no-such-run", "hi"], "no checkpoint at 'no-such-run'"),
         (["train", "--heads", "3", "--epochs", "1"], "divide d_model"),
         (["train", "--data", "sentences:/nonexistent.txt"], "does not exist"),
-        (["train", "--data", "nowhere.txt"], "no file nowhere.txt"),
+        (["train", "--data", "nowhere.txt"], "no text file at 'nowhere.txt'"),
         (["train", "--data", "shakespeare", "--tokenizer", "morse"], "unknown tokenizer 'morse'"),
         (["train", "--data", "shakespeare", "--steps", "0"], "steps must be a whole number"),
         (["train", "--resume", "--out", "no-such-run"], "no checkpoint at 'no-such-run'"),
@@ -168,7 +168,7 @@ def no_training(monkeypatch):
         (["--out", ""], "--out is empty"),
         (["--out", "{tmp}/file.txt/m.safetensors"], "is not a folder, so nothing can be saved under it"),
         (["--out", "/dev/null"], "is a character device, not a file or folder"),
-        (["--data", "sentences:/dev/zero"], "not a regular file"),
+        (["--data", "sentences:/dev/zero"], "a character device, not a file"),
         # 2 V D + C D + 4 D^2 + 2 D F with V = 47 (45 words, <pad>, <eos>), C = 5, D = 8192, F = 32768
         (
             ["--d-model", "8192", "--d-ff", "32768", "--heads", "8"],

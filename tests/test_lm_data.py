@@ -11,7 +11,7 @@ import torch
 
 from lm import data
 from lm.data import EOT, DataError
-from lm.tokenizers import TokenizerError
+from lm.tokenizers import TokenizerError, from_json, to_json
 
 
 def test_bundled_sources_load():
@@ -24,7 +24,7 @@ def test_bundled_sources_load():
 @pytest.mark.parametrize(
     "content,message",
     [
-        (None, "no file"),
+        (None, "no text file at"),
         (b"", "is empty"),
         (b"abc\x00def", "NUL bytes"),
         (b"caf\xe9 au lait", r"not UTF-8 text \(byte 3 is b'\\xe9'\)"),
@@ -41,9 +41,9 @@ def test_bad_text_files_get_clear_errors(tmp_path, content, message):
 def test_size_is_checked_before_reading(tmp_path):
     path = tmp_path / "big.txt"
     path.write_text("x" * 2000)
-    with pytest.raises(DataError, match="2,000 bytes, over the limit of 1,000"):
+    with pytest.raises(DataError, match="has 2,000 bytes; a text file here is at most 1,000"):
         data.read_text_file(path, max_bytes=1000)
-    with pytest.raises(DataError, match="is not a file"):
+    with pytest.raises(DataError, match="is a folder, not a file"):
         data.read_text_file(tmp_path)
 
 
@@ -58,7 +58,7 @@ def test_char_and_word_tokenizers_know_end_of_text_and_round_trip():
     assert ids.count(data.eot_id(word)) == 2  # the line break and the document boundary
     assert word.decode(ids) == "the cat sat.\nthe dog ran.\na bird sang."
     for tok in (char, word):  # what a checkpoint stores
-        again = data.tokenizer_from_json(data.tokenizer_to_json(tok))
+        again = from_json(to_json(tok))
         assert again.encode(text) == tok.encode(text)
 
 
@@ -83,12 +83,12 @@ def test_token_cache_is_not_shared_with_the_earlier_word_rule(tmp_path, monkeypa
     word = data.make_tokenizer("word", text)
     before_rule = json.dumps({"type": "word-text", "vocab": word.vocab}, ensure_ascii=False)
     with monkeypatch.context() as m:  # a cache file as the earlier rule wrote it: no end tokens
-        m.setattr(data, "tokenizer_to_json", lambda tok: before_rule)
+        m.setattr(data, "to_json", lambda tok: before_rule)
         encode = word.encode
         m.setattr(word, "encode", lambda t: [i for i in encode(t) if i != word.end_id])
         stale, _ = data.encode_to_file(text, word, tmp_path)
     path, reused = data.encode_to_file(text, word, tmp_path)
-    assert not reused and path != stale and data.tokenizer_to_json(word) != before_rule
+    assert not reused and path != stale and to_json(word) != before_rule
     assert list(np.load(path)) == word.encode(text) and word.encode(text).count(word.end_id) == 2
     assert data.encode_to_file(text, word, tmp_path) == (path, True)
 
@@ -108,7 +108,7 @@ def test_bpe_tokenizers_know_end_of_text_and_round_trip(spec):
     ids = tok.encode(text[:2000])
     assert tok.decode(ids) == text[:2000] and data.eot_id(tok) in ids
     assert len(tok) == (300 if spec == "bpe:300" else 50257)
-    again = data.tokenizer_from_json(data.tokenizer_to_json(tok))
+    again = from_json(to_json(tok))
     assert again.encode(text[:2000]) == ids
 
 

@@ -50,10 +50,10 @@ def test_a_caller_limit_is_the_one_the_message_names():
 
 def test_corpus_files_are_bounded_before_they_are_read(tmp_path):
     for special in ("/dev/zero", tmp_path):  # an endless device, a folder
-        with pytest.raises(DataError, match="not a regular file"):
+        with pytest.raises(DataError, match="not a file"):
             load_corpus(special)
     big = tmp_path / "big.txt"
     with big.open("wb") as f:  # sparse: 1 GB on paper, nothing on disk
         f.truncate(1_000_000_000)
-    with pytest.raises(DataError, match="is over 400,000 bytes"):
+    with pytest.raises(DataError, match="a corpus file here is at most 400,000"):
         load_corpus(big)
