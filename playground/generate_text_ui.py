@@ -10,6 +10,7 @@ import streamlit as st
 from lm.generate import STOP_REASONS, Step, Trace
 from lm.model import LanguageModel
 from playground import charts
+from playground.markdown import literal
 from playground.state import persistent
 from playground.text_generation import (
     MAX_NEW_TOKENS,
@@ -135,7 +136,7 @@ def text_model_page(model: LanguageModel, name: str) -> None:
                 st.session_state["gen_text_last"] = (request, generate_trace(model, **options, on_step=show))
         except TextGenerateError as err:
             st.session_state.pop("gen_text_last", None)
-            st.error(str(err), icon=":material/error:")
+            st.error(literal(str(err)), icon=":material/error:")
             return
         finally:
             live.empty()

@@ -13,6 +13,7 @@ from lm import checkpoint
 from lm.generate import Trace, generate
 from lm.generate import check_prompt as lm_check_prompt
 from lm.model import LanguageModel
+from playground.markdown import literal
 
 # Where the Generate page takes its model from.
 SHAKESPEARE = "Shakespeare (characters)"  # the bundled text model: the page's first choice
@@ -145,16 +146,8 @@ def step_labels(trace: Trace) -> list[str]:
     return [f"{i} → {step.token}" for i, step in enumerate(trace.steps, start=1)]
 
 
-_MARKDOWN_SPECIALS = "\\`*_{}[]()#+-.!|<>:~$"
-
-
-def escape_markdown(text: str) -> str:
-    """Backslash-escape Markdown's special characters (corpus words are user text)."""
-    return "".join("\\" + c if c in _MARKDOWN_SPECIALS else c for c in text)
-
-
 def highlighted_markdown(trace: Trace) -> str:
     """The generated text as Markdown: the prompt plain, each new token highlighted."""
-    prompt = " ".join(escape_markdown(t) for t in trace.prompt_tokens)
-    new = " ".join(f":orange-background[**{escape_markdown(t)}**]" for t in trace.new_tokens)
+    prompt = " ".join(literal(t) for t in trace.prompt_tokens)
+    new = " ".join(f":orange-background[**{literal(t)}**]" for t in trace.new_tokens)
     return f"{prompt} {new}".strip()

@@ -10,6 +10,7 @@ import streamlit as st
 
 from lm.model import PRESETS
 from playground import lm_charts
+from playground.markdown import literal
 from playground.state import DRAWN_RUNNING, lm_session, persistent
 from playground.textrun_session import (
     CORPORA,
@@ -54,7 +55,7 @@ def corpus_ui(disabled: bool) -> tuple[str, str | None]:
             )
             text = check_text_upload(upload.getvalue(), upload.name) if upload is not None else None
     except LMSettingsError as err:
-        st.error(str(err), icon=":material/block:")
+        st.error(literal(str(err)), icon=":material/block:")
     return corpus, text
 
 
@@ -171,7 +172,7 @@ def controls_ui(session: LMSession, settings: LMSettings, text: str | None) -> N
         "Reset", disabled=session.status == "idle", width="stretch", key="train_lm_reset", on_click=session.reset
     )
     if ERROR in st.session_state:
-        st.error(st.session_state.pop(ERROR), icon=":material/error:")
+        st.error(literal(st.session_state.pop(ERROR)), icon=":material/error:")
     st.session_state[DRAWN_RUNNING] = session.running
 
 
@@ -188,7 +189,7 @@ def live_ui(session: LMSession) -> None:
         cols[2].metric("Unigram baseline", f"{run.unigram:.3f}", help="Each token's frequency, ignoring order.")
         cols[3].metric("Tokens / s", f"{session.tokens_per_s:,.0f}")
     if session.error:
-        st.error(session.error, icon=":material/trending_up:")
+        st.error(literal(session.error), icon=":material/trending_up:")
     tokens = st.toggle("x axis: tokens seen", key="train_lm_tokens_axis")
     loss_col, lr_col = st.columns([3, 2])
     loss_col.plotly_chart(lm_charts.loss_figure(run, tokens, planned), key="train_lm_loss")

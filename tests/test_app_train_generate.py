@@ -9,6 +9,7 @@ element, not an exception; the downloaded weights upload back and generate the s
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -245,14 +246,19 @@ def test_beyond_four_heads_the_page_draws_the_chosen_ones() -> None:
     assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (2, 7, 8)]
 
 
+def shown(markdown: str) -> str:
+    """What a reader sees of a message's Markdown source: the text with its escapes undone."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
     at = open_page("generate")
     at.text_input(key="gen_prompt").input("the purple fox").run()
     assert not at.exception
-    assert at.error and "'purple'" in at.error[0].value
-    assert f"The vocabulary ({DEFAULT_WORDS} words): a, above" in at.error[0].value
+    assert at.error and "'purple'" in shown(at.error[0].value)
+    assert f"The vocabulary ({DEFAULT_WORDS} words): a, above" in shown(at.error[0].value)
     at.text_input(key="gen_prompt").input("teh red").run()
-    assert "did you mean 'the'" in at.error[0].value
+    assert "did you mean 'the'" in shown(at.error[0].value)
 
 
 def test_a_bad_uploaded_file_shows_an_error() -> None:
@@ -262,6 +268,23 @@ def test_a_bad_uploaded_file_shows_an_error() -> None:
     assert not at.exception
     assert at.error and "Cannot use this weights file" in at.error[0].value
     assert not at.get("plotly_chart")
+
+
+def test_user_text_in_messages_is_shown_literally_not_as_markdown() -> None:
+    """Issue 19, item 11: a file name or a prompt word with Markdown in it is shown as typed, never as bold
+    text or a clickable link (the message's Markdown source holds it escaped)."""
+    hostile = "**BOLD** [link](https://evil.example)"
+    at = open_page("generate")
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    at.file_uploader(key="gen_upload").upload(f"{hostile}.safetensors", b"\x00" * 100, "application/octet-stream")
+    at.run()
+    assert not at.exception and at.error
+    shown = at.error[0].value
+    assert "\\*\\*BOLD\\*\\* \\[link\\]\\(https\\:" in shown and "**BOLD**" not in shown
+    at = open_page("generate")
+    at.text_input(key="gen_prompt").set_value(f"the {hostile}").run()
+    assert not at.exception and at.error
+    assert "\\*\\*bold\\*\\*" in at.error[0].value and "](https" not in at.error[0].value
 
 
 class RecordingStorage(MemoryMediaFileStorage):

@@ -12,12 +12,12 @@ from playground.generation import (
     GenerateError,
     check_prompt,
     default_model,
-    escape_markdown,
     highlighted_markdown,
     model_from_upload,
     run_generation,
     step_labels,
 )
+from playground.markdown import literal
 
 
 @pytest.fixture(scope="module")
@@ -103,4 +103,4 @@ def test_a_good_weights_file_loads(model) -> None:
 def test_the_new_tokens_are_highlighted_and_user_text_is_escaped() -> None:
     trace = Trace([4, 5], prompt_tokens=["the", "red"], new_tokens=["fox", "[x]*"])
     assert highlighted_markdown(trace) == (r"the red :orange-background[**fox**] :orange-background[**\[x\]\***]")
-    assert escape_markdown("a_b:c") == r"a\_b\:c"
+    assert literal("a_b:c") == r"a\_b\:c"

@@ -9,6 +9,7 @@ import streamlit as st
 from playground import attention_steps as att
 from playground.attention_figures import heatmap, rows_of
 from playground.explore import markdown_escape
+from playground.markdown import literal
 from playground.tokenizing import gpt2
 
 DEFAULTS = att.AttentionSettings()
@@ -86,7 +87,7 @@ try:
     settings.check()
     ids, tokens = att.tokenize(text, gpt2())
 except att.AttentionInputError as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(literal(str(err)), icon=":material/error:")
     st.stop()
 tokens_col, focus_col = st.columns([3, 1], vertical_alignment="bottom")
 tokens_col.caption(f"{len(ids)} GPT-2 tokens: " + " · ".join(markdown_escape(tok) for tok in tokens))
@@ -103,7 +104,7 @@ backward = st.toggle(
 try:
     steps = att.build_steps(text, x, settings, gpt2(), focus=labels.index(focus), backward=backward)
 except att.AttentionInputError as err:
-    st.error(str(err), icon=":material/error:")
+    st.error(literal(str(err)), icon=":material/error:")
     st.stop()
 for step in steps:
     step_ui(step)

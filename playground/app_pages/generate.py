@@ -31,6 +31,7 @@ from playground.generation import (
     run_generation,
     step_labels,
 )
+from playground.markdown import literal
 from playground.state import GEN_MODEL, GEN_PROMPT, lm_session, persistent, training_session
 from playground.text_generation import (
     TextGenerateError,
@@ -68,7 +69,7 @@ def uploaded_model() -> LanguageModel | None:
     try:
         model = model_from_upload(data, upload.name)  # a weights file or a run's checkpoint, any model
     except (GenerateError, TextGenerateError) as err:
-        st.error(str(err), icon=":material/block:")
+        st.error(literal(str(err)), icon=":material/block:")
         return None
     st.session_state["gen_uploaded"] = (digest, model)
     return model
@@ -269,7 +270,7 @@ if st.session_state.get("gen_last", (None,))[0] != request:
         st.session_state["gen_last"] = (request, run_generation(model, **options))
     except GenerateError as err:
         st.session_state.pop("gen_last", None)
-        st.error(str(err), icon=":material/error:")
+        st.error(literal(str(err)), icon=":material/error:")
         st.stop()
 generation = st.session_state["gen_last"][1]
 st.markdown("#### " + highlighted_markdown(generation.trace))

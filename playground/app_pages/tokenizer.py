@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from playground import tokenizing as tk
+from playground.markdown import literal
 
 TRAINED = "tok_trained"  # this session's trained tokenizers, newest last
 
@@ -31,7 +32,7 @@ tokenizer = tokenizer() if tokenizer else next(t.tokenizer for t in trained if t
 try:
     shown = tk.tokenize(tokenizer, text)
 except tk.TokenizingError as err:
-    st.error(str(err), icon=":material/block:")
+    st.error(literal(str(err)), icon=":material/block:")
     shown = None
 if shown is not None:
     chars, n_bytes, tokens, per = st.columns(4)
@@ -67,11 +68,11 @@ if st.button("Train", icon=":material/model_training:", key="tok_train") or st.s
         new = tk.train(corpus, vocab_size, special, len(trained) + 1, progress=lambda f, label: bar.progress(f, label))
     except tk.TokenizingError as err:
         bar.empty()
-        st.error(str(err), icon=":material/block:")
+        st.error(literal(str(err)), icon=":material/block:")
     else:
         trained.append(new)
         st.session_state["tok_pending_choice"] = new.name
-        st.session_state["tok_message"] = f"{new.name}: {tk.summary(new)}. The text above now uses it."
+        st.session_state["tok_message"] = f"{literal(new.name)}: {tk.summary(new)}. The text above now uses it."
         st.rerun()  # so the Tokenizer list above holds the new one
 if "tok_message" in st.session_state:
     st.success(st.session_state.pop("tok_message"), icon=":material/check:")
@@ -80,7 +81,7 @@ if "tok_message" in st.session_state:
 if trained:
     latest = trained[-1]
     st.header("Merge explorer")
-    st.markdown(f"**{latest.name}** — {tk.summary(latest)}")
+    st.markdown(f"**{literal(latest.name)}** — {tk.summary(latest)}")
     n = len(latest.result.merges)
     if n == 0:
         st.info("This tokenizer learned no merges: its corpus has no repeated pair.")
@@ -95,7 +96,7 @@ if trained:
         try:
             with_k = tk.tokenize(latest.tokenizer.with_merges(k), sample)
         except tk.TokenizingError as err:
-            st.error(str(err), icon=":material/block:")
+            st.error(literal(str(err)), icon=":material/block:")
         else:
             st.caption(f"The text above with the first {k} merges: {with_k.tokens:,} tokens, "
                        f"{with_k.bytes_per_token:.2f} bytes per token.")  # fmt: skip

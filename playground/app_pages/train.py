@@ -14,6 +14,7 @@ import streamlit as st
 
 from lm.data import MemorizationRow
 from playground import charts
+from playground.markdown import literal
 from playground.state import DRAWN_RUNNING, persistent, training_session
 from playground.train_lm_ui import lm_mode
 from playground.training import (
@@ -140,7 +141,7 @@ def controls_ui(session: TrainingSession, settings: TrainSettings) -> None:
         "↺ Reset", disabled=session.status == "idle", width="stretch", key="train_reset", on_click=session.reset
     )
     if ERROR in st.session_state:
-        st.error(st.session_state.pop(ERROR), icon=":material/error:")
+        st.error(literal(st.session_state.pop(ERROR)), icon=":material/error:")
     # What the controls were drawn for: a tick that finds the run in another state reruns the page.
     st.session_state[DRAWN_RUNNING] = session.running
 
@@ -188,7 +189,7 @@ def live_ui(session: TrainingSession, settings: TrainSettings) -> None:
 def outcome_ui(session: TrainingSession) -> None:
     """How the run ended (or where it paused), and from which epoch it reproduced every sentence."""
     if session.status == "diverged":
-        st.error(session.message, icon=":material/trending_up:")
+        st.error(literal(session.message), icon=":material/trending_up:")
         return
     if session.status not in ("stopped", "finished"):
         return
