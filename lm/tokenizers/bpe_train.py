@@ -19,8 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from lm.tokenizers.base import TokenizerError, validate_special_tokens
-from lm.tokenizers.files import read_regular_file
+from lm import files
+from lm.tokenizers.base import Merges, TokenizerError, Vocab, validate_special_tokens
 from lm.tokenizers.pretokenize import CHUNK_CHARS, Progress, parallel_pretoken_counts
 
 MAX_VOCAB_SIZE = 1_000_000
@@ -41,24 +41,32 @@ def _reverse_key(token: bytes) -> str:
 class BPETrainResult:
     """A trained BPE: `vocab` (id -> bytes), `merges` in rank order, and what the training saw."""
 
-    vocab: dict[int, bytes]
-    merges: list[tuple[bytes, bytes]]
+    vocab: Vocab
+    merges: Merges
     special_tokens: list[str]
     merge_counts: list[int] = field(default_factory=list)  # how often merge k's pair occurred when chosen
-    pretokens: int = 0  # pre-tokens in the text (with repeats)
     distinct_pretokens: int = 0
     text_bytes: int = 0
     seconds: float = 0.0
     stopped_early: bool = False  # every pre-token became one token before the vocabulary was full
 
 
-def read_training_text(path: str | os.PathLike, max_bytes: int = MAX_TRAIN_BYTES) -> str:
-    """A training file's text, refusing what is not a non-empty UTF-8 regular file within `max_bytes`
-    (checked with `os.stat` before the file is opened)."""
-    raw = read_regular_file(path, max_bytes, "training text file", ": train on a part of it")
-    if not raw:
-        raise TokenizerError(f"{path} is empty: give a text file to learn from")
-    return check_training_text(raw, str(path))
+def read_training_text(source: str | os.PathLike | BinaryIO, max_bytes: int = MAX_TRAIN_BYTES) -> str:
+    """A training file's text: from a path (stat'ed first: a regular file within `max_bytes`) or a file opened
+    in binary mode; what is not non-empty UTF-8 text gets a TokenizerError."""
+    if isinstance(source, (str, os.PathLike)):
+        too_big = "train on a part of it"
+        raw = files.read_regular_file(source, max_bytes, "training text file", error=TokenizerError, too_big=too_big)
+        return check_training_text(raw, str(source))
+    if not hasattr(source, "read"):
+        raise TokenizerError(f"a training file is a path or a binary file, not {type(source).__name__}")
+    name = str(getattr(source, "name", "the file"))
+    raw = source.read(max_bytes + 1)
+    if not isinstance(raw, bytes):
+        raise TokenizerError(f"{name} is open in text mode: open it with 'rb', or pass its path")
+    if len(raw) > max_bytes:
+        raise TokenizerError(f"{name} holds over {max_bytes:,} bytes, the limit: train on a part of it")
+    return check_training_text(raw, name)
 
 
 def check_training_text(raw: bytes, name: str = "the text") -> str:
@@ -79,12 +87,7 @@ def check_training_text(raw: bytes, name: str = "the text") -> str:
     return text
 
 
-def train_bpe(
-    text: str,
-    vocab_size: int,
-    special_tokens: list[str] = (),
-    **options,
-) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+def train_bpe(text: str, vocab_size: int, special_tokens: list[str] = (), **options) -> tuple[Vocab, Merges]:
     """Train on `text`, the text itself -> (vocab, merges). For a file, use `train_bpe_file`.
 
     Options are those of `train_bpe_detailed`: `progress`, `workers`, `chunk_chars`."""
@@ -93,37 +96,18 @@ def train_bpe(
 
 
 def train_bpe_file(
-    path: str | os.PathLike | BinaryIO,
-    vocab_size: int,
-    special_tokens: list[str] = (),
-    max_bytes: int = MAX_TRAIN_BYTES,
-    **options,
-) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    path: str | os.PathLike | BinaryIO, vocab_size: int, special_tokens: list[str] = (),
+    max_bytes: int = MAX_TRAIN_BYTES, **options,
+) -> tuple[Vocab, Merges]:  # fmt: skip
     """Train on a UTF-8 text file: a path (checked to be a regular file within `max_bytes` before it is read)
     or a file opened in binary mode -> (vocab, merges). Options as `train_bpe`."""
-    if hasattr(path, "read"):
-        raw = path.read(max_bytes + 1)
-        name = str(getattr(path, "name", "the file"))
-        if not isinstance(raw, bytes):
-            raise TokenizerError(f"{name} is open in text mode: open it with 'rb', or pass its path")
-        if len(raw) > max_bytes:
-            raise TokenizerError(f"{name} holds over {max_bytes:,} bytes, the limit: train on a part of it")
-        text = check_training_text(raw, name)
-    elif isinstance(path, (str, os.PathLike)):
-        text = read_training_text(path, max_bytes)
-    else:
-        raise TokenizerError(f"train_bpe_file takes a path or a binary file, not {type(path).__name__}")
-    return train_bpe(text, vocab_size, special_tokens, **options)
+    return train_bpe(read_training_text(path, max_bytes), vocab_size, special_tokens, **options)
 
 
 def train_bpe_detailed(
-    text: str,
-    vocab_size: int,
-    special_tokens: list[str] = (),
-    progress: Progress | None = None,
-    workers: int | None = None,
-    chunk_chars: int = CHUNK_CHARS,
-) -> BPETrainResult:
+    text: str, vocab_size: int, special_tokens: list[str] = (), progress: Progress | None = None,
+    workers: int | None = None, chunk_chars: int = CHUNK_CHARS,
+) -> BPETrainResult:  # fmt: skip
     """`train_bpe` with the merge counts and statistics; `progress(done, total, stage)` is called during
     "pretokenize" (chunks) and "merge" (merges, at most ~200 times). For a file: `read_training_text(path)`."""
     start = time.perf_counter()
@@ -160,7 +144,6 @@ def train_bpe_detailed(
         merges=merges,
         special_tokens=specials,
         merge_counts=merge_counts,
-        pretokens=sum(counts.values()),
         distinct_pretokens=len(counts),
         text_bytes=len(text.encode("utf-8")),
         seconds=time.perf_counter() - start,
@@ -193,9 +176,7 @@ def _looks_like_path(text: str) -> bool:
     return os.path.exists(text)
 
 
-def _merge_loop(
-    counts: dict[str, int], num_merges: int, progress: Progress | None
-) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+def _merge_loop(counts: dict[str, int], num_merges: int, progress: Progress | None) -> tuple[Merges, list[int]]:
     """The merges (and the count of each chosen pair), updating pair counts only where a merge happened."""
     words = [list(piece.encode("utf-8")) for piece in counts]  # each distinct pre-token as byte ids
     freqs = list(counts.values())
@@ -211,7 +192,7 @@ def _merge_loop(
     heap = [(-c, keys[a], keys[b], a, b) for (a, b), c in pair_count.items()]
     heapq.heapify(heap)
 
-    merges: list[tuple[bytes, bytes]] = []
+    merges: Merges = []
     merge_counts: list[int] = []
     report_every = max(1, num_merges // 200)
     while len(merges) < num_merges:

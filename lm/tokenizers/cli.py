@@ -2,7 +2,7 @@
 
 train: a progress bar on stderr, then a summary (merges, time, bytes per token on the training text)
 and the tokenizer saved as GPT-2's vocab.json + merges.txt. encode: the tokens and their ids. Every bad
-input is a message naming what was wrong and exit code 2.
+input is a TokenizerError that `python -m lm`'s main prints as a message, with exit code 2.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from lm.tokenizers.bpe import BPETokenizer
 from lm.tokenizers.bpe_train import read_training_text
 from lm.tokenizers.char import FILE_NAME as CHAR_FILE
 from lm.tokenizers.char import CharTokenizer
-from lm.tokenizers.gpt2_files import VOCAB_FILE
 
 MAX_TEXT_CHARS = 1_000_000  # text typed on the command line; files go through `train --data`
 SUMMARY_SAMPLE_BYTES = 10_000_000  # bytes per token is measured on at most this much of the training text
@@ -30,7 +29,7 @@ def load_tokenizer(spec: str) -> TextTokenizer:
     path = Path(spec)
     if (path / CHAR_FILE).is_file():
         return CharTokenizer.load(path)
-    if (path / VOCAB_FILE).is_file() or path.is_dir():
+    if path.is_dir():
         return BPETokenizer.load(path)
     raise TokenizerError(f"no tokenizer at {spec!r}: give `gpt2` or a directory written by `tokenizer train`")
 
@@ -70,16 +69,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _text_argument(args: argparse.Namespace) -> str:
+def cmd_encode(args: argparse.Namespace) -> int:
+    tokenizer = load_tokenizer(args.tokenizer)
     text = sys.stdin.read() if args.text == "-" else args.text
     if len(text) > MAX_TEXT_CHARS:
         raise TokenizerError(f"the text is {len(text):,} characters, over {MAX_TEXT_CHARS:,}; encode a file in parts")
-    return text
-
-
-def cmd_encode(args: argparse.Namespace) -> int:
-    tokenizer = load_tokenizer(args.tokenizer)
-    ids = tokenizer.encode(_text_argument(args))
+    ids = tokenizer.encode(text)
     if not args.ids_only:
         print(" ".join(f"[{tokenizer.token_str(i)}]" for i in ids))
     print(" ".join(map(str, ids)), flush=True)  # before the count on stderr, so a terminal shows them in order
@@ -102,22 +97,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(command):
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except TokenizerError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # e.g. --out in a read-only place
-            print(f"error: {err.strerror or err}: {err.filename or ''}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the `tokenizer` command (train, encode, decode) to `python -m lm`'s subcommands."""
+    """Add the `tokenizer` command (train, encode, decode) to `python -m lm`'s subcommands; its main turns a
+    TokenizerError (a ValueError) or an OSError into a message and exit code 2."""
     p = subparsers.add_parser("tokenizer", help="train a byte-level BPE, or encode/decode text with one")
     sub = p.add_subparsers(dest="tokenizer_command", required=True)
 
@@ -130,16 +112,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("--out", required=True, type=Path, help="directory to write the tokenizer into")
     t.add_argument("--workers", type=int, help="processes for pre-tokenizing (default: the CPUs, for 4M+ chars)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.set_defaults(func=_run(cmd_train))
+    t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("encode", help="print the tokens and ids of a text")
-    e.add_argument("--tokenizer", default="gpt2", help="`gpt2` or a saved tokenizer's directory (default: gpt2)")
     e.add_argument("--ids-only", action="store_true", help="print only the ids")
     e.add_argument("text", help="the text to encode (`-` reads standard input)")
-    e.set_defaults(func=_run(cmd_encode))
-
     d = sub.add_parser("decode", help="print the text of ids")
-    d.add_argument("--tokenizer", default="gpt2", help="`gpt2` or a saved tokenizer's directory (default: gpt2)")
     d.add_argument("ids", nargs="+", help="token ids")
-    d.set_defaults(func=_run(cmd_decode))
+    for command, func in ((e, cmd_encode), (d, cmd_decode)):
+        command.add_argument(
+            "--tokenizer", default="gpt2", help="`gpt2` or a saved tokenizer's directory (default: gpt2)"
+        )
+        command.set_defaults(func=func)
     return p

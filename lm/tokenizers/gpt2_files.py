@@ -16,14 +16,17 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from lm.tokenizers.base import TokenizerError, check_unicode, validate_special_tokens
-from lm.tokenizers.files import (
+from lm import files
+from lm.tokenizers.base import (
+    Merges,
+    TokenizerError,
+    Vocab,
     atomic_write_text,
+    check_unicode,
     decode_utf8,
     load_json,
-    read_regular_file,
     read_text_file,
-    remove_stale_temps,
+    validate_special_tokens,
 )
 
 VOCAB_FILE = "vocab.json"
@@ -72,18 +75,32 @@ def string_to_token(text: str, where: str) -> bytes:
         ) from None
 
 
-def read_vocab(path: str | os.PathLike) -> dict[int, bytes]:
-    """`vocab.json` as {id: bytes}; ids must be 0..n-1, each once, and every token string valid."""
-    return parse_vocab(read_text_file(path, MAX_FILE_BYTES, "vocabulary file"), path)
+def read_files(
+    vocab_path: str | os.PathLike, merges_path: str | os.PathLike, hashes: dict[str, str] | None = None
+) -> tuple[Vocab, Merges]:
+    """`vocab.json` as {id: bytes} and `merges.txt` as byte pairs in rank order; with a manifest's `hashes`
+    (file name -> sha256), each file must have the recorded hash before it is parsed."""
+    vocab = parse_vocab(_read(Path(vocab_path), "vocabulary file", hashes), vocab_path)
+    return vocab, parse_merges(_read(Path(merges_path), "merges file", hashes), merges_path)
 
 
-def parse_vocab(text: str, path: str | os.PathLike) -> dict[int, bytes]:
-    """The text of a `vocab.json` (read from `path`, named in errors) as {id: bytes}."""
+def _read(path: Path, what: str, hashes: dict[str, str] | None) -> str:
+    raw = files.read_regular_file(path, MAX_FILE_BYTES, what, error=TokenizerError)
+    if hashes is not None and hashlib.sha256(raw).hexdigest() != hashes[path.name]:
+        raise TokenizerError(
+            f"{path} does not belong with the other files of {path.parent}: its sha256 is not the one "
+            f"{MANIFEST_FILE} records (a save was interrupted, or a file was replaced); save the tokenizer again"
+        )
+    return decode_utf8(raw, path)
+
+
+def parse_vocab(text: str, path: str | os.PathLike) -> Vocab:
+    """The text of a `vocab.json` (read from `path`, named in errors) as {id: bytes}. Whether the ids run
+    0..n-1 and the merges fit is BPETokenizer's check."""
     data = load_json(text, str(path))
     if not isinstance(data, dict) or not data:
         raise TokenizerError(f"{path}: a vocabulary is a non-empty JSON object mapping token strings to ids")
-    vocab: dict[int, bytes] = {}
-    seen: dict[bytes, str] = {}
+    vocab: Vocab = {}
     for key, token_id in data.items():
         check_unicode(key, f"{path}: entry")
         if type(token_id) is not int or token_id < 0:
@@ -91,41 +108,28 @@ def parse_vocab(text: str, path: str | os.PathLike) -> dict[int, bytes]:
         if token_id in vocab:
             first = token_to_string(vocab[token_id])
             raise TokenizerError(f"{path}: id {token_id} is given to both {first!r} and {key!r}")
-        token = string_to_token(key, f"{path} entry {key!r}")
-        if token in seen:
-            raise TokenizerError(f"{path}: entries {seen[token]!r} and {key!r} stand for the same bytes")
-        if not token:
-            raise TokenizerError(f"{path}: the empty string is not a token")
-        seen[token] = key
-        vocab[token_id] = token
-    missing = next((i for i in range(len(vocab)) if i not in vocab), None)
-    if missing is not None:
-        raise TokenizerError(f"{path}: ids must be 0..{len(vocab) - 1} with none missing, but {missing} is missing")
+        vocab[token_id] = string_to_token(key, f"{path} entry {key!r}")
     return vocab
 
 
-def read_merges(path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
-    """`merges.txt` as a list of byte pairs in rank order; a `#version` first line and blank last lines are allowed."""
-    return parse_merges(read_text_file(path, MAX_FILE_BYTES, "merges file"), path)
-
-
-def parse_merges(text: str, path: str | os.PathLike) -> list[tuple[bytes, bytes]]:
-    """The text of a `merges.txt` (read from `path`, named in errors) as byte pairs in rank order."""
+def parse_merges(text: str, path: str | os.PathLike) -> Merges:
+    """The text of a `merges.txt` (read from `path`, named in errors) as byte pairs in rank order; a `#version`
+    first line and blank last lines are allowed."""
     lines = text.split("\n")
-    merges: list[tuple[bytes, bytes]] = []
+    merges: Merges = []
     first_line: dict[tuple[bytes, bytes], int] = {}
     for number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
         if number == 1 and line.startswith("#version"):
             continue
+        where = f"{path} line {number}"
         if not line:
             if any(rest.strip() for rest in lines[number:]):
-                raise TokenizerError(f"{path} line {number}: an empty line in the middle of the merges")
+                raise TokenizerError(f"{where}: an empty line in the middle of the merges")
             break
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
-            raise TokenizerError(f"{path} line {number}: expected two tokens separated by one space, got {line[:80]!r}")
-        where = f"{path} line {number}"
+            raise TokenizerError(f"{where}: expected two tokens separated by one space, got {line[:80]!r}")
         pair = (string_to_token(parts[0], where), string_to_token(parts[1], where))
         if pair in first_line:
             raise TokenizerError(f"{where}: the merge {line!r} repeats line {first_line[pair]}")
@@ -134,40 +138,17 @@ def parse_merges(text: str, path: str | os.PathLike) -> list[tuple[bytes, bytes]
     return merges
 
 
-def check_pair(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], vocab_path, merges_path) -> None:
-    """A TokenizerError naming the first merge whose parts or result `vocab` lacks (files not belonging together)."""
-    tokens = set(vocab.values())
-    for line, (a, b) in enumerate(merges, start=1):
-        for part in (a, b, a + b):
-            if part not in tokens:
-                raise TokenizerError(
-                    f"{merges_path}: merge {line} ({a!r} {b!r}) uses {part!r}, which is not in {vocab_path}"
-                )
-
-
-def write_files(
-    directory: str | os.PathLike,
-    vocab: dict[int, bytes],
-    merges: list[tuple[bytes, bytes]],
-    special_tokens: list[str] = (),
-) -> Path:
+def write_files(directory: str | os.PathLike, vocab: Vocab, merges: Merges, special_tokens: list[str] = ()) -> Path:
     """Write `vocab.json`, `merges.txt` (with GPT-2's `#version: 0.2` first line) and the manifest into
     `directory`. The manifest goes first: from then until both files are in place it records the new files'
     hashes, so a reader in between, or a save killed halfway, meets a mismatch it reports, never a silent mix
     of old and new (written last, it would leave a half-done save over a folder without a manifest unnoticed)."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(directory, (VOCAB_FILE, MERGES_FILE, MANIFEST_FILE))  # what a killed save left
-    strings = {}
-    for token_id in sorted(vocab):
-        key = token_to_string(vocab[token_id])
-        if key in strings:
-            raise TokenizerError(f"ids {strings[key]} and {token_id} have the same bytes; vocab.json cannot hold both")
-        strings[key] = token_id
+    strings = {token_to_string(vocab[token_id]): token_id for token_id in sorted(vocab)}
+    merge_lines = [f"{token_to_string(a)} {token_to_string(b)}" for a, b in merges]
     texts = {
         VOCAB_FILE: json.dumps(strings, ensure_ascii=False, indent=0) + "\n",
-        MERGES_FILE: "\n".join([VERSION_LINE] + [f"{token_to_string(a)} {token_to_string(b)}" for a, b in merges])
-        + "\n",
+        MERGES_FILE: "\n".join([VERSION_LINE, *merge_lines]) + "\n",
     }
     manifest = {
         "format": MANIFEST_FORMAT, "version": 1, "special_tokens": list(special_tokens),
@@ -179,27 +160,13 @@ def write_files(
     return directory
 
 
-def read_folder(directory: Path) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]], list[str] | None]:
+def read_folder(directory: Path) -> tuple[Vocab, Merges, list[str] | None]:
     """The vocab, merges and declared special tokens of a folder `write_files` wrote, each file checked against
-    the manifest's hash; for a folder without a manifest, the special tokens are None (to be inferred)."""
-    vocab_path, merges_path, manifest_path = directory / VOCAB_FILE, directory / MERGES_FILE, directory / MANIFEST_FILE
-    if not os.path.lexists(manifest_path):  # GPT-2's files, or a folder saved before manifests existed
-        vocab, merges = read_vocab(vocab_path), read_merges(merges_path)
-        check_pair(vocab, merges, vocab_path, merges_path)
-        return vocab, merges, None
-    hashes, specials = _read_manifest(manifest_path)
-    texts = {}
-    for path, what in ((vocab_path, "vocabulary file"), (merges_path, "merges file")):
-        raw = read_regular_file(path, MAX_FILE_BYTES, what)
-        if hashlib.sha256(raw).hexdigest() != hashes[path.name]:
-            raise TokenizerError(
-                f"{path} does not belong with the other files of {directory}: its sha256 is not the one "
-                f"{MANIFEST_FILE} records (a save was interrupted, or a file was replaced); save the tokenizer again"
-            )
-        texts[path.name] = decode_utf8(raw, path)
-    vocab, merges = parse_vocab(texts[VOCAB_FILE], vocab_path), parse_merges(texts[MERGES_FILE], merges_path)
-    check_pair(vocab, merges, vocab_path, merges_path)
-    return vocab, merges, specials
+    the manifest's hash; for a folder without a manifest (GPT-2's files, or a folder saved before manifests
+    existed), the special tokens are None (to be inferred)."""
+    manifest = directory / MANIFEST_FILE
+    hashes, specials = _read_manifest(manifest) if os.path.lexists(manifest) else (None, None)
+    return *read_files(directory / VOCAB_FILE, directory / MERGES_FILE, hashes), specials
 
 
 def _read_manifest(path: Path) -> tuple[dict[str, str], list[str]]:
@@ -222,3 +189,18 @@ def _read_manifest(path: Path) -> tuple[dict[str, str], list[str]]:
         return hashes, validate_special_tokens(specials)
     except TokenizerError as err:
         raise TokenizerError(f"{path}: {err}") from None
+
+
+def unreachable_entries(vocab: Vocab, merges: Merges) -> list[str]:
+    """The vocab entries that are neither a byte nor a merge's result (GPT-2's `<|endoftext|>`): how files
+    written without a manifest say which tokens are special."""
+    reachable = {bytes([b]) for b in range(256)} | {a + b for a, b in merges}
+    specials = []
+    for token_id in sorted(vocab):
+        token = vocab[token_id]
+        if token not in reachable:
+            try:
+                specials.append(token.decode("utf-8"))
+            except UnicodeDecodeError:
+                pass  # an unreachable, undecodable entry stays an ordinary (decodable) token
+    return specials

@@ -18,11 +18,15 @@ from multiprocessing import get_all_start_methods, get_context
 
 import regex
 
-from lm.tokenizers.base import special_pattern
+from lm.tokenizers.base import special_splitter
 
 # GPT-2's split pattern (the `pat` of openai/gpt-2's encoder.py, as in tiktoken's gpt2 encoding).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_REGEX = regex.compile(GPT2_PATTERN)
+# A cut between a non-space and a whitespace character is always a pre-token boundary in GPT-2's pattern
+# (no alternative matches a non-space followed by whitespace), so text on either side pre-tokenizes alike
+# whether encoded together or apart.
+SAFE_CUT = regex.compile(r"(?<=\S)(?=\s)")
 PARALLEL_MIN_CHARS = 4_000_000  # below this, starting worker processes costs more than it saves
 CHUNK_CHARS = 2_000_000  # target chunk size for the parallel count
 
@@ -32,23 +36,20 @@ Progress = Callable[[int, int, str], None]  # (done, total, stage)
 def count_pretokens(text: str, special_tokens: list[str]) -> Counter[str]:
     """How often each pre-token occurs in `text`, with the special tokens' occurrences cut out."""
     counts: Counter[str] = Counter()
-    pattern = special_pattern(special_tokens)
-    pieces = regex.split(pattern, text) if pattern else [text]
-    findall = GPT2_REGEX.findall
-    for piece in pieces:
+    splitter = special_splitter(special_tokens)
+    for piece in splitter.split(text)[::2] if splitter else [text]:  # even pieces: the text between specials
         if piece:
-            counts.update(findall(piece))
+            counts.update(GPT2_REGEX.findall(piece))
     return counts
 
 
 def chunk_bounds(text: str, special_tokens: list[str], chunk_chars: int) -> list[tuple[int, int]]:
     """Cut `text` into (start, end) chunks of about `chunk_chars`, each cut at a special token's start,
     or, where none is near, at a non-space -> whitespace boundary; pre-tokens never straddle a cut."""
-    pattern = special_pattern(special_tokens)
+    splitter = special_splitter(special_tokens)
     # the special tokens exactly as the full-text split sees them (one left-to-right, longest-first scan)
-    spans = [m.span() for m in regex.finditer(pattern, text)] if pattern else []
+    spans = [m.span() for m in splitter.finditer(text)] if splitter else []
     starts = [a for a, _ in spans]
-    boundary_re = regex.compile(r"(?<=\S)(?=\s)")
     cuts = [0]
     while cuts[-1] + chunk_chars < len(text):
         target = cuts[-1] + chunk_chars
@@ -56,7 +57,7 @@ def chunk_bounds(text: str, special_tokens: list[str], chunk_chars: int) -> list
         if i < len(starts) and starts[i] < target + chunk_chars:
             cut = starts[i]
         else:
-            m = boundary_re.search(text, target)
+            m = SAFE_CUT.search(text, target)
             if m is None:
                 break
             cut = m.start()
@@ -70,10 +71,6 @@ def chunk_bounds(text: str, special_tokens: list[str], chunk_chars: int) -> list
     return [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
-def _count_chunk(args: tuple[str, list[str]]) -> Counter[str]:
-    return count_pretokens(*args)
-
-
 def _context():
     """fork where it is safe (one thread: the CLI), since a forked worker starts at once; spawn otherwise
     (a server's or a test runner's threads may hold locks a forked child would inherit, held forever),
@@ -84,12 +81,9 @@ def _context():
 
 
 def parallel_pretoken_counts(
-    text: str,
-    special_tokens: list[str],
-    workers: int | None = None,
-    chunk_chars: int = CHUNK_CHARS,
+    text: str, special_tokens: list[str], workers: int | None = None, chunk_chars: int = CHUNK_CHARS,
     progress: Progress | None = None,
-) -> Counter[str]:
+) -> Counter[str]:  # fmt: skip
     """`count_pretokens` over chunks in `workers` processes (default: the CPUs, one process for small texts)."""
     workers = workers if workers is not None else (os.cpu_count() or 1) if len(text) >= PARALLEL_MIN_CHARS else 1
     bounds = chunk_bounds(text, special_tokens, chunk_chars) if workers > 1 else [(0, len(text))]
@@ -102,8 +96,8 @@ def parallel_pretoken_counts(
         return counts
     total: Counter[str] = Counter()
     with ProcessPoolExecutor(max_workers=min(workers, len(bounds)), mp_context=_context()) as pool:
-        jobs = ((text[a:b], special_tokens) for a, b in bounds)
-        for done, counts in enumerate(pool.map(_count_chunk, jobs), start=1):
+        chunks = (text[a:b] for a, b in bounds)
+        for done, counts in enumerate(pool.map(count_pretokens, chunks, [special_tokens] * len(bounds)), start=1):
             total.update(counts)
             if progress:
                 progress(done, len(bounds), "pretokenize")

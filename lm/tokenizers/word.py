@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from lm.tokenizers.base import EOT, TokenizerError, check_ids, check_unicode
+from lm.tokenizers.base import EOT, TextTokenizer, TokenizerError, check_ids, check_str, check_unicode
 
 PAD, EOS = "<pad>", "<eos>"
 SPECIALS = (PAD, EOS, EOT)  # every special token a word vocabulary may start with
@@ -25,13 +25,6 @@ VOCAB_SHOWN = 120  # words of the vocabulary listed in a message
 def split_words(text: str) -> list[str]:
     """The words of a text: whitespace-separated, lowercased."""
     return text.lower().split()
-
-
-def vocabulary_hint(words: Sequence[str]) -> str:
-    """The words for a message, sorted: all of them, or the first VOCAB_SHOWN and a count."""
-    words = sorted(words)
-    shown = ", ".join(words[:VOCAB_SHOWN])
-    return shown + (f", … ({len(words) - VOCAB_SHOWN} more)" if len(words) > VOCAB_SHOWN else "")
 
 
 class UnknownWordError(TokenizerError):
@@ -50,17 +43,19 @@ class UnknownWordError(TokenizerError):
         if len(words) > MAX_NAMED:
             hints.append(f"and {len(words) - MAX_NAMED:,} more")
         plural = "s are" if len(words) > 1 else " is"
+        listed = ", ".join(sorted(real)[:VOCAB_SHOWN])
+        if len(real) > VOCAB_SHOWN:
+            listed += f", … ({len(real) - VOCAB_SHOWN} more)"
         super().__init__(
             f"the word{plural} not in the vocabulary: {', '.join(hints)}; use words of the corpus. "
-            f"The vocabulary ({len(real)} words): {vocabulary_hint(real)}"
+            f"The vocabulary ({len(real)} words): {listed}"
         )
 
 
-class WordTokenizer:
+class WordTokenizer(TextTokenizer):
     """Maps words to ids and back; the leading special tokens take the first ids."""
 
     kind = "word"
-    PAD, EOS, EOT, SPECIALS = PAD, EOS, EOT, SPECIALS
 
     def __init__(self, vocab: Sequence[str]):
         vocab = list(vocab)
@@ -95,26 +90,14 @@ class WordTokenizer:
     def from_text(cls, text: str) -> WordTokenizer:
         """`<|endoftext|>`, then every word of the text (documents split on `<|endoftext|>`) in order of first
         appearance; at most MAX_WORD_VOCAB words."""
-        if not isinstance(text, str):
-            raise TokenizerError(f"the text must be a string, not {type(text).__name__}")
+        check_str(text, "the text")
         words = _distinct_words(text.split(EOT), "text")
         if len(words) > MAX_WORD_VOCAB:
             raise TokenizerError(f"the text has {len(words):,} distinct words, over {MAX_WORD_VOCAB:,}: use bpe:N")
         return cls([EOT, *words])
 
-
-    # -- the common interface ------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.vocab)
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @property
-    def special_tokens(self) -> list[str]:
-        """The special tokens this vocabulary has, in id order."""
-        return list(self._specials)
 
     @property
     def words(self) -> list[str]:
@@ -123,7 +106,7 @@ class WordTokenizer:
 
     def token_str(self, token_id: int) -> str:
         """The word (or special token) of one id."""
-        return self.vocab[check_ids([token_id], len(self.vocab))[0]]
+        return self.tokens([token_id])[0]
 
     def tokens(self, ids: Iterable[int]) -> list[str]:
         """The word (or special token) of each id."""
@@ -133,8 +116,7 @@ class WordTokenizer:
         """Ids of the words of `text`, with one end token after each sentence that a line break or the literal
         `<|endoftext|>` ends (blank lines add none; without an end token in the vocabulary, none at all).
         Raises UnknownWordError naming every unknown word (a special token typed as a word is one)."""
-        if not isinstance(text, str):
-            raise TokenizerError(f"text to encode must be a string, not {type(text).__name__}")
+        check_str(text, "text to encode")
         end = self.end_id
         docs = text.split(EOT) if end is not None else [text]
         words = dict.fromkeys(w for doc in docs for w in split_words(doc))
@@ -164,6 +146,16 @@ class WordTokenizer:
                 words.append(self.vocab[i])
         return "\n".join([*lines, " ".join(words)])
 
+    def _fields(self) -> dict:
+        return {"vocab": self.vocab}
+
+    @classmethod
+    def _from_fields(cls, data: dict) -> WordTokenizer:
+        vocab = data.get("vocab")
+        if not isinstance(vocab, list) or not all(isinstance(w, str) for w in vocab):
+            raise TokenizerError("a word tokenizer's vocab must be a list of strings")
+        return cls(vocab)
+
     def __repr__(self) -> str:
         return f"WordTokenizer({len(self.words):,} words, special_tokens={self._specials})"
 
@@ -176,6 +168,4 @@ def _distinct_words(texts: Iterable[str], what: str) -> list[str]:
             if word in SPECIALS:
                 raise TokenizerError(f"'{word}' is a special token and cannot be a word of the {what}")
             seen.setdefault(word)
-    for word in seen:
-        check_unicode(word, f"a word of the {what}")
-    return list(seen)
+    return list(seen)  # each then checked as a vocabulary entry (valid Unicode) by WordTokenizer
