@@ -115,6 +115,7 @@ class DataParallel:
         # computes them
         self.buckets: list[list[int]] | None = None
         self.comm_seconds = 0.0  # time spent in all_reduce (a benchmark reads it)
+        self.failed = False  # a collective failed: another rank is dead or frozen
 
     # -- batches ------------------------------------------------------------------------------------
     def batch(self, tokens: np.ndarray, batch_size: int, context: int, generator: torch.Generator):
@@ -196,6 +197,7 @@ class DataParallel:
             raise self._failure(err) from None
 
     def _failure(self, err: Exception) -> RankFailure:
+        self.failed = True  # teardown must not wait for the other collectives still in flight
         text = re.sub(r"^\[[^\]]*\.(cc|cpp):\d+\]\s*", "", str(err).strip())  # gloo's source location
         first = text.splitlines()[0][:300] if text else type(err).__name__
         return RankFailure(
@@ -324,8 +326,10 @@ def _stop_on_sigterm(parallel: DataParallel) -> None:
 
 
 def teardown(parallel: DataParallel | None) -> None:
-    """Leave the process group (a no-op for a single process or after a failure that already broke it)."""
-    if parallel is not None and dist.is_initialized():
+    """Leave the process group (a no-op for a single process). After a failed collective it is not left
+    cleanly: that would wait for each bucket still in flight to time out in turn, one --dist-timeout after
+    another, before the survivor could stop."""
+    if parallel is not None and not parallel.failed and dist.is_initialized():
         try:
             dist.destroy_process_group()
         except RuntimeError:

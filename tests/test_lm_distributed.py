@@ -156,7 +156,7 @@ def test_a_dead_rank_stops_the_survivor_with_a_message_and_the_checkpoint_loads(
     assert rc == 2, err[-2000:]
     assert "error: rank 0 of 2: a collective failed" in err and "continue with --resume" in err, err[-2000:]
     if fault == "frozen":  # nothing closed the connection: the collective's timeout ended the wait
-        assert time.monotonic() - stopped < 4 + 60
+        assert time.monotonic() - stopped < 4 + 5  # detected within --dist-timeout + 5 s (issue 19, item 12)
     saved = checkpoint.load(out)  # intact: written atomically by rank 0 alone
     assert saved.iteration >= 2 and saved.iteration % 2 == 0  # a validation step: the checkpoints rank 0 wrote
 
