@@ -31,7 +31,7 @@ class TokenizerError(ValueError):
 class TextTokenizer(ABC):
     """What the word, character and BPE tokenizers all provide. A subclass sets `kind` (its JSON "type") and
     `_specials`, writes `_fields` (what its JSON holds) and `_from_fields` (that read back), and for the shared
-    `encode` sets `special_ids` and `_special_re` (`special_splitter`) and writes `_encode_ordinary`."""
+    `encode` keeps its specials with `_keep_special_tokens`, sets `special_ids` and writes `_encode_ordinary`."""
 
     kind: str
     _specials: list[str]
@@ -51,6 +51,12 @@ class TextTokenizer(ABC):
     def special_tokens(self) -> list[str]:
         """Strings encoded as one id each, never split or merged."""
         return list(self._specials)
+
+    def _keep_special_tokens(self, special_tokens: Iterable[str]) -> list[str]:
+        """Check and keep the special tokens and the regex that splits text on them; returns them."""
+        self._specials = validate_special_tokens(special_tokens)
+        self._special_re = special_splitter(self._specials)
+        return self._specials
 
     def encode(self, text: str) -> list[int]:
         """The ids of `text`: each special token (longest first) one id, the stretches between `_encode_ordinary`'s."""

@@ -12,16 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lm.tokenizers.base import (
-    Merges,
-    TextTokenizer,
-    TokenizerError,
-    Vocab,
-    check_ids,
-    special_splitter,
-    validate_special_tokens,
-    visible,
-)
+from lm.tokenizers.base import Merges, TextTokenizer, TokenizerError, Vocab, check_ids, visible
 from lm.tokenizers.bpe_train import train_bpe_detailed
 from lm.tokenizers.gpt2_files import MERGES_FILE, VOCAB_FILE, read_files, read_folder, unreachable_entries, write_files
 from lm.tokenizers.pretokenize import GPT2_REGEX, chunk_bounds
@@ -41,9 +32,7 @@ class BPETokenizer(TextTokenizer):
         try:
             self._bytes: list[bytes] = [vocab[i] for i in range(len(vocab))]
         except KeyError as err:
-            raise TokenizerError(
-                f"vocab ids must be 0..{len(vocab) - 1} with none missing, but {err} is missing"
-            ) from None
+            raise TokenizerError(f"vocab ids must run 0..{len(vocab) - 1}, but {err} is missing") from None
         ids: dict[bytes, int] = {}
         for token_id, token in enumerate(self._bytes):
             if not isinstance(token, bytes) or not token:
@@ -63,13 +52,11 @@ class BPETokenizer(TextTokenizer):
             if absent is not None:
                 raise TokenizerError(f"merge {rank + 1} ({a!r} {b!r}) uses {absent!r}, which is not in the vocabulary")
             self._ranks.setdefault((ids[a], ids[b]), (rank, ids[a + b]))
-        self._specials = validate_special_tokens(special_tokens)
         self.special_ids: dict[str, int] = {}
-        for token in self._specials:
+        for token in self._keep_special_tokens(special_tokens):
             if token.encode("utf-8") not in ids:
                 raise TokenizerError(f"special token {token!r} is not in the vocabulary")
             self.special_ids[token] = ids[token.encode("utf-8")]
-        self._special_re = special_splitter(self._specials)
         self._cache: dict[str, tuple[int, ...]] = {}
 
     # -- construction ----------------------------------------------------------------------------
@@ -118,12 +105,10 @@ class BPETokenizer(TextTokenizer):
         return write_files(directory, dict(enumerate(self._bytes)), self.merges, self._specials)
 
     def _fields(self) -> dict:
-        # bytes as hex, so any byte string survives JSON
-        return {
-            "vocab": [t.hex() for t in self._bytes],
-            "merges": [[a.hex(), b.hex()] for a, b in self.merges],
+        return {  # bytes as hex, so any byte string survives JSON
+            "vocab": [t.hex() for t in self._bytes], "merges": [[a.hex(), b.hex()] for a, b in self.merges],
             "special_tokens": self._specials,
-        }
+        }  # fmt: skip
 
     @classmethod
     def _from_fields(cls, data: dict) -> BPETokenizer:

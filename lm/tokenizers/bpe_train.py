@@ -134,21 +134,13 @@ def train_bpe_detailed(
         if gc_was_enabled:
             gc.enable()
 
-    vocab = {i: bytes([i]) for i in range(256)}
-    for a, b in merges:
-        vocab[len(vocab)] = a + b
-    for token in specials:
-        vocab[len(vocab)] = token.encode("utf-8")
+    # GPT-2's layout: the 256 bytes, one token per merge in order, then the special tokens
+    tokens = [bytes([i]) for i in range(256)] + [a + b for a, b in merges] + [t.encode("utf-8") for t in specials]
     return BPETrainResult(
-        vocab=vocab,
-        merges=merges,
-        special_tokens=specials,
-        merge_counts=merge_counts,
-        distinct_pretokens=len(counts),
-        text_bytes=len(text.encode("utf-8")),
-        seconds=time.perf_counter() - start,
-        stopped_early=len(merges) < num_merges,
-    )
+        vocab=dict(enumerate(tokens)), merges=merges, special_tokens=specials, merge_counts=merge_counts,
+        distinct_pretokens=len(counts), text_bytes=len(text.encode("utf-8")),
+        seconds=time.perf_counter() - start, stopped_early=len(merges) < num_merges,
+    )  # fmt: skip
 
 
 def check_text_argument(text: str) -> None:

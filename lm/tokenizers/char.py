@@ -47,11 +47,10 @@ class CharTokenizer(TextTokenizer):
         if len(chars) > MAX_CHARS:
             raise TokenizerError(f"{len(chars):,} distinct characters is over the limit of {MAX_CHARS:,}")
         self.chars = chars
-        self._specials = validate_special_tokens(special_tokens)
         self.stoi = {ch: i for i, ch in enumerate(chars)}
-        self.special_ids = {tok: len(chars) + i for i, tok in enumerate(self._specials)}
-        self.itos = chars + self._specials
-        self._special_re = special_splitter(self._specials)
+        specials = self._keep_special_tokens(special_tokens)
+        self.special_ids = {tok: len(chars) + i for i, tok in enumerate(specials)}
+        self.itos = chars + specials
 
     @classmethod
     def from_text(cls, text: str, special_tokens: Iterable[str] = ()) -> CharTokenizer:

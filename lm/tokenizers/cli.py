@@ -106,9 +106,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t = sub.add_parser("train", help="train a BPE on a UTF-8 text file and save vocab.json + merges.txt")
     t.add_argument("--data", required=True, type=Path, help="UTF-8 text file to learn from")
     t.add_argument("--vocab-size", required=True, type=int, help="ids in all: 256 bytes + merges + specials")
-    t.add_argument(
-        "--special", action="append", metavar="TOKEN", help="a special token, e.g. '<|endoftext|>' (repeatable)"
-    )
+    t.add_argument("--special", action="append", metavar="TOKEN", help="a special token such as '<|endoftext|>'")
     t.add_argument("--out", required=True, type=Path, help="directory to write the tokenizer into")
     t.add_argument("--workers", type=int, help="processes for pre-tokenizing (default: the CPUs, for 4M+ chars)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -120,8 +118,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     d = sub.add_parser("decode", help="print the text of ids")
     d.add_argument("ids", nargs="+", help="token ids")
     for command, func in ((e, cmd_encode), (d, cmd_decode)):
-        command.add_argument(
-            "--tokenizer", default="gpt2", help="`gpt2` or a saved tokenizer's directory (default: gpt2)"
-        )
+        command.add_argument("--tokenizer", default="gpt2", help="`gpt2` (the default) or a saved tokenizer's folder")
         command.set_defaults(func=func)
     return p

@@ -17,17 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lm import files
-from lm.tokenizers.base import (
-    Merges,
-    TokenizerError,
-    Vocab,
-    atomic_write_text,
-    check_unicode,
-    decode_utf8,
-    load_json,
-    read_text_file,
-    validate_special_tokens,
-)
+from lm.tokenizers.base import Merges, TokenizerError, Vocab, atomic_write_text, check_unicode, decode_utf8, load_json
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -43,14 +33,8 @@ def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's map from each byte to a printable character: printable Latin-1 bytes map to themselves,
     the other 68 to U+0100 upwards in byte order (so no token string holds whitespace or control characters)."""
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            table[b] = chr(b)
-        else:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
+    moved = [b for b in range(256) if b not in keep]
+    return {b: chr(b) if b in keep else chr(256 + moved.index(b)) for b in range(256)}
 
 
 @lru_cache(maxsize=1)
@@ -80,12 +64,13 @@ def read_files(
 ) -> tuple[Vocab, Merges]:
     """`vocab.json` as {id: bytes} and `merges.txt` as byte pairs in rank order; with a manifest's `hashes`
     (file name -> sha256), each file must have the recorded hash before it is parsed."""
-    vocab = parse_vocab(_read(Path(vocab_path), "vocabulary file", hashes), vocab_path)
-    return vocab, parse_merges(_read(Path(merges_path), "merges file", hashes), merges_path)
+    vocab = parse_vocab(_read(Path(vocab_path), "vocabulary file", hashes=hashes), vocab_path)
+    return vocab, parse_merges(_read(Path(merges_path), "merges file", hashes=hashes), merges_path)
 
 
-def _read(path: Path, what: str, hashes: dict[str, str] | None) -> str:
-    raw = files.read_regular_file(path, MAX_FILE_BYTES, what, error=TokenizerError)
+def _read(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES, hashes: dict[str, str] | None = None) -> str:
+    """A file's text; with `hashes` (a manifest's), the file must have the sha256 it records for the name."""
+    raw = files.read_regular_file(path, max_bytes, what, error=TokenizerError)
     if hashes is not None and hashlib.sha256(raw).hexdigest() != hashes[path.name]:
         raise TokenizerError(
             f"{path} does not belong with the other files of {path.parent}: its sha256 is not the one "
@@ -170,8 +155,8 @@ def read_folder(directory: Path) -> tuple[Vocab, Merges, list[str] | None]:
 
 
 def _read_manifest(path: Path) -> tuple[dict[str, str], list[str]]:
-    """The file hashes and special tokens a manifest records, each checked."""
-    data = load_json(read_text_file(path, MAX_MANIFEST_BYTES, "tokenizer manifest"), str(path))
+    """The file hashes and special tokens a manifest records."""
+    data = load_json(_read(path, "tokenizer manifest", MAX_MANIFEST_BYTES), str(path))
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT or data.get("version") != 1:
         raise TokenizerError(
             f'{path}: a tokenizer manifest is a JSON object with "format": "{MANIFEST_FORMAT}", "version": 1'
@@ -185,10 +170,7 @@ def _read_manifest(path: Path) -> tuple[dict[str, str], list[str]]:
     specials = data.get("special_tokens")
     if not isinstance(specials, list):
         raise TokenizerError(f'{path}: "special_tokens" must be a list of strings')
-    try:
-        return hashes, validate_special_tokens(specials)
-    except TokenizerError as err:
-        raise TokenizerError(f"{path}: {err}") from None
+    return hashes, specials  # each checked as BPETokenizer checks every special token
 
 
 def unreachable_entries(vocab: Vocab, merges: Merges) -> list[str]:

@@ -161,11 +161,10 @@ class WordTokenizer(TextTokenizer):
 
 
 def _distinct_words(texts: Iterable[str], what: str) -> list[str]:
-    """The words of `texts` in order of first appearance; a special token among them is an error."""
-    seen: dict[str, None] = {}
-    for text in texts:
-        for word in split_words(text):
-            if word in SPECIALS:
-                raise TokenizerError(f"'{word}' is a special token and cannot be a word of the {what}")
-            seen.setdefault(word)
-    return list(seen)  # each then checked as a vocabulary entry (valid Unicode) by WordTokenizer
+    """The words of `texts` in order of first appearance; a special token among them is an error (the other
+    checks of a word are WordTokenizer's)."""
+    words = list(dict.fromkeys(word for text in texts for word in split_words(text)))
+    special = next((word for word in words if word in SPECIALS), None)
+    if special is not None:
+        raise TokenizerError(f"'{special}' is a special token and cannot be a word of the {what}")
+    return words
