@@ -45,6 +45,17 @@ def model_from_upload(data: bytes, name: str) -> LanguageModel:
         raise GenerateError(f"Cannot use this weights file: {err}") from None
 
 
+def latest_trained(training, text_run) -> str | None:
+    """Which of the session's two Train-page runs the Generate page offers as "trained in this session":
+    the one started last that has a model ("sentences" or "text"), None when neither has one."""
+    runs = []
+    if training.status in ("stopped", "finished"):
+        runs.append((training.started_at, "sentences"))
+    if text_run.model is not None:
+        runs.append((text_run.started_at, "text"))
+    return max(runs)[1] if runs else None
+
+
 def _sentence(err: Exception) -> str:
     """lm's message as a sentence for the page (a leading parameter name such as top_k keeps its case)."""
     text = str(err)

@@ -166,6 +166,7 @@ class LMSession:
 
     def __init__(self) -> None:
         self.trainer: Trainer | None = None
+        self.started_at = -math.inf
         self.run: RunRecord | None = None
         self.runs: list[RunRecord] = []  # every run of the session, the current one last
         self.running = False
@@ -197,6 +198,7 @@ class LMSession:
         record.unigram = unigram_loss(tokens.val, len(trainer.tokenizer), tokens.train)
         record.n_params = trainer.model.num_parameters()
         self.trainer, self.run, self.running, self.error = trainer, record, True, ""
+        self.started_at = time.monotonic()  # which of the session's runs is the latest (the Generate page asks)
         self.runs.append(record)
 
     def stop(self) -> None:

@@ -222,7 +222,9 @@ def results_ui(session: LMSession) -> None:
     st.subheader("Compare runs")
     st.dataframe([r.row() for r in finished], hide_index=True, width="stretch", key="train_lm_runs")
     names = [lm_charts.label(r) for r in finished]
-    chosen = st.multiselect("Runs to overlay", names, default=names[-2:], key="train_lm_compare")
+    # keyed by the number of runs: a run that finishes resets the choice to the last two (a kept widget
+    # state would ignore the new default and go on showing only the runs chosen before)
+    chosen = st.multiselect("Runs to overlay", names, default=names[-2:], key=f"train_lm_compare_{len(names)}")
     validation = st.toggle("Validation loss (off: training loss)", value=True, key="train_lm_compare_val")
     picked = [r for r, n in zip(finished, names) if n in chosen]
     if picked:

@@ -149,6 +149,7 @@ class TrainingSession:
 
     def reset(self) -> None:
         self.trainer: Trainer | None = None
+        self.started_at = -math.inf
         self._events = None  # the trainer's events(), pulled a few at a time
         self._last: TrainEvent | None = None  # the last step's event
         self.settings: TrainSettings | None = None
@@ -206,6 +207,7 @@ class TrainingSession:
         self.reset()
         trainer = make_trainer(settings)
         self.trainer, self.settings, self.running = trainer, settings, True
+        self.started_at = time.monotonic()  # which of the session's runs is the latest (the Generate page asks)
         self._events = trainer.events()
 
     def stop(self) -> None:

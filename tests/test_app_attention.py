@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from playground import attention_steps as att
 from playground.attention_figures import cell_text
+from playground.markdown import shown
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
 TIMEOUT = 90  # seconds per run: the machine is shared and the first run loads GPT-2's tokenizer
@@ -90,12 +91,12 @@ def test_bad_text_gives_a_message_and_the_page_keeps_running():
     at = open_attention()
     at.text_input(key="att_text").set_value("").run()
     assert not at.exception
-    assert "the text is empty" in at.error[0].value and not at.header
+    assert "the text is empty" in shown(at.error[0].value) and not at.header
     at.text_input(key="att_text").set_value("one two three four five six seven eight nine ten eleven").run()
     assert not at.exception
-    assert "11 GPT-2 tokens; the limit is 10" in at.error[0].value and not at.header
+    assert "11 GPT-2 tokens; the limit is 10" in shown(at.error[0].value) and not at.header
     at.text_input(key="att_text").set_value("Hello").run()
-    assert "single token" in at.error[0].value
+    assert "single token" in shown(at.error[0].value)
     at.text_input(key="att_text").set_value("<script> **bold**").run()  # shown literally
     assert not at.exception and not at.error
     assert at.caption[0].value == "6 GPT-2 tokens: \\< · script · \\> · ␣\\*\\* · bold · \\*\\*"
@@ -116,6 +117,6 @@ def test_sizes_that_do_not_fit_give_a_message():
     at.number_input(key="att_dk").set_value(5).run()
     at.number_input(key="att_heads").set_value(4).run()
     assert not at.exception and not at.header
-    assert "4 heads × d_k 5 = 20 columns" in at.error[0].value
+    assert "4 heads × d_k 5 = 20 columns" in shown(at.error[0].value)
     at.number_input(key="att_heads").set_value(3).run()  # 15 columns fit
     assert not at.exception and not at.error and len(at.header) == 6

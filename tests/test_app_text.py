@@ -12,6 +12,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from playground.markdown import shown
 from playground.text_generation import SHAKESPEARE_MODEL
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
@@ -47,7 +48,7 @@ def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head()
     assert len(figs["Next-token distribution at every step (× = chosen)"]["data"][0]["z"]) == 8
     at.text_area(key="gen_text_prompt").input("Caf\u00e9 society").run()
     assert not at.exception
-    assert at.error and "not in the vocabulary: 'é'" in at.error[0].value
+    assert at.error and "not in the vocabulary: 'é'" in shown(at.error[0].value)
 
 
 def test_language_model_mode_trains_live_and_feeds_generate() -> None:
@@ -78,6 +79,19 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     assert any("language-model run (finished, step 6)" in c.value for c in at.caption)
     assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
 
+    # A second run: "Compare runs" overlays the last two by default (issue 18, finding 2: it kept run 1 only).
+    at.switch_page("app_pages/train.py").run()
+    at.button(key="train_lm_start").click().run()
+    for _ in range(40):
+        if not session.running:
+            break
+        at.run()
+    assert not at.exception and session.status == "finished" and len(session.runs) == 2
+    overlay = next(m for m in at.multiselect if m.label == "Runs to overlay")
+    assert len(overlay.value) == 2
+    compare = next(spec for title, spec in figures(at).items() if title.startswith("Validation loss of"))
+    assert len(compare["data"]) == 2
+
 
 def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> None:
     at = open_page("generate")
@@ -87,7 +101,7 @@ def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> Non
     assert not at.exception and not at.error
     assert any(c.value.startswith("Upload a weights file: 156,224 parameters") for c in at.caption)
     at.file_uploader(key="gen_upload").upload("cut.safetensors", data[:-50], "application/octet-stream").run()
-    assert not at.exception and at.error and "'cut.safetensors'" in at.error[0].value
+    assert not at.exception and at.error and "'cut.safetensors'" in shown(at.error[0].value)
 
 
 def test_settings_that_do_not_fit_are_a_message_and_leaving_the_page_pauses_a_run() -> None:
@@ -95,7 +109,7 @@ def test_settings_that_do_not_fit_are_a_message_and_leaving_the_page_pauses_a_ru
     at.segmented_control(key="train_mode").set_value("Language model").run()
     at.number_input(key="train_lm_n_heads").set_value(3).run()
     at.button(key="train_lm_start").click().run()
-    assert not at.exception and at.error and "must divide d_model (64)" in at.error[0].value
+    assert not at.exception and at.error and "must divide d_model (64)" in shown(at.error[0].value)
     at.number_input(key="train_lm_n_heads").set_value(4).run()
     at.number_input(key="train_lm_steps").set_value(5000).run()
     at.button(key="train_lm_start").click().run()

@@ -9,7 +9,6 @@ element, not an exception; the downloaded weights upload back and generate the s
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from lm.checkpoint import DEFAULT_WEIGHTS, load
 from lm.data import DEFAULT_CORPUS
 from lm.train import TrainConfig, Trainer
 from playground.generation import DEFAULT
+from playground.markdown import shown
 
 HOME = str(Path(__file__).resolve().parents[1] / "playground" / "Home.py")
 TIMEOUT = 60  # seconds per run: the machine is shared
@@ -136,7 +136,7 @@ def test_bad_settings_show_an_error_not_an_exception(key: str, value: object, me
     widget.set_value(value).run()
     at.button(key="train_start").click().run()
     assert not at.exception
-    assert at.error and message in at.error[0].value
+    assert at.error and message in shown(at.error[0].value)
     assert at.session_state["train_session"].status == "idle"
 
 
@@ -147,7 +147,7 @@ def test_a_diverging_run_stops_itself_and_says_why() -> None:
     at.button(key="train_start").click().run()
     train_until_done(at)
     assert not at.exception
-    assert at.error and "diverged" in at.error[0].value and "lower the learning rate" in at.error[0].value
+    assert at.error and "diverged" in shown(at.error[0].value) and "lower the learning rate" in shown(at.error[0].value)
 
 
 def test_a_rejected_setting_clears_the_old_results() -> None:
@@ -159,7 +159,7 @@ def test_a_rejected_setting_clears_the_old_results() -> None:
     assert at.success and at.dataframe and any(m.label == "Memorized" for m in at.metric)
     at.text_area(key="train_corpus").set_value("a b c\n" * 2000).run()
     at.button(key="train_start").click().run()
-    assert at.error and "the limit is 100" in at.error[0].value
+    assert at.error and "the limit is 100" in shown(at.error[0].value)
     assert not at.success and not at.dataframe and not at.metric and not at.get("download_button")
     assert figures(at)["Loss (cross-entropy)"]["data"][0]["y"] == []
 
@@ -246,11 +246,6 @@ def test_beyond_four_heads_the_page_draws_the_chosen_ones() -> None:
     assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (2, 7, 8)]
 
 
-def shown(markdown: str) -> str:
-    """What a reader sees of a message's Markdown source: the text with its escapes undone."""
-    return re.sub(r"\\(.)", r"\1", markdown)
-
-
 def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
     at = open_page("generate")
     at.text_input(key="gen_prompt").input("the purple fox").run()
@@ -266,7 +261,7 @@ def test_a_bad_uploaded_file_shows_an_error() -> None:
     at.radio(key="gen_model").set_value("Upload a weights file").run()
     at.file_uploader(key="gen_upload").upload("model.safetensors", b"\x00" * 100, "application/octet-stream").run()
     assert not at.exception
-    assert at.error and "Cannot use this weights file" in at.error[0].value
+    assert at.error and "Cannot use this weights file" in shown(at.error[0].value)
     assert not at.get("plotly_chart")
 
 
@@ -279,8 +274,8 @@ def test_user_text_in_messages_is_shown_literally_not_as_markdown() -> None:
     at.file_uploader(key="gen_upload").upload(f"{hostile}.safetensors", b"\x00" * 100, "application/octet-stream")
     at.run()
     assert not at.exception and at.error
-    shown = at.error[0].value
-    assert "\\*\\*BOLD\\*\\* \\[link\\]\\(https\\:" in shown and "**BOLD**" not in shown
+    source = at.error[0].value  # the Markdown the page sent: the user's text escaped
+    assert "\\*\\*BOLD\\*\\* \\[link\\]\\(https\\:" in source and "**BOLD**" not in source
     at = open_page("generate")
     at.text_input(key="gen_prompt").set_value(f"the {hostile}").run()
     assert not at.exception and at.error

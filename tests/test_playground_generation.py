@@ -104,3 +104,19 @@ def test_the_new_tokens_are_highlighted_and_user_text_is_escaped() -> None:
     trace = Trace([4, 5], prompt_tokens=["the", "red"], new_tokens=["fox", "[x]*"])
     assert highlighted_markdown(trace) == (r"the red :orange-background[**fox**] :orange-background[**\[x\]\***]")
     assert literal("a_b:c") == r"a\_b\:c"
+
+
+def test_trained_in_this_session_is_the_run_started_last():
+    """Issue 18, finding 1: a language-model run, then a Memorize run whose banner says it is now the trained
+    model: Generate must offer the Memorize run (and the other way round), never the older one."""
+    from types import SimpleNamespace
+
+    from playground.generation import latest_trained
+
+    memorize = SimpleNamespace(status="finished", started_at=2.0)
+    text = SimpleNamespace(model=object(), started_at=1.0)
+    assert latest_trained(memorize, text) == "sentences"
+    assert latest_trained(SimpleNamespace(status="finished", started_at=0.5), text) == "text"
+    assert latest_trained(SimpleNamespace(status="running", started_at=3.0), text) == "text"  # no model yet
+    assert latest_trained(memorize, SimpleNamespace(model=None, started_at=5.0)) == "sentences"
+    assert latest_trained(SimpleNamespace(status="idle", started_at=-1), SimpleNamespace(model=None)) is None

@@ -27,6 +27,7 @@ from playground.generation import (
     default_model,
     fingerprint,
     highlighted_markdown,
+    latest_trained,
     model_from_upload,
     run_generation,
     step_labels,
@@ -85,11 +86,10 @@ def model_ui() -> LanguageModel | None:
     if choice == DEFAULT:
         return session_model("gen_default_model", default_model)
     if choice == TRAINED:
-        text_run = lm_session()
-        if text_run.model is not None:  # the Train page's language-model run, when there is one
+        text_run, training = lm_session(), training_session()  # the router paused them when Train was left
+        if latest_trained(training, text_run) == "text":  # the language-model run was started last
             st.caption(f"The Train page's language-model run ({text_run.status}, step {text_run.step}).")
             return text_run.model
-        training = training_session()  # the router paused it when the Train page was left
         if training.status == "stopped":
             st.caption(
                 f"The Train page's run is paused at epoch {training.epoch} of {training.epochs} (leaving the Train "
