@@ -14,7 +14,8 @@ import torch
 
 import autodiff as ad
 
-TRICKY = ["ｒｅｌｕ", "ｔ3", "t3", "ﬁ", "𝐱", "ｍａｔｍｕｌ", "t1_", "sum", "relu", "check", "ready", "_c0", "ｃｈｅｃｋ"]
+TRICKY = ["ｒｅｌｕ", "ｔ3", "t3", "ﬁ", "𝐱", "ｍａｔｍｕｌ", "t1_", "sum", "relu", "check", "ready", "_c0"]
+TRICKY += ["ｃｈｅｃｋ"]
 
 
 def _both(outputs, feed):
