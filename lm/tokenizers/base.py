@@ -175,9 +175,10 @@ def decode_utf8(raw: bytes, path: str | os.PathLike) -> str:
         raise TokenizerError(f"{path} line {line}: not UTF-8 text (byte {err.start}); is it a binary file?") from None
 
 
-def read_text_file(path: str | os.PathLike, max_bytes: int, what: str) -> str:
-    """A regular file of at most `max_bytes` (stat'ed before it is opened) decoded as UTF-8."""
-    return decode_utf8(files.read_regular_file(path, max_bytes, what, error=TokenizerError), path)
+def read_text_file(path: str | os.PathLike, max_bytes: int, what: str, hint: str = "") -> str:
+    """A regular file of at most `max_bytes` (stat'ed before it is opened) decoded as UTF-8; `hint` says what
+    to do when it does not exist."""
+    return decode_utf8(files.read_regular_file(path, max_bytes, what, hint, error=TokenizerError), path)
 
 
 def load_json(text: str, what: str):

@@ -116,9 +116,8 @@ class CharTokenizer(TextTokenizer):
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        if not path.exists():
-            raise TokenizerError(f"no character tokenizer at {path}: save one with CharTokenizer.save(directory)")
-        data = load_json(read_text_file(path, MAX_FILE_BYTES, "character tokenizer file"), str(path))
+        hint = "save one with CharTokenizer.save(directory)"
+        data = load_json(read_text_file(path, MAX_FILE_BYTES, "character tokenizer file", hint), str(path))
         try:
             return cls.from_dict(data)
         except TokenizerError as err:
