@@ -185,3 +185,12 @@ def test_the_text_form_sits_beside_the_generated_code_and_opens_collapsed_when_l
     at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 30)).run()
     assert not at.exception and at.code[0].value.count("\n") > 400
     assert not at.expander[0].proto.expanded
+
+
+def test_the_project_config_turns_off_usage_statistics_and_the_deploy_button() -> None:
+    """Issue 18, finding 12: Streamlit started from the project's root reads .streamlit/config.toml."""
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["client"]["toolbarMode"] == "minimal"  # no Deploy button, no developer options

@@ -30,7 +30,11 @@ def assert_no_error(app) -> None:
 @pytest.mark.parametrize("name", PAGES)
 def test_every_page_opens(app, name):
     app.open(PAGES[name])
+    title = app.page.locator("h1").first  # the page drew its title: not a blank page that raised nothing
+    title.wait_for(timeout=60_000)
+    assert title.inner_text().strip()
     assert_no_error(app)
+    assert app.page.get_by_role("button", name="Deploy").count() == 0  # .streamlit/config.toml: minimal toolbar
     app.screenshot(f"page-{name}")
 
 
