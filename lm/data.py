@@ -163,7 +163,8 @@ def download_tinystories(
     path = Path(cache_dir or default_cache_dir()) / f"tinystories-{n_stories}.txt"
     if path.is_file():
         return path
-    offline_help = "use --data stories (the bundled samples) or --data FILE with a local text file"
+    # words for a command line and a page alike (no flags): the sources by their names
+    offline_help = "use the bundled TinyStories sample (the source 'stories') or a local text file instead"
     if loader is None:
         if not _online():  # first: a second at most, before importing the heavy library
             raise DataError(f"cannot reach huggingface.co to download TinyStories (offline?): {offline_help}")

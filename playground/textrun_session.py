@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from lm.data import DataError, Windows, load_source, load_tokens, make_tokenizer, unigram_loss
-from lm.generate import generate
+from lm.generate import STOP_REASONS, generate
 from lm.tokenizers import BPETokenizer
 from lm.train import TrainConfig, Trainer
 
@@ -161,6 +161,14 @@ class RunRecord:
         }  # fmt: skip
 
 
+def sample_text(trace) -> str:
+    """A sample as the page lists it: the continuation, or what happened when there is none (a young model
+    often ends the text at once; a bare "step 50:" said nothing)."""
+    if trace.continuation.strip():
+        return trace.continuation
+    return f"(nothing yet: {STOP_REASONS[trace.stop_reason]} at once)"
+
+
 class LMSession:
     """A language-model run advanced tick by tick, and the session's finished or stopped runs."""
 
@@ -254,7 +262,7 @@ class LMSession:
     def sample(self, prompt: str) -> str:
         """A continuation of the fixed prompt (seeded: samples differ only as the model does)."""
         try:
-            return generate(self.trainer.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0).continuation
+            return sample_text(generate(self.trainer.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0))
         except ValueError as err:
             return f"(no sample: {err})"
 

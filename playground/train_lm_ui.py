@@ -37,14 +37,15 @@ TEXT = "train_lm_text"  # the pasted or uploaded corpus, once checked
 ERROR = "train_lm_error"
 
 
-def corpus_ui(disabled: bool) -> tuple[str, str | None]:
-    """The corpus choice and, for a pasted or uploaded one, its checked text (None with a message)."""
+def corpus_ui(disabled: bool) -> tuple[str, str | None, bool]:
+    """The corpus choice, for a pasted or uploaded one its checked text, and whether that text was refused
+    (its message is shown here, once: Start then does nothing more)."""
     corpus = st.selectbox(
         "Corpus", list(CORPORA), format_func=CORPORA.get, disabled=disabled,
         help="TinyStories (download) fetches stories from the internet when you start: it fails with a message "
         "offline; the sample is bundled.", **persistent("train_lm_corpus", DEFAULTS.corpus),
     )  # fmt: skip
-    text = None
+    text, refused = None, False
     try:
         if corpus == "pasted":
             pasted = st.text_area("Text to train on", height=150, disabled=disabled, key="train_lm_paste")
@@ -56,7 +57,8 @@ def corpus_ui(disabled: bool) -> tuple[str, str | None]:
             text = check_text_upload(upload.getvalue(), upload.name) if upload is not None else None
     except LMSettingsError as err:
         st.error(literal(str(err)), icon=":material/block:")
-    return corpus, text
+        refused = True
+    return corpus, text, refused
 
 
 def tokenizer_ui(disabled: bool) -> str:
@@ -137,11 +139,12 @@ def numbers_ui(disabled: bool) -> dict:
     return values
 
 
-def settings_ui(disabled: bool) -> tuple[LMSettings, str | None]:
-    corpus, text = corpus_ui(disabled)
+def settings_ui(disabled: bool) -> tuple[LMSettings, str | None, bool]:
+    corpus, text, refused = corpus_ui(disabled)
     tokenizer = tokenizer_ui(disabled)
     preset, parts = model_ui(disabled)
-    return LMSettings(corpus=corpus, tokenizer=tokenizer, preset=preset, parts=parts, **numbers_ui(disabled)), text
+    settings = LMSettings(corpus=corpus, tokenizer=tokenizer, preset=preset, parts=parts, **numbers_ui(disabled))
+    return settings, text, refused
 
 
 def start(session: LMSession, settings: LMSettings, text: str | None) -> None:
@@ -160,9 +163,10 @@ def start(session: LMSession, settings: LMSettings, text: str | None) -> None:
     st.rerun()
 
 
-def controls_ui(session: LMSession, settings: LMSettings, text: str | None) -> None:
+def controls_ui(session: LMSession, settings: LMSettings, text: str | None, refused: bool) -> None:
     start_col, stop_col, resume_col, reset_col, _ = st.columns([1, 1, 1, 1, 2])
-    if start_col.button("Start", type="primary", disabled=session.running, width="stretch", key="train_lm_start"):
+    pressed = start_col.button("Start", type="primary", disabled=session.running, width="stretch", key="train_lm_start")
+    if pressed and not refused:  # a refused text's message is already on the page: no second, false one
         start(session, settings, text)
     stop_col.button("Stop", disabled=not session.running, width="stretch", key="train_lm_stop", on_click=session.stop)
     resume_col.button(
@@ -195,7 +199,9 @@ def live_ui(session: LMSession) -> None:
     loss_col.plotly_chart(lm_charts.loss_figure(run, tokens, planned), key="train_lm_loss")
     lr_col.plotly_chart(lm_charts.lr_figure(run, planned), key="train_lm_lr_chart")
     if run is not None and run.samples:
-        st.markdown(f"**Samples from the fixed prompt** (every {run.settings['sample_every']} steps, newest last)")
+        prompt = run.settings["sample_prompt"]
+        shown_prompt = f"“{literal(prompt)}”" if prompt else "an empty prompt (a new document)"
+        st.markdown(f"**Samples from {shown_prompt}** (every {run.settings['sample_every']} steps, newest last)")
         for step, text in run.samples:
             st.code(f"step {step}: {text}", language=None, wrap_lines=True)
     if session.status in ("stopped", "finished") and session.step:  # drawn by the tick that ends the run
@@ -234,7 +240,7 @@ def results_ui(session: LMSession) -> None:
 def lm_mode() -> None:
     """The whole Language model mode."""
     session = lm_session()
-    settings, text = settings_ui(disabled=session.running)
-    controls_ui(session, settings, text)
+    settings, text, refused = settings_ui(disabled=session.running)
+    controls_ui(session, settings, text, refused)
     st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session)
     results_ui(session)

@@ -116,3 +116,17 @@ def test_settings_that_do_not_fit_are_a_message_and_leaving_the_page_pauses_a_ru
     assert at.session_state["train_lm_session"].running
     at.switch_page("app_pages/home.py").run()
     assert not at.exception and at.session_state["train_lm_session"].status == "stopped"
+
+
+def test_a_refused_pasted_text_is_one_message_not_two() -> None:
+    """Issue 18, finding 3: 11 pasted characters and Start gave the length error and a false "no text yet"."""
+    at = open_page("train")
+    at.segmented_control(key="train_mode").set_value("Language model").run()
+    at.selectbox(key="train_lm_corpus").set_value("pasted").run()
+    at.text_area(key="train_lm_paste").input("hello world").run()
+    at.button(key="train_lm_start").click().run()
+    assert not at.exception
+    assert [shown(e.value) for e in at.error] == [
+        "the pasted text has 11 characters; give at least 1,000"
+    ]  # fmt: skip
+    assert at.session_state["train_lm_session"].status == "idle"

@@ -162,7 +162,8 @@ def test_tinystories_without_network_fails_clearly_and_fast(tmp_path, monkeypatc
     with pytest.raises(DataError, match="TinyStories|datasets") as err:
         data.load_source("tinystories", cache_dir=tmp_path)
     assert time.perf_counter() - start < 1.0
-    assert "--data stories" in str(err.value)
+    assert "the bundled TinyStories sample (the source 'stories')" in str(err.value)
+    assert "--" not in str(err.value)  # no command-line flags: the Train page shows this message too (issue 18)
 
 
 def test_tinystories_download_failing_midway_is_reported_and_leaves_no_file(tmp_path):

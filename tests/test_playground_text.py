@@ -156,5 +156,17 @@ def test_tinystories_is_downloaded_only_when_chosen_and_fails_clearly_offline(tm
     import lm.data  # noqa: PLC0415
 
     monkeypatch.setattr(lm.data, "_online", lambda *args, **kwargs: False)
-    with pytest.raises(LMSettingsError, match=r"TinyStories.*(offline|datasets)"):  # whichever is missing
+    with pytest.raises(LMSettingsError, match=r"TinyStories.*(offline|datasets)") as err:  # whichever is missing
         LMSession().start(LMSettings(corpus="tinystories"), cache_dir=tmp_path)
+    assert "--data" not in str(err.value)  # words for the page, not command-line flags (issue 18, finding 4)
+
+
+def test_a_sample_that_ends_at_once_says_so() -> None:
+    """Issue 18, finding 5: a young model's sample was an empty "step 50:"."""
+    from types import SimpleNamespace
+
+    from playground.textrun_session import sample_text
+
+    assert sample_text(SimpleNamespace(continuation="To be", stop_reason="max_new_tokens")) == "To be"
+    empty = sample_text(SimpleNamespace(continuation="\n", stop_reason="end"))
+    assert empty.startswith("(nothing yet: the model predicted the end") and empty.endswith("at once)")
