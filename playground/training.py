@@ -41,9 +41,11 @@ MAX_CORPUS_LINES = 100  # the page's bound, passed to lm's parser so its message
 # lines of 64 distinct words took 6 s and 3.4 GB a tick before these bounds.
 MAX_CORPUS_WORDS = 1_000  # sentences x words of the longest sentence
 MAX_VOCABULARY = 500  # distinct words
-# Memorization is scored at fixed epochs (every `score_every(epochs)`), never by the clock, so two runs
-# with the same settings report the same "first memorized at epoch N". At most this many scores a run:
-# one forward pass each, about a third of an epoch.
+# Memorization is scored at fixed epochs (`scored`), never by the clock, so two runs with the same settings
+# report the same "first memorized at epoch N": every epoch up to MAX_SCORES (the classic recipe memorizes
+# by epoch 25, so that epoch is exact whatever the run's length: it was 25 at 150 epochs, 28 at 2,000 when
+# long runs were scored every 14th epoch from the start), then every `score_every(epochs)` and the last.
+# At most 2 x MAX_SCORES scores a run: one forward pass each, about a third of an epoch.
 MAX_SCORES = 150
 
 
@@ -67,8 +69,13 @@ class TrainSettings:
 
 
 def score_every(epochs: int) -> int:
-    """Epochs between memorization scores: every epoch up to MAX_SCORES epochs, then evenly spaced."""
+    """Epochs between memorization scores after the first MAX_SCORES: evenly spaced over the run."""
     return max(1, math.ceil(epochs / MAX_SCORES))
+
+
+def scored(epoch: int, epochs: int) -> bool:
+    """Whether memorization is scored after this epoch (see MAX_SCORES)."""
+    return epoch <= MAX_SCORES or epoch % score_every(epochs) == 0 or epoch == epochs
 
 
 def _page_limits(settings: TrainSettings) -> None:
@@ -108,7 +115,7 @@ def make_trainer(settings: TrainSettings) -> Trainer:
     try:  # lm checks every value and says what is wrong in its own words
         config = TrainConfig.recipe(
             "classic", **sizes, optimizer=settings.optimizer, lr=settings.lr, steps=settings.epochs,
-            seed=settings.seed, eval_every=score_every(settings.epochs) if isinstance(settings.epochs, int) else 1,
+            seed=settings.seed, eval_every=0,  # lm scores the last epoch; the session the others (`scored`)
         )  # fmt: skip
         return Trainer(config, source=Sentences(sentences))
     except (TypeError, ValueError) as err:
@@ -220,7 +227,7 @@ class TrainingSession:
     def advance(self, budget_s: float = 0.3, max_epochs: int = 1000) -> list[TrainEvent]:
         """Train until `budget_s` seconds have passed (at least one epoch), `max_epochs` are done, the run
         ends or it diverges. Returns the new events (none when not running). lm scores memorization
-        at the epochs the settings fix (see `score_every`), so the scores do not depend on the clock."""
+        at the epochs the settings fix (see `scored`), so the scores do not depend on the clock."""
         if not self.running or self.trainer is None:
             return []
         trainer, events = self.trainer, []
@@ -235,11 +242,13 @@ class TrainingSession:
             if self._diverged(event):
                 break
             self.history.add(event)
-            if self._eval_due(event):  # pulled in the same tick: a score belongs to its step
+            if self._eval_due(event):  # lm's evaluation of the last step, pulled in the same tick
                 evaluation = next(self._events)
                 self._score(evaluation, self.busy_s + time.perf_counter() - start)
-                if self._diverged(evaluation):  # the last step's: a run that ended no lower than it began
+                if self._diverged(evaluation):  # a run that ended no lower than it began
                     break
+            elif scored(event.step, event.total):
+                self._score(event, self.busy_s + time.perf_counter() - start)
             if time.perf_counter() >= deadline:
                 break
         self.busy_s += time.perf_counter() - start

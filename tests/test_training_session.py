@@ -162,11 +162,21 @@ def test_identical_runs_report_the_same_first_memorized_epoch_whatever_the_ticks
         assert other.history.mem_scores == first.history.mem_scores
 
 
-def test_long_runs_are_scored_every_few_epochs_and_always_at_the_last() -> None:
+def test_long_runs_are_scored_every_epoch_first_then_every_few_and_always_at_the_last() -> None:
     assert [score_every(n) for n in (1, 150, 151, 400, 5000)] == [1, 1, 2, 3, 34]
     session = _run(replace(SMALL, epochs=400), budget_s=1.0)
-    assert session.history.mem_epochs == [*range(3, 400, 3), 400]
+    assert session.history.mem_epochs == [*range(1, 151), *range(153, 400, 3), 400]
     assert len(session.history.mem_scores) == len(session.history.mem_epochs)
+
+
+def test_the_first_memorized_epoch_does_not_depend_on_the_run_length() -> None:
+    """Issue 18, finding 6: 'first reproduced at epoch 25' at 150 epochs, 'epoch 28' at 2,000."""
+    short = _run(replace(TrainSettings(), epochs=150), budget_s=5.0)
+    long = TrainingSession()
+    long.start(replace(TrainSettings(), epochs=2000))
+    while long.running and long.epoch < 150:
+        long.advance(budget_s=5.0, max_epochs=150 - long.epoch)
+    assert short.first_full_epoch is not None and long.first_full_epoch == short.first_full_epoch
 
 
 def test_max_epochs_paces_a_tick() -> None:
