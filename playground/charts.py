@@ -92,6 +92,18 @@ def loss_figure(
     return fig
 
 
+def waiting(fig: go.Figure, planned: int | None, what: str = "the curve") -> go.Figure:
+    """A chart before its run: the x axis over the planned steps (or none), no y ticks, and a line saying
+    what will appear, instead of plotly's meaningless default axes (-1..6 x -1..4)."""
+    fig.update_xaxes(range=[0, planned or 1], showticklabels=bool(planned))
+    fig.update_yaxes(range=[0, 1], showticklabels=False, showgrid=False, zeroline=False)
+    fig.add_annotation(
+        text=f"{what} appears here when the run starts", x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+        font=dict(color="#7f7f7f"),
+    )  # fmt: skip
+    return fig
+
+
 def gapped(epochs: Sequence[int], values: Sequence[float]) -> tuple[list, list]:
     """The points with a None between two that are not consecutive epochs, so a line is drawn only
     between epochs next to each other, never across epochs that were not measured."""

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from playground.charts import thin
+from playground.charts import thin, waiting
 from playground.textrun_session import RunRecord
 
 TRAIN, VAL, BASE = "#1f77b4", "#d62728", "#7f7f7f"
@@ -44,6 +44,8 @@ def loss_figure(run: RunRecord | None, tokens: bool = False, planned: int | None
         title="Loss (cross-entropy, nats per token)", xaxis_title=xlabel, yaxis_title="loss", height=HEIGHT,
         margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25),
     )  # fmt: skip
+    if run is None or not run.steps:
+        return waiting(fig, None if tokens else planned, "the loss")
     if planned and not tokens:
         fig.update_xaxes(range=[0, planned])
     return fig
@@ -57,6 +59,8 @@ def lr_figure(run: RunRecord | None, planned: int | None = None) -> go.Figure:
         title="Learning rate (warmup, then cosine)", xaxis_title="step", yaxis_title="lr", height=HEIGHT,
         margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
     )  # fmt: skip
+    if not x:
+        return waiting(fig, planned, "the learning rate of each step")
     if planned:
         fig.update_xaxes(range=[0, planned])
     return fig

@@ -155,3 +155,16 @@ def test_a_chart_drawn_while_another_thread_imports_pandas_does_not_fail() -> No
         out = subprocess.run([sys.executable, "-c", RACE], cwd=root, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         assert "errors: []" in out.stdout, out.stdout
+
+
+def test_charts_before_a_run_say_what_will_appear_not_meaningless_axes() -> None:
+    """Issue 18, finding 11: before Start the language-model charts showed plotly's default axes
+    (learning rate -1..4, steps 0..6)."""
+    from playground import lm_charts
+
+    for fig in (lm_charts.loss_figure(None, planned=400), lm_charts.lr_figure(None, planned=400)):
+        layout = fig.to_plotly_json()["layout"]
+        assert layout["xaxis"]["range"] == [0, 400] and layout["yaxis"]["showticklabels"] is False
+        assert "appears here when the run starts" in layout["annotations"][0]["text"]
+    layout = lm_charts.lr_figure(None).to_plotly_json()["layout"]
+    assert layout["xaxis"]["showticklabels"] is False  # nothing planned yet: no step numbers either
