@@ -194,3 +194,13 @@ def test_the_project_config_turns_off_usage_statistics_and_the_deploy_button() -
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert config["browser"]["gatherUsageStats"] is False
     assert config["client"]["toolbarMode"] == "minimal"  # no Deploy button, no developer options
+
+
+def test_with_evaluate_off_the_caption_does_not_say_evaluated() -> None:
+    """Issue 18, finding 12."""
+    at = open_page("app_pages/graph.py")
+    assert any("built, evaluated and laid out" in c.value for c in at.caption)
+    at.toggle[0].set_value(False).run()  # the first toggle is "Evaluate"
+    assert not at.exception
+    captions = [c.value for c in at.caption if " nodes · " in c.value]
+    assert captions and "not evaluated" in captions[0] and ", evaluated" not in captions[0]

@@ -98,7 +98,7 @@ def test_log_scale_toggle() -> None:
 
 def test_the_empty_loss_chart_spans_the_planned_epochs() -> None:
     axes = figures(open_page("train"))["Loss (cross-entropy)"]["layout"]
-    assert axes["xaxis"]["range"] == [1, 150] and axes["yaxis"]["range"] == [0, 1]
+    assert axes["xaxis"]["range"] == [1, 500] and axes["yaxis"]["range"] == [0, 1]  # the classic recipe's 500
 
 
 def test_stop_pauses_training_and_start_resumes_it() -> None:

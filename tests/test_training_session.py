@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from lm.generate import generate
+from lm.train import TrainConfig
 from playground.training import SettingsError, TrainingSession, TrainSettings, make_trainer, score_every
 
 SMALL = TrainSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a model that trains fast
@@ -44,6 +45,16 @@ SMALL = TrainSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a m
 def test_bad_settings_give_a_clear_message(change: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         make_trainer(replace(SMALL, **change))
+
+
+def test_the_page_defaults_are_the_command_lines() -> None:
+    """Issue 18, finding 12: the page defaulted to 150 epochs, `python -m lm train` to 500."""
+    classic = TrainConfig.recipe("classic")
+    page = TrainSettings()
+    assert (page.epochs, page.lr, page.optimizer, page.d_model, page.d_ff, page.n_layers, page.n_heads, page.seed) == (
+        classic.steps, classic.lr, classic.optimizer, classic.d_model, classic.d_ff, classic.n_layers,
+        classic.n_heads, classic.seed,
+    )  # fmt: skip
 
 
 def test_settings_reach_the_model() -> None:

@@ -131,7 +131,8 @@ draw_all = total <= DRAW_LIMIT or st.toggle(
     f"Draw all {total} nodes", help="Laying out several hundred nodes takes the browser a few seconds."
 )
 dot = ex.dot(forward_only=not draw_all)
-st.caption(f"{total} nodes · built, evaluated and laid out as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms")
+steps = "built, evaluated and laid out" if evaluate else "built (not evaluated) and laid out"
+st.caption(f"{total} nodes · {steps} as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms")
 if not draw_all:
     st.info(
         f"Showing the forward graph only: all {total} nodes would take the browser seconds to lay out. "
