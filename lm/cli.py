@@ -53,12 +53,24 @@ def _error(text: str) -> None:
     _status(("\n" if _open_line else "") + f"error: {text}")
 
 
-def _bar(event, width: int = 24) -> str:
+def _bar(event, first_step: int, width: int = 24) -> str:
+    """The progress bar, with the time a step takes and the time left from the first step on (a run of
+    67M-token steps says at once how long it will take)."""
     filled = int(width * event.step / event.total)
+    per_step = event.elapsed / max(1, event.step - first_step)
+    left = per_step * (event.total - event.step)
     return (
         f"\r[{'#' * filled}{'.' * (width - filled)}] step {event.step}/{event.total}  loss {event.loss:.4f}  "
-        f"lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  {event.elapsed:.0f}s"
+        f"lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  {per_step:.2f} s/step  {event.elapsed:.0f}s, "
+        f"{_duration(left)} left"
     )
+
+
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 2h07m."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _evaluation(event) -> str:
@@ -117,13 +129,13 @@ def _train(args: argparse.Namespace, out: Path, config: TrainConfig | None, devi
         f"{f', {trainer.world_size} ranks ({parallel.backend})' if parallel else ''}",
         file=sys.stderr,
     )
-    start, event = time.perf_counter(), None
+    start, event, first_step = time.perf_counter(), None, trainer.step
     for event in trainer.events():
         if event.kind == "eval":
             trainer.save(out)
             _status(_evaluation(event))
         elif not args.quiet:
-            _status(_bar(event), end="")
+            _status(_bar(event, first_step), end="")
     if event is None:
         print(f"nothing to do: the run is at step {trainer.step} of {cfg.steps} (raise --steps)", file=sys.stderr)
         return 0

@@ -5,6 +5,7 @@ sniffing), --epochs as --steps, and every error as one `error:` line with exit c
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -168,6 +169,10 @@ def no_training(monkeypatch):
         (["--out", ""], "--out is empty"),
         (["--out", "{tmp}/file.txt/m.safetensors"], "is not a folder, so nothing can be saved under it"),
         (["--out", "/dev/null"], "is a character device, not a file or folder"),
+        (["--out", "/dev/full"], "is a character device, not a file or folder"),  # issue 19: never replaced
+        (["--out", "{tmp}/pipe"], "is a FIFO"),
+        (["--out", "/proc/x"], "/proc or /sys"),
+        (["--data", "shakespeare", "--out", ""], "--out is empty"),
         (["--data", "sentences:/dev/zero"], "a character device, not a file"),
         # 2 V D + C D + 4 D^2 + 2 D F with V = 47 (45 words, <pad>, <eos>), C = 5, D = 8192, F = 32768
         (
@@ -184,6 +189,7 @@ def no_training(monkeypatch):
 def test_bad_train_command_lines_fail_before_training(args, needle, tmp_path: Path, capsys, no_training):
     (tmp_path / "file.txt").write_text("a file")
     (tmp_path / "text.txt").write_text("some words here. " * 6000)  # a validation part longer than 8192
+    os.mkfifo(tmp_path / "pipe")
     start = time.perf_counter()
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     out = [] if "--out" in args else ["--out", str(tmp_path / "run")]
@@ -227,3 +233,15 @@ def test_a_diverging_run_fails_and_keeps_its_last_good_checkpoint(tmp_path: Path
     assert saved.iteration == 0 and saved.train_config["lr"] == 3
     initial = init_params(saved.model.config)  # the seeded initialization: nothing trained was saved
     assert all(torch.equal(saved.model.params[n], p) for n, p in initial.items())
+
+
+def test_the_progress_bar_says_how_long_a_step_takes_and_the_time_left() -> None:
+    """Issue 19, item 8: a run of huge steps says after its first step how long the rest will take."""
+    from types import SimpleNamespace
+
+    from lm.cli import _bar
+
+    event = SimpleNamespace(step=3, total=1003, loss=2.0, lr=1e-3, tokens_per_s=100.0, elapsed=30.0)
+    bar = _bar(event, first_step=0)
+    assert "10.00 s/step" in bar and "2h46m left" in bar  # 1,000 steps x 10 s
+    assert "0s left" in _bar(SimpleNamespace(**{**vars(event), "step": 1003}), first_step=0)
