@@ -55,7 +55,8 @@ def test_graph_page_renders_a_typed_expression(app):
     texts = svg.locator("text").all_text_contents()
     assert "t0 = matmul" in texts and "t1 = relu" in texts and "backward (gradients)" in texts
     assert_no_error(app)
-    assert app.page.get_by_text("✓", exact=True).count() >= 4  # the gradient check: out and three gradients
+    # the gradient check (out and three gradients) is drawn after the SVG: wait for it, never count at once
+    app.page.get_by_text("✓", exact=True).nth(3).wait_for(timeout=60_000)
     declarations.blur()  # no focus ring in the screenshot
     app.screenshot("graph-page")
     print(f"typed expression rendered as SVG in {seconds:.2f} s")
