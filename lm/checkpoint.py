@@ -45,6 +45,7 @@ class Checkpoint:
     train_config: dict | None = None
     rng: torch.Tensor | None = None  # a torch.Generator's state (uint8): the batches to come
     data_id: str = ""  # names the data a run was trained on (its token file), to refuse another text
+    metrics: dict | None = None  # the last evaluation's results when saved (val_loss, memorized, ...)
 
     def restore(self, model: LanguageModel, optimizer=None) -> int | None:
         """Copy the parameters (and the optimizer state, when the file has one) into existing objects;
@@ -75,13 +76,13 @@ def resolve(path: str | os.PathLike, saving: bool = False) -> Path:
 
 def save(
     dest: str | os.PathLike | BinaryIO, model: LanguageModel, optimizer=None, iteration: int | None = None, *,
-    train_config: dict | None = None, rng: torch.Tensor | None = None, data_id: str = "",
+    train_config: dict | None = None, rng: torch.Tensor | None = None, data_id: str = "", metrics: dict | None = None,
 ) -> Path | None:  # fmt: skip
     """Write a checkpoint to `dest`: a path (atomically; returns the file written) or a binary file object
     such as io.BytesIO (returns None). Without an optimizer it is a weights file."""
     if not hasattr(dest, "write"):  # a path: checked before the work of serializing
         dest = files.check_out_path(resolve(dest, saving=True), "the checkpoint path")
-    data = to_bytes(model, optimizer, iteration, train_config=train_config, rng=rng, data_id=data_id)
+    data = to_bytes(model, optimizer, iteration, train_config=train_config, rng=rng, data_id=data_id, metrics=metrics)
     if isinstance(dest, Path):
         return files.atomic_write(dest, data)
     dest.write(data)
@@ -90,7 +91,7 @@ def save(
 
 def to_bytes(
     model: LanguageModel, optimizer=None, iteration: int | None = None, *,
-    train_config: dict | None = None, rng: torch.Tensor | None = None, data_id: str = "",
+    train_config: dict | None = None, rng: torch.Tensor | None = None, data_id: str = "", metrics: dict | None = None,
 ) -> bytes:  # fmt: skip
     """The checkpoint as safetensors bytes (what `save` writes and a download button serves)."""
     tensors = {f"param/{n}": _cpu(p) for n, p in model.params.items()}
@@ -121,6 +122,8 @@ def to_bytes(
         tensors["rng/batches"] = _cpu(rng)
     if data_id:
         metadata["data_id"] = data_id
+    if metrics:
+        metadata["metrics"] = json.dumps(metrics)
     return st_save(tensors, metadata=metadata)
 
 
@@ -167,7 +170,8 @@ def load(
     params, m, v, rng = _tensors(f, config, prefix="param/", moments=list(steps or ()), rng=True if v1 else None)
     state = None if name is None else {} if steps is None else {"steps": steps, "m": m, "v": v}
     model = LanguageModel(config, params=params, tokenizer=tokenizer)
-    return Checkpoint(model, name, state, settings, iteration, train_config, rng, meta.get(data_key, ""))
+    metrics = _field(f, "metrics", "metrics", _json_object) if "metrics" in has else None
+    return Checkpoint(model, name, state, settings, iteration, train_config, rng, meta.get(data_key, ""), metrics)
 
 
 def _check_format(metadata: dict, source: str) -> None:

@@ -303,6 +303,7 @@ class Trainer:
         self.last_loss = self.last_grad_norm = math.nan
         self.first_loss = self.best_loss = math.inf
         self.done, self.stop_reason = False, None
+        self.last_metrics: dict = {}  # the last evaluation's results (a checkpoint records them)
 
     @property
     def context(self) -> int:
@@ -431,7 +432,7 @@ class Trainer:
             yield event
             due = (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps
             if due and not diverged and (self.parallel is None or self.parallel.is_main):  # rank 0 alone evaluates
-                metrics = self.evaluate_all()
+                metrics = self.last_metrics = self.evaluate_all()
                 yield TrainEvent(**{
                     **asdict(event), "kind": "eval", "metrics": metrics, "done": self.done,
                     "stop_reason": self.stop_reason,
@@ -447,7 +448,7 @@ class Trainer:
             return None
         return checkpoint.save(
             path, self.model, self.optimizer, self.step, train_config=self.config.to_dict(),
-            rng=self.batches.get_state(), data_id=self.source.data_id,
+            rng=self.batches.get_state(), data_id=self.source.data_id, metrics=self.last_metrics,
         )  # fmt: skip
 
     @classmethod

@@ -516,3 +516,11 @@ def test_read_regular_file_reads_exactly_what_stat_says(tmp_path):
     if os.path.exists("/proc/self/status"):  # stat says 0 bytes, reading gives more
         with pytest.raises(FileFormatError, match="'/proc/self/status' changed size while it was read"):
             read_regular_file("/proc/self/status", 10_000, "text file")
+
+
+def test_the_last_evaluation_travels_with_a_checkpoint(tmp_path):
+    """A checkpoint records what its last evaluation measured (the bundled models carry their loss)."""
+    path = save(tmp_path / "m.safetensors", _model(), iteration=7, metrics={"val_loss": 1.5, "sample": "to be"})
+    saved = load(path)
+    assert saved.metrics == {"val_loss": 1.5, "sample": "to be"} and saved.iteration == 7
+    assert load(save(tmp_path / "bare.safetensors", _model())).metrics is None
