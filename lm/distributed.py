@@ -314,6 +314,7 @@ def _stop_on_sigterm(parallel: DataParallel) -> None:
     instead of vanishing without a word (the handler raises where the main thread next runs Python)."""
 
     def stop(signum, frame):
+        parallel.failed = True  # another rank is gone: leaving the group cleanly would wait for it (teardown)
         raise RankFailure(
             f"rank {parallel.rank} of {parallel.world_size}: stopped by the launcher (SIGTERM), which happens when "
             "another rank has failed (see torchrun's summary). The last checkpoint is intact: continue with --resume"
