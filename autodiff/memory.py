@@ -10,7 +10,7 @@ with and without these settings). `keep_freed_memory()` raises glibc's two thres
 the step before. The peak is unchanged; a process that has trained keeps up to that much memory
 reserved until it exits, as PyTorch's own caching allocators do on GPUs.
 
-Process-wide, so it is called where training starts (lm's TextTrainer), not on import. glibc only:
+Process-wide, so it is called where training starts (lm.train.Trainer), not on import. glibc only:
 elsewhere, or when the user has set malloc's tunables in the environment, it does nothing.
 """
 
