@@ -79,3 +79,26 @@ def test_module_entry_point_exit_code():
     )  # fmt: skip
     assert run.returncode == 2 and "no tokenizer at" in run.stderr
     assert run.stdout == ""
+
+
+def test_a_bad_out_is_refused_before_any_training(tmp_path, capsys, monkeypatch):
+    """Issue 19, item 1: a tokenizer --out that is a device, a FIFO, under /proc, empty or a file is refused
+    with one line and exit code 2 before the BPE trains (it used to train, then fail or replace the device)."""
+    import os
+
+    import lm.tokenizers.cli as tokenizer_cli
+
+    monkeypatch.setattr(tokenizer_cli, "read_training_text", lambda path: pytest.fail("training started"))
+    data = tmp_path / "text.txt"
+    data.write_text("a b c " * 100)
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_text("x")
+    cases = {"/proc/x": "/proc or /sys", str(tmp_path / "pipe"): "a FIFO", "": "--out is empty",
+             str(tmp_path / "file"): "a tokenizer is a folder"}  # fmt: skip
+    if os.path.exists("/dev/full"):
+        cases["/dev/full"] = "a character device"
+    for out, needle in cases.items():
+        assert main(["tokenizer", "train", "--data", str(data), "--vocab-size", "300", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("\nerror:") or err.startswith("error:"), err
+        assert needle in err, err

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from lm import files
 from lm.tokenizers.base import TextTokenizer, TokenizerError
 from lm.tokenizers.bpe import BPETokenizer
 from lm.tokenizers.bpe_train import read_training_text
@@ -52,11 +53,16 @@ class ProgressBar:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    out = files.check_out_path(args.out, "--out")  # before any training: /dev/full, a FIFO, /proc, "" refused
+    if out.exists() and not out.is_dir():
+        raise TokenizerError(
+            f"--out '{out}' is a file: a tokenizer is a folder (vocab.json, merges.txt); give a folder"
+        )
     text = read_training_text(args.data)
     tokenizer, result = BPETokenizer.train(
         text, args.vocab_size, args.special or [], progress=ProgressBar(args.quiet), workers=args.workers
     )
-    out = tokenizer.save(args.out)
+    out = tokenizer.save(out)
     sample = text.encode("utf-8")[:SUMMARY_SAMPLE_BYTES].decode("utf-8", errors="ignore")
     n_tokens = len(tokenizer.encode(sample))
     note = " (every pre-token became one token: the text is too small for more)" if result.stopped_early else ""
@@ -107,7 +113,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     t.add_argument("--data", required=True, type=Path, help="UTF-8 text file to learn from")
     t.add_argument("--vocab-size", required=True, type=int, help="ids in all: 256 bytes + merges + specials")
     t.add_argument("--special", action="append", metavar="TOKEN", help="a special token such as '<|endoftext|>'")
-    t.add_argument("--out", required=True, type=Path, help="directory to write the tokenizer into")
+    t.add_argument("--out", required=True, help="directory to write the tokenizer into")  # str: "" is not "."
     t.add_argument("--workers", type=int, help="processes for pre-tokenizing (default: the CPUs, for 4M+ chars)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
