@@ -1,7 +1,8 @@
 """Plans turned into straight-line Python: one local per value, one call per node, `del` where
 a value is freed, compiled once per graph and set of fed nodes (in the spirit of torch.fx's
 `GraphModule.code`). The source is readable and printable (`Evaluator.source`); an error inside
-it is mapped back, by line, to the op, the node and the input shapes.
+it is mapped back, by line, to the op, the node and the input shapes. With `profile=True` the same code
+also reads a clock after each step and returns the readings with its outputs (autodiff/profile.py).
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import builtins
 import keyword
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from autodiff.graph import Node, OpError, Tensor
@@ -25,6 +27,7 @@ class Compiled:
     function: Callable[..., list[Tensor]] | None  # None when only the source was asked for
     step_at_line: dict[int, tuple[Step, list[str]]]  # line -> (step, names of the values it reads)
     code: object | None  # the function's code object, to find its frame in a traceback
+    options: dict = field(default_factory=dict)  # generate()'s arguments, to make its profiled twin
 
 
 def _literal(value, constants: dict) -> str:
@@ -63,6 +66,8 @@ def generate(
     compile_code: bool = True,
     passing: dict[int, int] | None = None,
     ready: bool = False,
+    profile: bool = False,
+    synchronize: Callable[[], object] | None = None,
 ) -> Compiled:
     """Straight-line source for `plan` and its compiled function `f(*fed_values) -> outputs`.
     With `checks=False` the gradient-shape checks are left out (for shapes already checked);
@@ -71,11 +76,19 @@ def generate(
     step whose op passes an input through unchanged (at the shapes this code is made for) to that
     input's slot: the step becomes a plain assignment. With `ready=True` the function takes a first
     argument `ready` and calls `ready(k, value)` as soon as output k is computed (fed outputs first), so a
-    caller can start work on early outputs (e.g. send gradients) while the rest is computed."""
+    caller can start work on early outputs (e.g. send gradients) while the rest is computed.
+    With `profile=True` the code is the same plus a clock reading (`time.perf_counter_ns`) before the
+    first step and after each one (its call, checks and `del`), and it returns `(outputs, readings)`:
+    step i of `plan.steps` took readings[i + 1] - readings[i] ns. `synchronize` (e.g.
+    torch.cuda.synchronize) is called before each reading, so a step's time includes its device work."""
+    options = dict(title=title, checks=checks, names=names, passing=passing, ready=ready)
     names, passing = names or {}, passing or {}
     namespace: dict[str, object] = {}
     function_of: dict[int, str] = {}  # id(tensor function) -> its name in the source
     taken = {"check", "ready"}
+    if profile:  # a leading _ keeps them from fed names; `taken` from an op function named so
+        taken |= {"_clock", "_lap", "_laps", "_sync"}
+        lap = "_sync(); _lap(_clock())" if synchronize else "_lap(_clock())"
 
     def function_name(op, fn) -> str:
         key = id(fn)
@@ -107,6 +120,8 @@ def generate(
     if ready:
         for slot, _ in plan.fed:
             lines.extend(f"    ready({k}, {local[slot]})" for k in ready_at.get(slot, ()))
+    if profile:
+        lines += ["    _laps = []", "    _lap = _laps.append", f"    {lap}"]
     step_at_line: dict[int, tuple[Step, list[str]]] = {}
     constants: dict[str, object] = {}
     for step in plan.steps:
@@ -137,24 +152,29 @@ def generate(
             lines.extend(f"    ready({k}, {local[step.slot]})" for k in ready_at.get(step.slot, ()))
         if step.free:
             lines.append(f"    del {', '.join(local[s] for s in step.free)}")
+        if profile:  # the step's time includes freeing what it read last
+            lines.append(f"    {lap}")
     outputs = ", ".join(local[s] for s in plan.outputs)
-    lines.append(f"    return [{outputs}]")
+    lines.append(f"    return [{outputs}], _laps" if profile else f"    return [{outputs}]")
     source = "\n".join(lines) + "\n"
 
+    options["profile"] = profile
     if not compile_code:
-        return Compiled(source, None, step_at_line, None)
+        return Compiled(source, None, step_at_line, None, options)
     step_checks = {step.slot: step.checks for step in plan.steps}
 
     def check(slot: int, k: int, grad: Tensor, wrt: Tensor) -> None:
         raise gradient_shape_error(plan, step_checks[slot][k], grad, wrt)
 
     namespace.update(constants, check=check)
+    if profile:
+        namespace.update(_clock=time.perf_counter_ns, _sync=synchronize)
     # Not registered with linecache: a long-running app compiles many graphs, and an error inside the
     # code is mapped back to its node by line (error_in_generated) anyway.
     code = compile(source, f"<autodiff generated {title}>", "exec")
     exec(code, namespace)  # our own generated text, never user text
     function = namespace[title]
-    return Compiled(source, function, step_at_line, function.__code__)
+    return Compiled(source, function, step_at_line, function.__code__, options)
 
 
 def op_error(node: Node, args: list, err: Exception) -> OpError:

@@ -7,12 +7,15 @@ call code without the checks (our ops' output shapes depend only on their inputs
 those shapes when every op is pure: a `sum_to_shape` that would return its input becomes `t9 = t8`. With
 `compiled=False` it runs the same plan in a plain interpreted loop: the reference the compiled
 code is tested against (bit-identical results). Either way, an op that fails raises `OpError`
-naming the op, the node and the input shapes.
+naming the op, the node and the input shapes. With `profile=True` (an attribute: it can be turned on
+and off) each run calls the profiled twin of the code it would call and keeps its step times in
+`last_profile` (autodiff/profile.py reads them).
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -29,12 +32,14 @@ MAX_SPECIALIZED = 4  # sets of fed shapes with code of their own, per set of fed
 class Evaluator:
     """Computes the values of `eval_nodes` from fed values; each node is computed once per run."""
 
-    def __init__(self, eval_nodes: Sequence[Node], compiled: bool = True):
+    def __init__(self, eval_nodes: Sequence[Node], compiled: bool = True, profile: bool = False):
         self.eval_nodes = list(eval_nodes)
         for n in self.eval_nodes:
             if not isinstance(n, Node):
                 raise TypeError(f"Evaluator takes a list of Nodes, got {type(n).__name__}")
         self.compiled = compiled
+        self.profile = profile  # time each step of the generated code (last_profile)
+        self.last_profile: RunTimes | None = None
         self._plans: dict[frozenset[int], _Entry] = {}
 
     def plan(self, input_values: dict[Node, object]) -> Plan:
@@ -72,6 +77,8 @@ class Evaluator:
         for _, node in plan.fed:
             value = input_values[node]
             fed.append(value if isinstance(value, Tensor) else torch.as_tensor(value))
+        if self.profile and (ready is not None or not self.compiled):
+            raise ValueError("a profiled run times the generated code alone: no ready callback, compiled=True")
         if not self.compiled:
             return run_interpreted(plan, fed, ready=ready)
         if ready is not None:  # its own code, with the checks (the callback's calls are few)
@@ -86,12 +93,43 @@ class Evaluator:
                 compiled = entry.specialized.get(signature) or _specialize(entry, signature, fed)
             else:
                 compiled = entry.checked = entry.checked or generate(plan)
-        outputs = _call(compiled, fed)
+        outputs = self._profiled_call(entry, compiled, fed) if self.profile else _call(compiled, fed)
         if signature is not None:
             if len(entry.checked_signatures) >= MAX_CHECKED_SIGNATURES:  # bounded: ever-new shapes
                 entry.checked_signatures.clear()  # only cost a check again
             entry.checked_signatures.add(signature)
         return outputs
+
+    def _profiled_call(self, entry: _Entry, compiled: Compiled, fed: list[Tensor]) -> list[Tensor]:
+        """Call the profiled twin of `compiled` (the same code plus a clock reading after each step;
+        with CUDA values, synchronized before each) and keep its times in `last_profile`."""
+        sync = torch.cuda.synchronize if any(v.is_cuda for v in fed) else None
+        key = (id(compiled), sync is not None)  # the code it twins lives as long as the entry
+        twin = entry.profiled.get(key)
+        if twin is None:
+            twin = entry.profiled[key] = generate(entry.plan, **{**compiled.options, "profile": True}, synchronize=sync)
+        if sync:
+            sync()  # earlier device work is not this run's
+        start = time.perf_counter_ns()
+        outputs, laps = _call(twin, fed)
+        self.last_profile = RunTimes(entry.plan, laps, time.perf_counter_ns() - start, fed)
+        return outputs
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """One profiled run of `plan`: the clock readings of its code (before the first step, after each),
+    the time of the whole call measured around it, and the fed values (for their shapes)."""
+
+    plan: Plan
+    laps: list[int]  # ns
+    call_ns: int
+    fed: list[Tensor]
+
+    @property
+    def step_ns(self) -> list[int]:
+        """The time of each step, in `plan.steps` order: its call, its checks and its frees."""
+        return [b - a for a, b in zip(self.laps, self.laps[1:])]
 
 
 def _call(compiled: Compiled, args: list) -> list[Tensor]:
@@ -116,6 +154,7 @@ class _Entry:
     hooked: Compiled | None = None  # with a `ready` callback (Evaluator.run(..., ready=...))
     checked_signatures: set = field(default_factory=set)
     specialized: dict[tuple, Compiled] = field(default_factory=dict)  # fed shapes -> code for them
+    profiled: dict[tuple, Compiled] = field(default_factory=dict)  # (id(code), synchronized) -> its profiled twin
 
     def __post_init__(self):
         self.has_checks = any(step.checks for step in self.plan.steps)

@@ -4,10 +4,14 @@ An op class declares `inputs` (its node arguments), `params` (its constant attri
 defaults) and a `forward` on tensors; `OpBase.__call__` checks the arguments and builds the node,
 and `compute` calls `forward(*input_values, *attrs)` (attrs in `params` order). `Unary`, `WithConst`,
 `NoGradient` and `Reduction` are the common shapes (`Binary` needs `sum_to_shape`: elementwise.py).
+Each op also counts its floating-point operations from its input shapes (`flops`): the common shapes
+have a default (one per element, one per reduced element), and `per_element(n)` / `no_flops` state the
+rest in one line beside the op's math.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from autodiff.graph import Node, Op, Tensor
@@ -44,6 +48,20 @@ def check_dim(dim: int, ndim: int) -> int:
     worded like normalize_dims' (some torch kernels, e.g. softmax on `meta`, do not check)."""
     normalize_dims(dim, ndim)
     return dim
+
+
+def per_element(count: int, of: int = 0):
+    """A FLOP rule: `count` operations per element of input `of` (a fused op's documented count)."""
+
+    def flops(self, node: Node, input_shapes: list[tuple[int, ...]]) -> int:
+        return count * math.prod(input_shapes[of])
+
+    return flops
+
+
+def no_flops(self, node: Node, input_shapes: list[tuple[int, ...]]) -> int:
+    """The FLOP rule of shape, indexing, copy and fill ops: they move or make values, no arithmetic."""
+    return 0
 
 
 def as_attr(value):
@@ -107,6 +125,11 @@ class OpBase(Op):
     def compute(self, node: Node, input_values: list[Tensor]) -> Tensor:
         return self.forward(*input_values, *node.attrs.values())
 
+    def flops(self, node: Node, input_shapes: list[tuple[int, ...]]) -> int:
+        """Floating-point operations of one call on inputs of these shapes (None for an input that is not
+        a tensor). A transcendental (exp, erf) counts as one, like an add; a per-row scalar is not counted."""
+        raise NotImplementedError(f"op '{self.name}' has no FLOP rule: give it a flops(node, input_shapes)")
+
     def tensor_call(self, node: Node):
         # Generated code calls `forward` itself, unless a subclass computes some other way.
         return (self.forward, tuple(node.attrs.values())) if type(self).compute is OpBase.compute else None
@@ -116,6 +139,7 @@ class Unary(OpBase):
     """One node input `a`; gradients are written as `gradient(node, g)` returning [ga]."""
 
     inputs = ("a",)
+    flops = per_element(1)  # an elementwise function (shape ops say no_flops)
 
 
 class WithConst(OpBase):
@@ -123,6 +147,7 @@ class WithConst(OpBase):
 
     inputs = ("a",)
     params = {"constant": REQUIRED}
+    flops = per_element(1)
 
 
 class NoGradient(OpBase):
@@ -137,3 +162,4 @@ class Reduction(OpBase):
 
     inputs = ("a",)
     params = {"dim": None, "keepdim": False}
+    flops = per_element(1)  # one per reduced element

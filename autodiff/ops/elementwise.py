@@ -10,7 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node, walk_backward
-from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, WithConst, check_node, is_number
+from autodiff.ops.base import (
+    REQUIRED,
+    NoGradient,
+    OpBase,
+    Unary,
+    WithConst,
+    check_node,
+    is_number,
+    no_flops,
+    per_element,
+)
 
 
 class Binary(OpBase):
@@ -29,6 +39,9 @@ class Binary(OpBase):
 
     def grads(self, node: Node, g: Node) -> tuple[Node, Node]:
         raise NotImplementedError
+
+    def flops(self, node, input_shapes):
+        return math.prod(torch.broadcast_shapes(*input_shapes))  # one per output element
 
     def gradient(self, node, output_grad):
         a, b = node.inputs
@@ -140,6 +153,7 @@ class PowerOp(OpBase):
 
     name, symbol, params = "power", "**", {"exponent": REQUIRED}
     forward = staticmethod(torch.pow)
+    flops = per_element(1)
 
     def __call__(self, a, exponent) -> Node:
         if not is_number(exponent):
@@ -223,6 +237,7 @@ class SigmoidBackwardOp(OpBase):
 
     name, inputs = "sigmoid_backward", ("g", "s")
     forward = staticmethod(torch.ops.aten.sigmoid_backward.default)  # torch's one-pass kernel
+    flops = per_element(3)  # g * s * (1 - s)
 
     def gradient(self, node, output_grad):
         g, s = node.inputs
@@ -243,6 +258,7 @@ class TanhBackwardOp(OpBase):
 
     name, inputs = "tanh_backward", ("g", "t")
     forward = staticmethod(torch.ops.aten.tanh_backward.default)  # torch's one-pass kernel
+    flops = per_element(3)  # g * (1 - t * t)
 
     def gradient(self, node, output_grad):
         g, t = node.inputs
@@ -274,6 +290,7 @@ class GeluBackwardOp(OpBase):
 
     name, inputs = "gelu_backward", ("g", "a")
     forward = staticmethod(torch.ops.aten.gelu_backward.default)  # torch's one-pass kernel
+    flops = per_element(11)  # Phi(a): 4 (scale, erf, add, halve), phi(a): 4 (square, scale, exp, scale), 3 more
 
     def gradient(self, node, output_grad):
         # Phi(a) = (1 + erf(a / sqrt 2)) / 2, phi(a) = exp(-a^2/2) / sqrt(2 pi)
@@ -297,6 +314,7 @@ class SiLUBackwardOp(OpBase):
 
     name, inputs = "silu_backward", ("g", "a")
     forward = staticmethod(torch.ops.aten.silu_backward.default)  # torch's one-pass kernel
+    flops = per_element(6)  # s, a s, 1 - s, their product, the sum, times g
 
     def gradient(self, node, output_grad):
         g, a = node.inputs
@@ -319,6 +337,7 @@ class SignOp(NoGradient):
     """sign(a) in {-1, 0, 1}."""
 
     name, forward = "sign", staticmethod(torch.sign)
+    flops = per_element(1)
 
 
 class GreaterOp(NoGradient):
@@ -336,6 +355,9 @@ class GreaterOp(NoGradient):
     def forward(a, b):  # b: a tensor, or the constant
         return (a > b).to(a.dtype)
 
+    def flops(self, node, input_shapes):
+        return math.prod(torch.broadcast_shapes(*input_shapes))  # one comparison per output element
+
 
 class EqualOp(NoGradient):
     """1 where a == b else 0, in a's dtype (routes max's gradient)."""
@@ -343,18 +365,19 @@ class EqualOp(NoGradient):
     name, symbol, inputs = "equal", "==", ("a", "b")
 
     forward = staticmethod(lambda a, b: (a == b).to(a.dtype))
+    flops = GreaterOp.flops
 
 
 class ZerosLikeOp(NoGradient):
     """Zeros of a's shape, dtype and device."""
 
-    name, forward = "zeros_like", staticmethod(torch.zeros_like)
+    name, forward, flops = "zeros_like", staticmethod(torch.zeros_like), no_flops
 
 
 class OnesLikeOp(NoGradient):
     """Ones of a's shape, dtype and device."""
 
-    name, forward = "ones_like", staticmethod(torch.ones_like)
+    name, forward, flops = "ones_like", staticmethod(torch.ones_like), no_flops
 
 
 # --- broadcasting: the gradient of every binary op ---------------------------------------------
@@ -379,6 +402,9 @@ class SumToShapeOp(OpBase):
     def passes_through(self, node, input_shapes):
         return 0 if input_shapes[0] == input_shapes[1] else None  # forward returns `a` itself then
 
+    def flops(self, node, input_shapes):
+        return 0 if input_shapes[0] == input_shapes[1] else math.prod(input_shapes[0])  # a sum, or nothing
+
     def gradient(self, node, output_grad):
         return [expand_as(output_grad, node.inputs[0]), None]
 
@@ -387,7 +413,7 @@ class ExpandAsOp(OpBase):
     """a expanded (broadcast) to b's shape."""
 
     name, inputs = "expand_as", ("a", "b")
-    forward = staticmethod(torch.Tensor.expand_as)
+    forward, flops = staticmethod(torch.Tensor.expand_as), no_flops  # a view
 
     def gradient(self, node, output_grad):
         return [sum_to_shape(output_grad, node.inputs[0]), None]

@@ -1,14 +1,17 @@
 """Neural-network ops: matmul, softmax, log_softmax, layernorm, and the fused backward ops their
 gradients use. A fused backward op runs torch's one-pass kernel; its own gradient (second order)
-writes the same formula in primitive ops and lets `local_vjp` differentiate it."""
+writes the same formula in primitive ops and lets `local_vjp` differentiate it. FLOPs: matmul's
+2 m n k per batch element; the others a documented count per element (a per-row sqrt is not counted)."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node
-from autodiff.ops.base import REQUIRED, OpBase, Unary, check_dim
+from autodiff.ops.base import REQUIRED, OpBase, Unary, check_dim, per_element
 from autodiff.ops.elementwise import Binary, add_by_const, exp, local_vjp, mul, power, sub
 from autodiff.ops.reductions import mean, sum_op
 from autodiff.ops.shape import transpose
@@ -25,6 +28,10 @@ class MatMulOp(Binary):
             raise ValueError("matmul needs inputs of at least 2 dims; reshape a vector to (1, n) or (n, 1)")
         return a @ b
 
+    def flops(self, node, input_shapes):
+        (*batch_a, m, k), (*batch_b, _, n) = input_shapes
+        return 2 * m * n * k * math.prod(torch.broadcast_shapes(tuple(batch_a), tuple(batch_b)))
+
     def grads(self, node, g):
         a, b = node.inputs
         # da = g b^T, db = a^T g (Binary sums each over the batch dims it was broadcast along)
@@ -36,6 +43,7 @@ class SoftmaxOp(Unary):
 
     name, params = "softmax", {"dim": -1}
     forward = staticmethod(lambda a, dim: torch.softmax(a, check_dim(dim, a.ndim)))
+    flops = per_element(5)  # max, subtract, exp, sum, divide
 
     def gradient(self, node, output_grad):
         return [softmax_backward(output_grad, node, node.dim)]
@@ -45,6 +53,7 @@ class SoftmaxBackwardOp(OpBase):
     """Softmax's input gradient from upstream g and its output y: y * (g - sum(g * y, dim))."""
 
     name, inputs, params = "softmax_backward", ("g", "y"), {"dim": REQUIRED}
+    flops = per_element(4)  # g * y, sum, subtract, times y
 
     @staticmethod
     def forward(g, y, dim):
@@ -60,6 +69,7 @@ class LogSoftmaxOp(Unary):
 
     name, params = "log_softmax", {"dim": -1}
     forward = staticmethod(lambda a, dim: torch.log_softmax(a, check_dim(dim, a.ndim)))
+    flops = per_element(5)  # max, subtract, exp, sum, subtract the log
 
     def gradient(self, node, output_grad):
         return [log_softmax_backward(output_grad, node, node.dim)]
@@ -71,6 +81,7 @@ class LogSoftmaxBackwardOp(OpBase):
     name, inputs, params = "log_softmax_backward", ("g", "y"), {"dim": REQUIRED}
 
     forward = staticmethod(lambda g, y, dim: torch._log_softmax_backward_data(g, y, dim, y.dtype))
+    flops = per_element(4)  # exp(y), sum(g), multiply, subtract
 
     def gradient(self, node, output_grad):
         g, y = node.inputs
@@ -81,6 +92,7 @@ class LayerNormOp(Unary):
     """(a - mean) / sqrt(var + eps) over the last len(normalized_shape) dims; no affine parameters."""
 
     name, params = "layernorm", {"normalized_shape": REQUIRED, "eps": 1e-5}
+    flops = per_element(5)  # sum, subtract the mean, square, sum, scale
 
     def __call__(self, a, normalized_shape, eps: float = 1e-5) -> Node:
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
@@ -96,6 +108,7 @@ class LayerNormBackwardOp(OpBase):
     """Layernorm's input gradient from g and its input a: rstd * (g - mean(g) - y * mean(g * y))."""
 
     name, inputs, params = "layernorm_backward", ("g", "a"), {"normalized_shape": REQUIRED, "eps": REQUIRED}
+    flops = per_element(12)  # a's statistics again (4), y (1), mean(g), g * y, its mean, y * it (4), 2 subtracts, scale
 
     @staticmethod
     def forward(g, a, normalized_shape, eps):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from autodiff.ops.base import REQUIRED, OpBase, Reduction, normalize_dims
+from autodiff.ops.base import REQUIRED, OpBase, Reduction, no_flops, normalize_dims
 from autodiff.ops.elementwise import div, equal, mul, sum_to_shape
 from autodiff.ops.shape import squeeze, unsqueeze
 
@@ -60,6 +60,9 @@ class ExpandReducedOp(OpBase):
         out = g.expand(like.shape)
         return out / math.prod(like.shape[d] for d in dims) if mean else out
 
+    def flops(self, node, input_shapes):
+        return math.prod(input_shapes[1]) if node.mean else 0  # a view, divided for a mean
+
     def gradient(self, node, output_grad):
         reduce = mean if node.mean else sum_op
         return [reduce(output_grad, node.dim, node.keepdim), None]
@@ -69,6 +72,7 @@ class BroadcastOp(OpBase):
     """a (of input_shape, checked) expanded to target_shape."""
 
     name, params = "broadcast", {"input_shape": REQUIRED, "target_shape": REQUIRED}
+    flops = no_flops  # a view
 
     @staticmethod
     def forward(a, input_shape, target_shape):
@@ -85,7 +89,7 @@ class ExpandAs3dOp(OpBase):
 
     name, inputs = "expand_as_3d", ("a", "b")
 
-    forward = staticmethod(lambda a, b: a.unsqueeze(1).expand_as(b))
+    forward, flops = staticmethod(lambda a, b: a.unsqueeze(1).expand_as(b)), no_flops
 
     def gradient(self, node, output_grad):
         return [squeeze(sum_to_shape(output_grad, unsqueeze(node.inputs[0], 1)), 1), None]

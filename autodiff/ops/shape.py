@@ -1,5 +1,6 @@
 """Shape and indexing ops: reshape, (un)squeeze, transpose, permute, slice, concat, embedding lookup,
-masked_fill and where. Index, mask and shape-reference inputs take no gradient (None)."""
+masked_fill and where. Index, mask and shape-reference inputs take no gradient (None). They move or
+pick values: no FLOPs (`no_flops`), except embedding's gradient, which adds rows."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node
-from autodiff.ops.base import REQUIRED, OpBase, Unary, check_node
+from autodiff.ops.base import REQUIRED, OpBase, Unary, check_node, no_flops, per_element
 from autodiff.ops.elementwise import sum_to_shape, zeros_like
 
 
@@ -15,6 +16,7 @@ class ReshapeOp(Unary):
     """a reshaped to `shape` (one entry may be -1)."""
 
     name, params = "reshape", {"shape": REQUIRED}
+    flops = no_flops
     forward = staticmethod(torch.reshape)
 
     def gradient(self, node, output_grad):
@@ -25,6 +27,7 @@ class ReshapeAsOp(OpBase):
     """a reshaped to like's shape."""
 
     name, inputs = "reshape_as", ("a", "like")
+    flops = no_flops
 
     forward = staticmethod(lambda a, like: a.reshape(like.shape))
 
@@ -36,6 +39,7 @@ class UnsqueezeOp(Unary):
     """a with a new size-1 dim at `dim`."""
 
     name, params = "unsqueeze", {"dim": REQUIRED}
+    flops = no_flops
     forward = staticmethod(torch.unsqueeze)
 
     def gradient(self, node, output_grad):
@@ -46,6 +50,7 @@ class SqueezeOp(Unary):
     """a without its size-1 dim `dim`."""
 
     name, params = "squeeze", {"dim": REQUIRED}
+    flops = no_flops
     forward = staticmethod(torch.squeeze)
 
     def gradient(self, node, output_grad):
@@ -56,6 +61,7 @@ class TransposeOp(Unary):
     """a with dims dim0 and dim1 swapped."""
 
     name, params = "transpose", {"dim0": -2, "dim1": -1}
+    flops = no_flops
     forward = staticmethod(torch.transpose)
 
     def gradient(self, node, output_grad):
@@ -66,6 +72,7 @@ class PermuteOp(Unary):
     """a with its dims reordered to `dims`."""
 
     name, params = "permute", {"dims": REQUIRED}
+    flops = no_flops
     forward = staticmethod(torch.permute)
 
     def __call__(self, a, dims) -> Node:
@@ -89,6 +96,7 @@ class SliceOp(Unary):
     """a[start:end] along `dim` (Python slice rules: negative and None bounds allowed)."""
 
     name, params = "slice", {"dim": REQUIRED, "start": None, "end": None}
+    flops = no_flops
 
     forward = staticmethod(lambda a, dim, start, end: a[_index(a.ndim, dim, start, end)])
 
@@ -100,6 +108,7 @@ class SliceBackwardOp(OpBase):
     """Zeros of like's shape with g written at [start:end] along `dim` (slice's gradient)."""
 
     name, inputs, params = "slice_backward", ("g", "like"), {"dim": REQUIRED, "start": None, "end": None}
+    flops = no_flops
 
     @staticmethod
     def forward(g, like, dim, start, end):
@@ -115,6 +124,7 @@ class ConcatOp(OpBase):
     """The nodes joined along `dim`."""
 
     name, inputs, params = "concat", ("*nodes",), {"dim": 0}
+    flops = no_flops
 
     def compute(self, node, input_values):
         return torch.cat(input_values, dim=node.dim)
@@ -127,6 +137,7 @@ class ConcatPartOp(OpBase):
     """The part of g (a concat of `parts` along `dim`) that came from parts[index]."""
 
     name, inputs, params = "concat_part", ("g",), {"index": REQUIRED, "dim": REQUIRED}
+    flops = no_flops
 
     def __call__(self, g: Node, parts, index: int, dim: int) -> Node:
         node = super().__call__(g, index, dim)
@@ -149,6 +160,7 @@ class EmbeddingOp(OpBase):
     """Rows of `table` (V, D) picked by integer `ids` (any shape): shape ids.shape + (D,)."""
 
     name, inputs = "embedding", ("table", "ids")
+    flops = no_flops
 
     forward = staticmethod(lambda table, ids: F.embedding(ids, table))
 
@@ -161,6 +173,7 @@ class EmbeddingBackwardOp(OpBase):
     """g's rows scatter-added into zeros of like's (V, D) shape at `ids` (embedding's gradient)."""
 
     name, inputs = "embedding_backward", ("g", "ids", "like")
+    flops = per_element(1)  # one add per element of g
 
     @staticmethod
     def forward(g, ids, like):
@@ -174,6 +187,7 @@ class MaskedFillOp(OpBase):
     """a with `value` where mask (bool or 0/1, broadcastable to a) is true."""
 
     name, inputs, params = "masked_fill", ("a", "mask"), {"value": REQUIRED}
+    flops = no_flops
 
     forward = staticmethod(lambda a, mask, value: a.masked_fill(mask.bool(), value))
 
@@ -185,6 +199,7 @@ class WhereOp(OpBase):
     """a where cond is true, else b (broadcasting like torch.where)."""
 
     name, inputs = "where", ("cond", "a", "b")
+    flops = no_flops
 
     forward = staticmethod(lambda cond, a, b: torch.where(cond.bool(), a, b))
 

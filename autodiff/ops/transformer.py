@@ -4,15 +4,18 @@ and backward), rotary position embedding, and cross-entropy over integer targets
 Each fused backward op runs one torch computation; its own gradient (second order) writes the same
 formula in primitive ops and lets `local_vjp` differentiate it. Norms work over the last dim, with a
 (D,) gain. RoPE's cos and sin tables are position constants, like a mask: they take no gradient.
+FLOPs are a documented count per element of the op's main input, as in nn.py.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node
-from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary
+from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, no_flops, per_element
 from autodiff.ops.elementwise import add_by_const, mul, neg, ones_like, power, sub, sum_to_shape
 from autodiff.ops.nn import local_vjp, softmax, softmax_backward
 from autodiff.ops.reductions import mean, sum_op
@@ -60,6 +63,7 @@ class RMSNormOp(OpBase):
     """a / sqrt(mean(a^2) + eps) * gain over the last dim (Llama's RMSNorm)."""
 
     name, inputs, params = "rmsnorm", ("a", "gain"), {"eps": 1e-5}
+    flops = per_element(4)  # square, sum, scale, times the gain
     forward = staticmethod(lambda a, gain, eps: F.rms_norm(a, (a.shape[-1],), gain, eps))
 
     def gradient(self, node, output_grad):
@@ -74,6 +78,7 @@ class RMSNormBackwardOp(OpBase):
     """RMSNorm's input gradient from upstream g: r * (g gain - n * mean(g gain * n)), n = a r."""
 
     name, inputs, params = "rmsnorm_backward", ("g", "a", "gain"), {"eps": REQUIRED}
+    flops = per_element(9)  # r (square, sum), n, g gain, gn * n, its mean, n * it, subtract, times r
 
     @staticmethod
     def forward(g, a, gain, eps):
@@ -100,6 +105,10 @@ class NormGainBackwardOp(OpBase):
         n = _rms_forward(a, eps) if kind == "rms" else F.layer_norm(a, (a.shape[-1],), eps=eps)
         return (g * n).reshape(-1, a.shape[-1]).sum(0).reshape(like.shape)
 
+    def flops(self, node, input_shapes):
+        normalize = 3 if node.kind == "rms" else 5  # as rmsnorm and layernorm without their gain
+        return (normalize + 2) * math.prod(input_shapes[1])  # then g * n and the sum
+
     def gradient(self, node, output_grad):
         g, a, like = node.inputs
         n, _ = (_rms_normalized if node.kind == "rms" else _layer_normalized)(a, node.eps)
@@ -110,6 +119,7 @@ class LayerNormGainOp(OpBase):
     """(a - mean) / sqrt(var + eps) * gain over the last dim (GPT-2's LayerNorm, without bias)."""
 
     name, inputs, params = "layernorm_gain", ("a", "gain"), {"eps": 1e-5}
+    flops = per_element(6)  # layernorm's 5, times the gain
     forward = staticmethod(lambda a, gain, eps: F.layer_norm(a, (a.shape[-1],), gain, None, eps))
 
     def gradient(self, node, output_grad):
@@ -123,6 +133,7 @@ class LayerNormGainBackwardOp(OpBase):
     """LayerNorm's input gradient with a gain: r * (g gain - mean(g gain) - y * mean(g gain * y))."""
 
     name, inputs, params = "layernorm_gain_backward", ("g", "a", "gain"), {"eps": REQUIRED}
+    flops = per_element(13)  # layernorm_backward's 12, and g * gain
 
     @staticmethod
     def forward(g, a, gain, eps):
@@ -146,6 +157,7 @@ class LayerNormGainGradsOp(OpBase):
     its value is a pair, so it is not a public op; it takes no gradient itself (see PickGradOp)."""
 
     name, inputs, params = "layernorm_gain_grads", ("g", "a", "gain"), {"eps": REQUIRED}
+    flops = per_element(15)  # the input gradient's 13, then g * y and its sum for the gain's
 
     @staticmethod
     def forward(g, a, gain, eps):
@@ -164,6 +176,7 @@ class PickGradOp(OpBase):
     single-output op it stands for: layernorm_gain_backward or norm_gain_backward."""
 
     name, inputs, params = "pick_grad", ("pair", "g", "a", "gain"), {"index": REQUIRED, "eps": REQUIRED}
+    flops = no_flops
     forward = staticmethod(lambda pair, g, a, gain, index, eps: pair[index])
 
     def gradient(self, node, output_grad):
@@ -183,6 +196,7 @@ class RopeOp(OpBase):
     [x1 cos - x2 sin, x2 cos + x1 sin], cos and sin (..., d/2) broadcasting against the halves."""
 
     name, inputs = "rope", ("x", "cos", "sin")
+    flops = per_element(3)  # two products and a sum per output element
 
     @staticmethod
     def forward(x, cos, sin):
@@ -204,6 +218,7 @@ class CrossEntropyOp(OpBase):
     logits (N, V), targets (N,) integers. No one-hot is ever built: memory O(N) beyond the logits."""
 
     name, inputs, params = "cross_entropy", ("logits", "targets"), {"ignore_index": -100}
+    flops = per_element(5)  # log-softmax's per logit (the pick and the mean are per row: not counted)
     forward = staticmethod(
         lambda logits, targets, ignore_index: F.cross_entropy(logits, targets, ignore_index=ignore_index)
     )
@@ -218,6 +233,7 @@ class CrossEntropyBackwardOp(OpBase):
     on kept rows and 0 on ignored ones (the one-hot is a subtraction at N positions, never a tensor)."""
 
     name, inputs, params = "cross_entropy_backward", ("g", "logits", "targets"), {"ignore_index": REQUIRED}
+    flops = per_element(6, of=1)  # softmax's 5 per logit, times the row's weight
 
     @staticmethod
     def forward(g, logits, targets, ignore_index):
@@ -248,6 +264,7 @@ class CrossEntropyWeightsOp(NoGradient):
     (`like` gives the dtype)."""
 
     name, inputs, params = "cross_entropy_weights", ("targets", "like"), {"ignore_index": REQUIRED}
+    flops = per_element(3)  # per target: compare, count, divide
     forward = staticmethod(lambda targets, like, ignore_index: _row_weights(targets, ignore_index, like.dtype)[:, None])
 
 

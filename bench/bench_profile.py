@@ -1,0 +1,88 @@
+"""Benchmark: what profiling costs. The same model step (the loss and every gradient of a recipe's model,
+one Evaluator) runs with its plain generated code and with its profiled twin (a clock reading after
+each node), in the same process. Each round times `--runs` pairs of runs, a plain and a profiled one back
+to back (which goes first alternates), and takes the ratio of their medians; printed: min / median / max
+over the rounds, so a busy moment on a shared machine shows as spread, not as a result. Also: how close
+the per-node times of the profiled runs come to the call measured around them, and to the plain run.
+
+    .venv/bin/python bench/bench_profile.py [--recipe classic|nanogpt] [--rounds 7] [--runs 30] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lm.train import TrainConfig, Trainer
+
+
+def model_step(recipe: str):
+    """The trainer's loss-and-gradients Evaluator and the feed of one batch."""
+    trainer = Trainer(TrainConfig.recipe(recipe, eval_every=0))
+    x, y = trainer.source.batch(trainer.config.batch_size, trainer.context, trainer.batches)
+    feed = {**trainer.model.param_feed(), **trainer.graph.forward.inputs(x), trainer.graph.targets: y.reshape(-1)}
+    return trainer, trainer.graph.evaluator, feed
+
+
+def timed_pairs(evaluator, feed, n: int) -> tuple[list[int], list[int], list]:
+    """n plain and n profiled runs, interleaved (alternating which goes first): their times and the
+    profiled runs' records."""
+    plain, profiled, runs = [], [], []
+    for i in range(n):
+        for on in (False, True) if i % 2 == 0 else (True, False):
+            evaluator.profile = on
+            start = time.perf_counter_ns()
+            evaluator.run(feed)
+            (profiled if on else plain).append(time.perf_counter_ns() - start)
+            evaluator.profile = False
+            if on:
+                runs.append(evaluator.last_profile)
+    return plain, profiled, runs
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    return f"{min(values):{fmt}} / {statistics.median(values):{fmt}} / {max(values):{fmt}}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", choices=["classic", "nanogpt"], default="classic")
+    parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (at least 5)")
+    parser.add_argument("--runs", type=int, default=30, help="runs of each kind per round")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice")
+    args = parser.parse_args()
+    if args.rounds < 5:
+        parser.error("--rounds must be at least 5: the spread of fewer says little")
+    # One thread by default: on a busy shared 2-core machine two OpenMP threads stall at every parallel
+    # region whenever a neighbour holds a core (bench_train.py measured 2 ms steps taking 100-600 ms).
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    trainer, evaluator, feed = model_step(args.recipe)
+    timed_pairs(evaluator, feed, 2)  # plan, checked code, code for the shapes, its profiled twin
+    n_nodes = len(evaluator.plan(feed).steps)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; the {args.recipe} recipe's model step "
+        f"({trainer.model.num_parameters():,} parameters, {n_nodes} nodes); {args.rounds} rounds of {args.runs} runs"
+    )
+    plain_ms, profiled_ms, ratios, adds, versus_plain = [], [], [], [], []
+    for _ in range(args.rounds):
+        plain, profiled, runs = timed_pairs(evaluator, feed, args.runs)
+        plain_ms.append(statistics.median(plain) / 1e6)
+        profiled_ms.append(statistics.median(profiled) / 1e6)
+        ratios.append(profiled_ms[-1] / plain_ms[-1])
+        node_sums = [sum(run.step_ns) for run in runs]
+        adds.append(statistics.median(s / run.call_ns for s, run in zip(node_sums, runs)))
+        versus_plain.append(statistics.median(node_sums) / statistics.median(plain))
+    print("min / median / max over the rounds (each a median of its runs):")
+    print(f"plain run:              {spread(plain_ms)} ms")
+    print(f"profiled run:           {spread(profiled_ms)} ms")
+    print(f"profiled / plain:       {spread(ratios)} x   (issue 20: at most 1.10)")
+    print(f"node times / its call:  {spread(adds, '.4f')}")
+    print(f"node times / plain run: {spread(versus_plain)}   (issue 20: within 5%)")
+
+
+if __name__ == "__main__":
+    main()
