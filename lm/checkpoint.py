@@ -28,6 +28,7 @@ VERSION = "2"
 WEIGHTS_V1_FORMAT = "autodiff-playground-lm"  # the classic model's weights files before checkpoint v2
 FILE_NAME = "checkpoint.safetensors"  # inside a run folder
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "default.safetensors"  # the bundled classic model
+SHAKESPEARE_WEIGHTS = Path(__file__).parent / "data" / "shakespeare-char.safetensors"  # the bundled text model
 MAX_FILE_BYTES = 4_000_000_000  # a 100M-parameter float64 model with AdamW's two moments is 2.4 GB
 CheckpointError = FileFormatError  # one error for every bad file; this name reads better at the call sites
 
