@@ -9,6 +9,7 @@ from playground.common.charts import CHOSEN, LINE
 
 
 def curve_figure(ks: list[int], values: list[float], k: int | None = None) -> go.Figure:
+    """Bytes per token at each number of merges k; the k the explorer shows as a dotted line."""
     fig = go.Figure(go.Scatter(x=ks, y=values, mode="lines+markers", line=dict(color=LINE), name="bytes/token"))
     if k is not None:
         fig.add_vline(x=k, line=dict(color=CHOSEN, dash="dot"))

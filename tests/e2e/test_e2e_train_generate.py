@@ -77,7 +77,10 @@ def test_train_live_then_generate_with_the_trained_model(app):
     assert_no_error(app)
     assert plot_points(app, "Loss (cross-entropy)") == EPOCHS
     assert sizes and sizes[0] < EPOCHS, f"the curve was first drawn complete, not live: {sizes}"
-    assert page.get_by_role("button", name="Download weights (.safetensors)").count() == 1
+    # the download is drawn by the whole-page rerun that follows the run's last tick: wait for it, then count
+    download = page.get_by_role("button", name="Download weights (.safetensors)")
+    download.first.wait_for(timeout=60_000)
+    assert download.count() == 1
     print(
         f"default recipe in the browser: first loss points {seen.get('curve', -1):.1f} s after Start, 10/10 "
         f"memorized after {to_full:.1f} s, {EPOCHS} epochs in {total:.1f} s; curve sizes seen {sizes}"
