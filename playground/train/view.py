@@ -302,7 +302,7 @@ def outcome_ui(session: TrainingSession, mode: str) -> None:
     if session.status not in ("stopped", "finished") or not session.step:
         return
     verb = "Finished" if session.status == "finished" else "Stopped"
-    detail = memorized_sentence(session) if mode == MEMORIZE else ""
+    detail = OUTCOME[mode](session)
     where = f"{DEFAULTS[mode].unit} {session.step}"
     st.success(
         f"{verb} at {where}.{detail} It is now the **trained model** on the Generate page.",
@@ -376,6 +376,7 @@ def language_model_live(session: TrainingSession, planned: int) -> None:
 
 
 LIVE = {MEMORIZE: memorize_live, LANGUAGE_MODEL: language_model_live}
+OUTCOME = {MEMORIZE: memorized_sentence, LANGUAGE_MODEL: lambda session: ""}  # a sentence after "Finished at ..."
 
 
 def table_rows(rows: list[MemorizationRow]) -> list[dict]:

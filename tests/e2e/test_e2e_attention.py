@@ -31,7 +31,9 @@ def test_type_a_sentence_and_see_the_six_steps(app):
     page.get_by_text("6 GPT-2 tokens:").wait_for()
     for n, title in enumerate(["Scores without", "Normalization", "Context vectors", "Trainable W_q", "causal mask",
                                "Several heads"], 1):  # fmt: skip
-        assert page.locator("h2", has_text=f"{n}. ").filter(has_text=title).count() == 1
+        header = page.locator("h2", has_text=f"{n}. ").filter(has_text=title)
+        header.first.wait_for(timeout=60_000)  # drawn in order: wait for each, not for the page to look idle
+        assert header.count() == 1
     # plotly.js draws every heatmap: token labels on the axes, a value in the cells
     plots = page.locator(".js-plotly-plot")
     plots.nth(1).wait_for(timeout=60_000)
