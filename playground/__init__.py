@@ -1,2 +1,4 @@
-"""The Streamlit app: `Home.py` routes between the pages in `app_pages/`; the logic they draw lives
-in importable, unit-tested modules here (`explore.py`, `gradcheck.py`)."""
+"""The Streamlit app: `Home.py` routes between the pages, one folder each (`graph/`, `tokenizer/`,
+`attention/`, `train/`, `generate/`, `home/`): `logic.py` (no Streamlit, unit-tested), `view.py` (the page
+script, the only place `st.*` appears) and, where the page has charts, `figures.py`; `common/` holds what
+they share."""

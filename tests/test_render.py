@@ -180,7 +180,7 @@ def test_a_sum_to_shape_that_changes_nothing_is_not_drawn():
 def test_every_example_drawing_keeps_its_text_readable():
     """The page scales a drawing to its width (about 1,100 px at a 1,400 px window): the sections are
     stacked, not side by side, so 10 pt labels stay at least 10 px tall for every example."""
-    from playground.explore import EXAMPLES, explore
+    from playground.graph.logic import EXAMPLES, explore
 
     for label, (expression, declarations) in EXAMPLES.items():
         dot = explore(expression, declarations).dot()

@@ -1,0 +1,1 @@
+"""The Tokenizer page: text as token chips, BPE training and its merge explorer."""

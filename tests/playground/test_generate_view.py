@@ -1,0 +1,143 @@
+"""The Generate page headless with Streamlit's AppTest: one view for every model. It opens on the bundled
+Shakespeare model (token chips, top-k bars, every layer's and head's attention; a character it has never
+seen is an error element); the classic word model continues 'the red' and stops at the sentence's end,
+with heatmaps of the right shapes and the KV cache compared; an unknown word, a bad or hostile upload are
+messages shown literally; an uploaded checkpoint generates.
+"""
+
+from __future__ import annotations
+
+from apptest_helpers import figures, open_page
+from streamlit.testing.v1 import AppTest
+
+from lm.checkpoint import DEFAULT_WEIGHTS, load
+from lm.data import DEFAULT_CORPUS
+from playground.common.markdown import shown
+from playground.generate.logic import DEFAULT, SHAKESPEARE_MODEL
+
+DEFAULT_VOCAB = load(DEFAULT_WEIGHTS).model.config.vocab_size
+DEFAULT_WORDS = len({w for s in DEFAULT_CORPUS for w in s.split()})  # 45
+
+
+def open_classic() -> AppTest:
+    """The Generate page with the classic word model (the Shakespeare model is its first choice)."""
+    at = open_page("generate")
+    at.radio(key="gen_model").set_value(DEFAULT).run()
+    assert not at.exception
+    return at
+
+
+# ---------------------------------------------------------------- the classic word model
+
+
+def test_generate_continues_a_sentence_with_the_default_model() -> None:
+    at = open_classic()
+    at.text_input(key="gen_prompt").input("the red").run()
+    assert not at.exception and not at.error
+    text = [m.value for m in at.markdown if m.value.startswith("####")]
+    assert text == [
+        "#### the red :orange-background[**fox**] :orange-background[**jumps**] :orange-background[**high**]"
+    ]
+    assert any("predicted the end of the sentence" in c.value for c in at.caption)  # it stopped by itself
+    figs = figures(at)
+    probs = figs["Next-token distribution at every step (× = chosen)"]["data"]
+    assert len(probs[0]["z"]) == 4 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
+    assert probs[1]["x"] == ["fox", "jumps", "high", "&lt;eos&gt;"]  # the chosen-token markers
+    # The last step is shown first: its query positions are the prompt and the three words generated before it.
+    assert figs["Next-token probabilities (top 10); chosen: &lt;eos&gt;"]["data"][0]["y"][-1] == "&lt;eos&gt;"
+    attention = figs["layer 1 · head 1"]["data"][0]
+    z = attention["z"]
+    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps", "4:high"] and attention["x"] == attention["y"]
+    assert len(z) == 5 and all(len(row) == 5 for row in z)
+    assert all(z[q][k] is None for q in range(5) for k in range(q + 1, 5))  # NaN: the masked future, drawn empty
+    assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
+    assert "width" not in figs["layer 1 · head 1"]["layout"]  # it fills its grid cell at any window width
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Same tokens?"] == "yes" and float(metrics["KV cache: ms per token"]) > 0
+    caption = next(c.value for c in at.caption if "parameters" in c.value)
+    assert f"vocabulary {DEFAULT_WORDS} words (+ `<pad>`, `<eos>`)" in caption
+
+
+def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
+    at = open_classic()
+    generated = at.session_state["gen_last"][1]
+    at.select_slider(key="gen_step").set_value("1 → fox").run()
+    assert at.session_state["gen_last"][1] is generated  # inspecting a step does not generate again
+    figs = figures(at)
+    assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
+    attention = figs["layer 1 · head 1"]["data"][0]
+    assert attention["x"] == ["0:the", "1:red"] and len(attention["z"]) == 2  # step 1 reads the prompt only
+    at.text_input(key="gen_prompt").input("my old").run()  # new steps: the choice goes back to the last step
+    assert not at.exception
+    assert "Next-token probabilities (top 10); chosen: &lt;eos&gt;" in figures(at)
+    assert figures(at)["layer 1 · head 1"]["data"][0]["x"][-1] == "4:often"
+
+
+def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
+    at = open_classic()
+    at.text_input(key="gen_prompt").input("the purple fox").run()
+    assert not at.exception
+    assert at.error and "'purple'" in shown(at.error[0].value)
+    assert f"The vocabulary ({DEFAULT_WORDS} words): a, above" in shown(at.error[0].value)
+    at.text_input(key="gen_prompt").input("teh red").run()
+    assert "did you mean 'the'" in shown(at.error[0].value)
+
+
+def test_a_bad_uploaded_file_shows_an_error() -> None:
+    at = open_classic()
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    at.file_uploader(key="gen_upload").upload("model.safetensors", b"\x00" * 100, "application/octet-stream").run()
+    assert not at.exception
+    assert at.error and "Cannot use this weights file" in shown(at.error[0].value)
+    assert not at.get("plotly_chart")
+
+
+def test_user_text_in_messages_is_shown_literally_not_as_markdown() -> None:
+    """Issue 19, item 11: a file name or a prompt word with Markdown in it is shown as typed, never as bold
+    text or a clickable link (the message's Markdown source holds it escaped)."""
+    hostile = "**BOLD** [link](https://evil.example)"
+    at = open_classic()
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    at.file_uploader(key="gen_upload").upload(f"{hostile}.safetensors", b"\x00" * 100, "application/octet-stream")
+    at.run()
+    assert not at.exception and at.error
+    source = at.error[0].value  # the Markdown the page sent: the user's text escaped
+    assert "\\*\\*BOLD\\*\\* \\[link\\]\\(https\\:" in source and "**BOLD**" not in source
+    at = open_classic()
+    at.text_input(key="gen_prompt").set_value(f"the {hostile}").run()
+    assert not at.exception and at.error
+    assert "\\*\\*bold\\*\\*" in at.error[0].value and "](https" not in at.error[0].value
+
+
+# ---------------------------------------------------------------- the bundled Shakespeare model and uploads
+
+
+def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head() -> None:
+    at = open_page("generate")
+    at.number_input(key="gen_text_max_new").set_value(8).run()
+    assert not at.exception and not at.error
+    assert any(c.value.startswith("Shakespeare (characters): 1,808,448 parameters") for c in at.caption)
+    chips = next(m.value for m in at.markdown if m.value.startswith("<span"))
+    assert chips.count("#ffe0b2") == 8  # eight new tokens as chips
+    figs = figures(at)
+    heads = [t for t in figs if t.startswith("layer")]
+    assert heads == [f"layer {layer} · head {head}" for layer in (1, 2, 3, 4) for head in (1, 2, 3)]
+    z = figs["layer 1 · head 1"]["data"][0]["z"]
+    assert all(z[q][k] is None for q in range(len(z)) for k in range(q + 1, len(z)))  # the masked future
+    assert all(abs(sum(row[: q + 1]) - 1) < 1e-5 for q, row in enumerate(z))
+    assert "width" not in figs["layer 1 · head 1"]["layout"]  # fills its grid cell at any window width
+    assert len(figs["Next-token distribution at every step (× = chosen)"]["data"][0]["z"]) == 8
+    at.text_area(key="gen_text_prompt").input("Caf\u00e9 society").run()
+    assert not at.exception
+    assert at.error and "not in the vocabulary: 'é'" in shown(at.error[0].value)
+
+
+def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> None:
+    at = open_page("generate")
+    at.radio(key="gen_model").set_value("Upload a weights file").run()
+    data = SHAKESPEARE_MODEL.read_bytes()
+    at.file_uploader(key="gen_upload").upload("mine.safetensors", data, "application/octet-stream").run()
+    assert not at.exception and not at.error
+    assert any(c.value.startswith("Upload a weights file: 1,808,448 parameters") for c in at.caption)
+    at.file_uploader(key="gen_upload").upload("cut.safetensors", data[:-50], "application/octet-stream").run()
+    assert not at.exception and at.error and "'cut.safetensors'" in shown(at.error[0].value)
