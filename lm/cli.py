@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -335,7 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
-    except (ValueError, distributed.RankFailure) as err:  # every lm error type is a ValueError
+    except distributed.RankFailure as err:
+        _error(str(err))
+        if distributed.launch_env() is not None:  # a launched rank whose process group broke: leave at once,
+            sys.stdout.flush(), sys.stderr.flush()  # as a normal exit would wait for, or abort on, the group's
+            os._exit(2)  # threads still talking to the dead rank ("terminate called without an active exception")
+        return 2
+    except ValueError as err:  # every lm error type is a ValueError
         _error(str(err))
         return 2
     except KeyboardInterrupt:
