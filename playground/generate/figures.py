@@ -43,6 +43,9 @@ def topk_figure(vocab: Sequence[str], probs: torch.Tensor | Sequence[float], cho
     return fig
 
 
+MAX_HEAT_ROWS = 20  # the probability heatmap grows with the steps up to this many rows, then stays
+
+
 def probability_heatmap(
     vocab: Sequence[str],
     probs: Sequence[torch.Tensor],
@@ -76,9 +79,11 @@ def probability_heatmap(
             hovertemplate="chosen: %{x}<extra></extra>",
         )
     )  # fmt: skip
-    layout(fig, title, "token", "step", height=120 + 28 * len(y))
+    # At most MAX_HEAT_ROWS rows' worth of height (200 steps were a ~4,000 px chart): more steps share it,
+    # and the token labels sit on top, next to the first steps, where a reader starts.
+    layout(fig, title, "token", "step", height=120 + 28 * min(len(y), MAX_HEAT_ROWS))
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", tickangle=-60)
+    fig.update_xaxes(type="category", tickangle=-60, side="top")
     return fig
 
 

@@ -71,3 +71,15 @@ def test_a_large_vocabulary_shows_its_likeliest_tokens_and_every_chosen_one() ->
     assert set(marks.x) <= set(heat.x) and "of 500 tokens" in fig.layout.title.text
     top = f"w{int(probs[1].argmax())}"
     assert top in heat.x
+
+
+def test_a_long_generation_keeps_the_heatmap_a_screen_tall_with_labels_on_top() -> None:
+    """Issue 18, finding 10: 200 tokens made a ~4,000 px heatmap whose token labels were only at the bottom."""
+    steps = 200
+    probs = [
+        torch.softmax(torch.randn(len(VOCAB), generator=torch.Generator().manual_seed(i)), 0) for i in range(steps)
+    ]
+    fig = figures.probability_heatmap(VOCAB, probs, [0] * steps, [str(i) for i in range(1, steps + 1)])
+    layout = fig.to_plotly_json()["layout"]
+    assert layout["height"] <= 120 + 28 * figures.MAX_HEAT_ROWS <= 700
+    assert layout["xaxis"]["side"] == "top" and len(fig.data[0]["z"]) == steps  # every step still drawn
