@@ -6,17 +6,29 @@ over the rounds, so a busy moment on a shared machine shows as spread, not as a 
 the per-node times of the profiled runs come to the call measured around them, and to the plain run.
 
     .venv/bin/python bench/bench_profile.py [--recipe classic|nanogpt] [--rounds 7] [--runs 30] [--threads 1]
+
+With `--vs-torch`: `python -m lm profile`'s tables for the nanoGPT recipe's step, with the same step of the
+plain-PyTorch reference (bench/nanogpt_style.py's TorchSide: autograd, torch.optim.AdamW) beside ours under
+torch.profiler. lm itself never runs torch's autograd, so this side lives here.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from lm.train import TrainConfig, Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nanogpt_style import TorchSide  # noqa: E402
+
+from lm import profile  # noqa: E402
+from lm.cli import print_profile  # noqa: E402
+from lm.train import TrainConfig, Trainer  # noqa: E402
 
 
 def model_step(recipe: str):
@@ -53,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="alternating rounds (at least 5)")
     parser.add_argument("--runs", type=int, default=30, help="runs of each kind per round")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads, 0 = torch's choice")
+    parser.add_argument("--vs-torch", action="store_true", help="the recipe step's profile beside PyTorch's")
     args = parser.parse_args()
     if args.rounds < 5:
         parser.error("--rounds must be at least 5: the spread of fewer says little")
@@ -60,6 +73,9 @@ def main() -> None:
     # region whenever a neighbour holds a core (bench_train.py measured 2 ms steps taking 100-600 ms).
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.vs_torch:  # nanoGPT's CPU recipe: gpt, 4 layers, d_model 128, context 64, batch 12
+        print_profile(profile.profile_training(steps=5, peer=lambda trainer: TorchSide(trainer).train_step), 12)
+        return
     trainer, evaluator, feed = model_step(args.recipe)
     timed_pairs(evaluator, feed, 2)  # plan, checked code, code for the shapes, its profiled twin
     n_nodes = len(evaluator.plan(feed).steps)

@@ -84,12 +84,15 @@ class EagerSide:
 
     def train_step(self) -> float:
         cfg = self.cfg
-        x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
+        # labelled for torch.profiler (lm/profile.py counts "lm.profile: " work as outside the graph)
+        with torch.profiler.record_function("lm.profile: batch"):
+            x, y = get_batch(self.data.train, cfg.batch_size, cfg.context, self.batches)
         self.opt.zero_grad(set_to_none=True)
         loss = self.loss(x, y)
         loss.backward()
         if cfg.clip:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), cfg.clip)
+            with torch.profiler.record_function("lm.profile: clip"):
+                torch.nn.utils.clip_grad_norm_(self.parameters(), cfg.clip)
         for group in self.opt.param_groups:
             group["lr"] = lr_schedule(self.step, cfg.lr, cfg.min_lr, cfg.warmup, cfg.steps)
         self.opt.step()

@@ -201,6 +201,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
+    print_profile(result, args.top)
+    print("\nbeside PyTorch's same step under torch.profiler: python bench/bench_profile.py --vs-torch (a checkout)")
+    return 0
+
+
+def print_profile(result, top: int | None = None) -> None:
+    """A TrainingProfile (lm.profile) as the tables `python -m lm profile` prints; the PyTorch table when the
+    profile has a peer's side (bench/bench_profile.py --vs-torch)."""
+    from lm import profile  # noqa: PLC0415
+
     s = result.settings
     print(
         f"profile: {s['preset']}, {s['n_layers']} layers, {s['n_heads']} heads, d_model {s['d_model']}, context "
@@ -214,11 +224,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         f"it (means): batch, clipping and AdamW {result.outside_ms:.2f} ms, of which AdamW {result.adamw_ms:.2f} ms"
     )
     print(f"\n{'op kind':<26}{'calls':>6}{'ms/step':>10}{'share':>8}{'MFLOP':>10}{'GFLOP/s':>9}")
-    for row in result.ops[: args.top]:
+    for row in result.ops[:top]:
         flops = "" if row.flops is None else f"{row.flops / 1e6:,.1f}"
         rate = "" if row.gflops_per_s is None or not row.flops else f"{row.gflops_per_s:.1f}"
         print(f"{row.op:<26}{row.calls:>6}{row.ms:>10.2f}{row.share:>8.1%}{flops:>10}{rate:>9}")
-    rest = result.ops[args.top :]
+    rest = result.ops[top:] if top else []
     if rest:
         print(f"({len(rest)} more op kinds: {sum(r.ms for r in rest):.2f} ms)")
     print(f"\n{'matmul shapes':<36}{'calls':>6}{'ms/step':>10}{'GFLOP/s':>9}{'plain torch.matmul':>20}")
@@ -231,6 +241,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         f"step is {result.floor_ratio:.2f}x its matmul floor (its matmuls as plain torch.matmul calls: "
         f"{result.probe_ms:.2f} ms)"
     )
+    if not result.side_by_side:
+        return
     print(
         f"\nours next to PyTorch (tests/reference_model.py, autograd, torch.optim.AdamW): step "
         f"{_ms(result.torch_step_ms)}; under torch.profiler {result.torch_profiled_ms:.2f} ms, its self time per kind"
@@ -240,7 +252,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         ops = row.kind not in (profile.OUTSIDE, profile.FRAMEWORK)  # the last two rows are not op calls
         ours, theirs = (row.ours_calls, row.torch_calls) if ops else ("", "")
         print(f"{row.kind:<26}{row.ours_ms:>9.2f}{ours:>7}{row.torch_ms:>10.2f}{theirs:>7}")
-    return 0
 
 
 def _ms(values: list[float]) -> str:

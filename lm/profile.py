@@ -4,35 +4,30 @@ command line formats it, a page can draw it).
 The step is the one trainer's (`Trainer.train_step`: the nanoGPT recipe on the bundled Tiny Shakespeare
 characters, at the sizes given): the graph's forward and backward, profiled node by node by its
 generated code (autodiff/profile.py), then batch, clipping and AdamW outside the graph. Beside it: this
-machine's matmul peak (plain `torch.matmul` at the step's shapes), the step's matmul floor, and the same
-step of the plain-PyTorch reference (tests/reference_model.py, autograd, torch.optim.AdamW) under
-`torch.profiler`, grouped into the same kinds of work as ours.
+machine's matmul peak (plain `torch.matmul` at the step's shapes), the step's matmul floor, and, when a
+peer is given (bench/bench_profile.py --vs-torch gives the plain-PyTorch reference: autograd belongs to
+tests and benchmarks, never to lm), the same step under `torch.profiler`, grouped into ours kinds of work.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import statistics
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from autodiff.profile import probe_matmuls, summarize
 from lm.config import ModelConfig, preset_config
 from lm.model import use_packed
-from lm.nn import IGNORE_INDEX
-from lm.optim import decay_groups
 from lm.train import TrainConfig, Trainer
 
 WARMUP = 2  # unprofiled steps first, each side: planning, the checked code, the code made for the shapes
 MAX_STEPS = 50
 MAX_GFLOP = 600.0  # matmul work of a whole profile (both sides, warm-ups included): about 10 s here
 CHAR_VOCAB = 128  # a bound on the characters of the text (Tiny Shakespeare: 65, and the end-of-text token)
-REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "reference_model.py"
 
 # Kinds of work, the same for both sides: our op names and torch's aten op names map onto them.
 KINDS = {
@@ -173,8 +168,8 @@ class TrainingProfile:
     peak_gflops_per_s: float  # the best plain torch.matmul rate at the step's shapes
     floor_ms: float  # the step's matmul FLOPs at that peak
     probe_ms: float  # the step's matmuls as plain torch.matmul calls at their own shapes' rates
-    torch_step_ms: list[float]  # the PyTorch step, profiler off
-    torch_profiled_ms: float  # the PyTorch step under torch.profiler (mean)
+    torch_step_ms: list[float]  # the PyTorch step, profiler off (empty without a peer)
+    torch_profiled_ms: float | None  # the PyTorch step under torch.profiler (mean); None without a peer
     side_by_side: list[SideRow]
 
     @property
@@ -200,15 +195,16 @@ class TrainingProfile:
 
 def profile_training(
     preset: str = "gpt", n_layers: int = 4, n_heads: int = 4, d_model: int = 128, context: int = 64, batch: int = 12,
-    steps: int = 5, cache_dir=None, probe_seconds: float = 0.02,
+    steps: int = 5, cache_dir=None, probe_seconds: float = 0.02, peer: Callable[[Trainer], Callable] | None = None,
 ) -> TrainingProfile:  # fmt: skip
-    """Profile `steps` training steps after a warm-up: ours with the profile off and on, and PyTorch's,
-    alternated (so a busy moment on a shared machine hits all three), then PyTorch's under torch.profiler,
-    then the matmul probe at the step's shapes."""
+    """Profile `steps` training steps after a warm-up: ours with the profile off and on, and the peer's when
+    given, alternated (so a busy moment on a shared machine hits all of them), then the peer's under
+    torch.profiler, then the matmul probe at the step's shapes. `peer(trainer)` returns the same step in
+    plain PyTorch (bench/nanogpt_style.py's TorchSide: lm itself never runs torch's autograd)."""
     config = profile_config(preset, n_layers, n_heads, d_model, context, batch, steps)
     trainer = Trainer(config, cache_dir=cache_dir)
     evaluator, optimizer = trainer.graph.evaluator, trainer.optimizer
-    torch_step = _torch_step(trainer)
+    torch_step = None if peer is None else peer(trainer)  # from the trainer's initial weights
     plain, profiled, graph, adamw, theirs, runs = [], [], [], [], [], []
     update = optimizer.step
 
@@ -229,19 +225,18 @@ def profile_training(
         return ns
 
     for _ in range(WARMUP):
-        trainer.train_step(), torch_step()
+        trainer.train_step()
+        if torch_step is not None:
+            torch_step()
     ours_profiled()  # the profiled twin of the step's code is made on its first call: not timed
     for times in (graph, adamw, runs):
         times.clear()
-    sides = [
-        (plain, lambda: _timed(trainer.train_step)),
-        (profiled, ours_profiled),
-        (theirs, lambda: _timed(torch_step)),
-    ]
+    sides = [(plain, lambda: _timed(trainer.train_step)), (profiled, ours_profiled)]
+    if torch_step is not None:
+        sides.append((theirs, lambda: _timed(torch_step)))
     for i in range(steps):
-        for times, run in sides[i % 3 :] + sides[: i % 3]:
+        for times, run in sides[i % len(sides) :] + sides[: i % len(sides)]:
             times.append(run())
-    torch_kinds, torch_calls, torch_profiled_ns = _torch_profile(torch_step, steps)
 
     result = summarize(runs)
     probes = probe_matmuls([(m.a, m.b) for m in result.matmuls()], trainer.model.config.torch_dtype,
@@ -257,7 +252,10 @@ def profile_training(
     step_ns = statistics.median(plain)
     ops = [OpRow(k.op, k.calls, k.ns / 1e6, k.ns / step_ns, k.flops, k.gflops_per_s) for k in result.by_op()]
     outside = statistics.fmean(p - g for p, g in zip(profiled, graph))
-    side = _side_by_side(result, outside, torch_kinds, torch_calls, torch_profiled_ns)
+    side, torch_profiled_ns = [], None
+    if torch_step is not None:
+        torch_kinds, torch_calls, torch_profiled_ns = _torch_profile(torch_step, steps)
+        side = _side_by_side(result, outside, torch_kinds, torch_calls, torch_profiled_ns)
     return TrainingProfile(
         settings=dict(
             preset=preset, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context, batch=batch,
@@ -269,7 +267,8 @@ def profile_training(
         adamw_ms=statistics.fmean(adamw) / 1e6, nodes=len(result.nodes), ops=ops, matmuls=matmuls,
         flops=result.flops, matmul_flops=matmul_flops, peak_gflops_per_s=peak,
         floor_ms=matmul_flops / peak / 1e6, probe_ms=probe_ns / 1e6,  # FLOP / (GFLOP/s) = ns
-        torch_step_ms=[t / 1e6 for t in theirs], torch_profiled_ms=torch_profiled_ns / 1e6, side_by_side=side,
+        torch_step_ms=[t / 1e6 for t in theirs], side_by_side=side,
+        torch_profiled_ms=None if torch_profiled_ns is None else torch_profiled_ns / 1e6,
     )  # fmt: skip
 
 
@@ -277,47 +276,6 @@ def _timed(fn) -> int:
     start = time.perf_counter_ns()
     fn()
     return time.perf_counter_ns() - start
-
-
-def _reference():
-    """tests/reference_model.py, the plain-PyTorch model the golden tests check ours against (imported by
-    its path, as the tests and bench scripts import it, without changing sys.path)."""
-    if "reference_model" in sys.modules:
-        return sys.modules["reference_model"]
-    if not REFERENCE.is_file():
-        raise ValueError(f"the PyTorch side needs {REFERENCE} (a checkout of the project, not an installed copy)")
-    spec = importlib.util.spec_from_file_location("reference_model", REFERENCE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _torch_step(trainer: Trainer):
-    """The same step in plain PyTorch: the reference model from the trainer's initial weights, autograd,
-    torch's clipping and torch.optim.AdamW with the same groups and settings, on the same source's windows.
-    The batch and the clipping are annotated so the profiler can tell them apart."""
-    reference, cfg, model_cfg = _reference(), trainer.config, trainer.model.config
-    params = {n: p.detach().clone().requires_grad_(True) for n, p in trainer.model.params.items()}
-    groups = [
-        {"params": [params[n] for n in g["params"]], "weight_decay": g["weight_decay"]}
-        for g in decay_groups(params, cfg.weight_decay)
-    ]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=True)
-    batches = torch.Generator().manual_seed(cfg.seed)
-
-    def step() -> float:
-        with torch.profiler.record_function("lm.profile: batch"):
-            x, y = trainer.source.batch(cfg.batch_size, trainer.context, batches)
-        opt.zero_grad(set_to_none=True)
-        loss = reference.reference_loss(params, model_cfg, x, y, ignore_index=IGNORE_INDEX)
-        loss.backward()
-        if cfg.clip:
-            with torch.profiler.record_function("lm.profile: clip"):
-                torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip)
-        opt.step()
-        return loss.item()
-
-    return step
 
 
 def _torch_profile(step, steps: int) -> tuple[dict[str, float], dict[str, int], float]:

@@ -5,8 +5,10 @@ numbers consistent with each other, ours next to PyTorch's, as text and as JSON.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from autodiff.profile import node_flops, value_shapes
 from lm.cli import main
 from lm.model import LanguageModel, preset_config
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(preset="gpt", n_layers=1, n_heads=2, d_model=16, context=8, batch=3, steps=2)
 TINY_ARGS = ["--layers", "1", "--heads", "2", "--d-model", "16", "--context", "8", "--batch", "3", "--steps", "2"]
 
@@ -30,12 +33,23 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def torch_peer(trainer):
+    """The same step in plain PyTorch, the benchmark's peer (bench/nanogpt_style.py's TorchSide): autograd
+    runs in tests and benchmarks, never in lm."""
+    spec = importlib.util.spec_from_file_location("nanogpt_style", ROOT / "bench" / "nanogpt_style.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # it imports reference_model, on the tests' path
+    return module.TorchSide(trainer).train_step
+
+
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return lm_profile.profile_training(**TINY, cache_dir=tmp_path_factory.mktemp("cache"), probe_seconds=0.001)
+        return lm_profile.profile_training(
+            **TINY, cache_dir=tmp_path_factory.mktemp("cache"), probe_seconds=0.001, peer=torch_peer
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -124,13 +138,14 @@ def test_the_command_prints_the_tables_and_json(tmp_path, monkeypatch, capsys, o
         "matmul shapes",
         "matmul peak: ",
         "x its matmul floor",
-        "ours next to PyTorch",
+        "bench/bench_profile.py --vs-torch",  # the PyTorch side lives in the benchmark: lm never runs autograd
     ):
         assert expected in out
+    assert "ours next to PyTorch" not in out
     assert any(line.startswith("matmul ") for line in out.split("op kind")[1].splitlines())
     assert main(["profile", *TINY_ARGS, "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["settings"]["d_model"] == 16 and data["side_by_side"][0]["kind"]
+    assert data["settings"]["d_model"] == 16 and data["side_by_side"] == [] and data["torch_profiled_ms"] is None
 
 
 def _quick(profile_training):
