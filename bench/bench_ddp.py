@@ -65,15 +65,13 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def torch_ddp_step(trainer, parallel):
-    """The peer: the same model in plain PyTorch (tests/reference_model.py, autograd, torch.optim.AdamW),
+    """The peer: the same model in plain PyTorch (bench/reference_model.py, autograd, torch.optim.AdamW),
     wrapped in torch's own DistributedDataParallel, on the same rank batches; returns its step function."""
     import torch  # noqa: PLC0415
     from torch import nn  # noqa: PLC0415
     from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from reference_model import reference_loss  # noqa: PLC0415
-
+    from bench.reference_model import reference_loss  # noqa: PLC0415
     from lm.data import get_batch  # noqa: PLC0415
 
     cfg, model_config = trainer.config, trainer.model.config

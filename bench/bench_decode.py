@@ -4,7 +4,7 @@ plain PyTorch.
 A random-weight classic model (d_model 256, 4 layers, 4 heads, context 512, float32 by default).
 Without a cache each new token reruns the full forward over all t positions; with it one step
 computes only the new position and attends over the cached keys and values. The PyTorch side is the
-reference transformer of tests/reference_model.py (no autograd), the one the golden tests check us
+reference transformer of bench/reference_model.py (no autograd), the one the golden tests check us
 against. Each round times the four loops back to back in an order that rotates; per t the script
 prints the medians and the cached-step ratio ours / torch as min / median / max over the rounds.
 
@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
-from reference_model import reference_decode_step, reference_forward  # noqa: E402
-
+from bench.reference_model import reference_decode_step, reference_forward  # noqa: E402
 from lm.generate import KVCache, cached_step, generate  # noqa: E402
 from lm.model import LanguageModel, ModelConfig  # noqa: E402
 

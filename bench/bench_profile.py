@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nanogpt_style import TorchSide  # noqa: E402
-
+from bench.nanogpt_style import TorchSide  # noqa: E402
 from lm import profile  # noqa: E402
 from lm.cli import print_profile  # noqa: E402
 from lm.train import TrainConfig, Trainer  # noqa: E402

@@ -1,7 +1,7 @@
 """Benchmark: training speed of the text models on our engine against plain PyTorch, in one process.
 
 Per preset, tokens/s of a full training step (forward, backward, clipping, AdamW) of our Trainer
-and of the same model in plain PyTorch eager (tests/reference_model.py, autograd, torch.optim.AdamW
+and of the same model in plain PyTorch eager (bench/reference_model.py, autograd, torch.optim.AdamW
 with the same param groups), from the same weights and batches, rounds alternating the two sides;
 prints the ratio's min/median/max. `--memory` measures each side's peak RSS in a child process.
 For the `gpt` preset a third side is the same model written as nanoGPT writes it (bench/nanogpt_style.py:
@@ -23,10 +23,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nanogpt_style import NanoGPTSide, TorchSide  # noqa: E402
-
+from bench.nanogpt_style import NanoGPTSide, TorchSide  # noqa: E402
 from lm.train import TrainConfig, Trainer  # noqa: E402
 
 

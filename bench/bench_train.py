@@ -1,7 +1,7 @@
 """Benchmark: train the classic recipe (500 full-batch SGD epochs) with our engine and with plain PyTorch.
 
 Both sides start from the same corpus, initial weights and batch in this process. The PyTorch side is
-the reference transformer of tests/reference_model.py (the one the golden tests check us against)
+the reference transformer of bench/reference_model.py (the one the golden tests check us against)
 with autograd and torch.optim.SGD. Rounds alternate which side goes first; printed: each side's
 time and the ratio as min / median / max over the rounds, and both final losses.
 
@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the shared reference model
-from reference_model import reference_loss  # noqa: E402
-
+from bench.reference_model import reference_loss  # noqa: E402
 from lm.nn import IGNORE_INDEX  # noqa: E402
 from lm.train import TrainConfig, Trainer  # noqa: E402
 

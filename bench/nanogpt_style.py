@@ -1,5 +1,5 @@
 """The plain-PyTorch sides of bench_text.py, each trained like ours on the same batches: the reference
-model (`TorchSide`, tests/reference_model.py) and the `gpt` preset written the way nanoGPT writes its model
+model (`TorchSide`, bench/reference_model.py) and the `gpt` preset written the way nanoGPT writes its model
 (`NanoGPTSide`):
 
 torch.nn modules, one fused q/k/v `Linear`, `F.scaled_dot_product_attention(is_causal=True)` (torch's
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from reference_model import reference_loss  # tests/reference_model.py (bench_text puts tests/ on the path)
 
+from bench.reference_model import reference_loss  # bench/reference_model.py (bench_text puts tests/ on the path)
 from lm.data import get_batch
 from lm.optim import lr_schedule
 
@@ -106,7 +106,7 @@ class EagerSide:
 
 
 class TorchSide(EagerSide):
-    """The plain-PyTorch reference (tests/reference_model.py), parameters copied from our trainer."""
+    """The plain-PyTorch reference (bench/reference_model.py), parameters copied from our trainer."""
 
     def __init__(self, ours):
         self.model_config = ours.model.config

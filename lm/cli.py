@@ -244,7 +244,7 @@ def print_profile(result, top: int | None = None) -> None:
     if not result.side_by_side:
         return
     print(
-        f"\nours next to PyTorch (tests/reference_model.py, autograd, torch.optim.AdamW): step "
+        f"\nours next to PyTorch (bench/reference_model.py, autograd, torch.optim.AdamW): step "
         f"{_ms(result.torch_step_ms)}; under torch.profiler {result.torch_profiled_ms:.2f} ms, its self time per kind"
     )
     print(f"{'kind of work':<26}{'ours ms':>9}{'calls':>7}{'torch ms':>10}{'calls':>7}")

@@ -71,7 +71,7 @@ def rope_tables(d_head: int, positions: Tensor, theta: float = 10000.0, dtype=to
 
 def rope(x: Node, cos: Node, sin: Node, n_heads: int, d_head: int) -> Node:
     """Rotary positions on (N, D) rows: each head's (first half, second half) pairs turned by their
-    angle (cos, sin from rope_tables: (N, 1, dh/2)), the layout of tests/reference_model.py."""
+    angle (cos, sin from rope_tables: (N, 1, dh/2)), the layout of bench/reference_model.py."""
     heads = ad.reshape(x, (-1, n_heads, d_head))  # (N, H, dh)
     return ad.reshape(ad.rope(heads, cos, sin), (-1, n_heads * d_head))  # (N, D)
 

@@ -22,7 +22,7 @@ Adding an op (see README "Adding an op"): in the right section write
         def gradient(self, node, output_grad):
             return [mul_by_const(mul(output_grad, mul(node.inputs[0], node.inputs[0])), 3.0)]
 make the instance at the bottom of that module (`cube = CubeOp()`), add its name to that module's
-`__all__`, and add a row to `CASES` in tests/test_autodiff_ops.py (a test fails until you do).
+`__all__`, and add a row to `CASES` in tests/autodiff/test_autodiff_ops.py (a test fails until you do).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def test_the_bundled_model_is_a_small_character_model_that_beats_chance() -> Non
     ids = torch.tensor([SHAKESPEARE.tokenizer.encode(text[i : i + 65]) for i in range(0, 19_000, 1_000)])
     logits = SHAKESPEARE.forward(ids[:, :-1])["logits"].double()  # (B, T, V)
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
-    assert float(loss) < 1.8  # the bundled model's recorded validation loss is 1.551 (tests/test_lm_bundled.py)
+    assert float(loss) < 1.8  # the bundled model's recorded validation loss is 1.551 (tests/lm/test_lm_bundled.py)
 
 
 def test_the_trace_matches_lm_generation_and_its_attention_is_causal() -> None:

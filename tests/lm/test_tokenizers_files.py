@@ -92,7 +92,7 @@ def test_a_declared_special_token_must_be_in_the_vocabulary(tmp_path):
 
 
 def test_folders_of_the_released_code_still_load():
-    """Saved by the code before manifests (tests/fixtures/bpe_released, char_released): the special tokens
+    """Saved by the code before manifests (tests/lm/fixtures/bpe_released, char_released): the special tokens
     of a BPE folder inferred as before."""
     bpe = BPETokenizer.load(FIXTURES / "bpe_released")
     assert bpe.special_tokens == [EOT] and len(bpe) == 280 and bpe.encode(f"the cat sat{EOT}") == [275, 261, 270, 279]

@@ -42,7 +42,7 @@ def test_train_sentences_then_generate(tmp_path: Path, capsys):
     out = tmp_path / "m.safetensors"
     result = _lm(
         "train", "--data", f"sentences:{sentences}", "--epochs", "5", "--heads", "2", "--d-model", "16",
-        "--out", str(out), cwd=Path(__file__).parents[1],
+        "--out", str(out), cwd=Path(__file__).parents[2],
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "step 5/5" in result.stderr and "memorized" in result.stderr  # the bar, then the evaluation

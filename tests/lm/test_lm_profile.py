@@ -5,7 +5,6 @@ numbers consistent with each other, ours next to PyTorch's, as text and as JSON.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import statistics
 from pathlib import Path
@@ -19,7 +18,7 @@ from autodiff.profile import node_flops, value_shapes
 from lm.cli import main
 from lm.model import LanguageModel, preset_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(preset="gpt", n_layers=1, n_heads=2, d_model=16, context=8, batch=3, steps=2)
 TINY_ARGS = ["--layers", "1", "--heads", "2", "--d-model", "16", "--context", "8", "--batch", "3", "--steps", "2"]
 
@@ -36,10 +35,9 @@ def one_thread():
 def torch_peer(trainer):
     """The same step in plain PyTorch, the benchmark's peer (bench/nanogpt_style.py's TorchSide): autograd
     runs in tests and benchmarks, never in lm."""
-    spec = importlib.util.spec_from_file_location("nanogpt_style", ROOT / "bench" / "nanogpt_style.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # it imports reference_model, on the tests' path
-    return module.TorchSide(trainer).train_step
+    from bench.nanogpt_style import TorchSide  # noqa: PLC0415
+
+    return TorchSide(trainer).train_step
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ def test_ids_are_sorted_characters_then_specials():
 def test_tiny_shakespeare_has_nanogpts_65_ids():
     from pathlib import Path
 
-    text = Path(__file__).resolve().parents[1] / "lm/data/tinyshakespeare.txt"
+    text = Path(__file__).resolve().parents[2] / "lm/data/tinyshakespeare.txt"
     if not text.exists():
         pytest.skip("lm/data/tinyshakespeare.txt not copied yet")
     tok = CharTokenizer.from_text(text.read_text(encoding="utf-8"))

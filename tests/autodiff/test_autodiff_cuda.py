@@ -1,4 +1,4 @@
-"""The engine on a GPU: every row of the op table (tests/test_autodiff_ops.py) evaluated with its inputs
+"""The engine on a GPU: every row of the op table (tests/autodiff/test_autodiff_ops.py) evaluated with its inputs
 on CUDA — value, and every input's gradient under a random upstream gradient — must stay on the GPU and
 match torch.autograd computed on the CPU in float64; and a training step of the text model with
 `device="cuda"` must equal the same step on the CPU. Skips, saying so, where no GPU is present.
@@ -15,7 +15,7 @@ from test_autodiff_ops import CASES, Case, _torch_grads, assert_close, make_valu
 import autodiff as ad
 from autodiff import ops
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NO_GPU = "no CUDA GPU here (torch.cuda.is_available() is False): the CUDA tests run on a machine with one"
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_GPU)
 

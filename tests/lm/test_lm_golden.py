@@ -1,4 +1,4 @@
-"""Golden test: the classic word model against the plain-PyTorch reference (tests/reference_model.py).
+"""Golden test: the classic word model against the plain-PyTorch reference (bench/reference_model.py).
 
 On the same weights and padded batch of the word corpus (lm.data.Sentences: padding targets are
 IGNORE_INDEX), the loss, the logits and every parameter gradient agree to 1e-10 in float64, for 1 layer /
@@ -8,8 +8,8 @@ are checked the same way in test_lm_model, each component alone in test_lm_nn.)
 
 import pytest
 import torch
-from reference_model import reference_logits, reference_loss
 
+from bench.reference_model import reference_logits, reference_loss
 from lm.data import Sentences
 from lm.generate import generate
 from lm.model import LanguageModel, ModelConfig, build_loss

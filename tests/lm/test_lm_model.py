@@ -1,4 +1,4 @@
-"""The model presets against the plain-PyTorch reference (tests/reference_model.py), and their config.
+"""The model presets against the plain-PyTorch reference (bench/reference_model.py), and their config.
 
 For classic, gpt and llama (1 and 2 layers, 1 and 4 heads, both attention layouts): the loss (the one
 sparse cross-entropy, ignored targets left out), the logits and every parameter gradient equal the
@@ -8,8 +8,8 @@ included); a model is built from its config alone; the config validates and name
 
 import pytest
 import torch
-from reference_model import reference_decode_step, reference_logits, reference_loss
 
+from bench.reference_model import reference_decode_step, reference_logits, reference_loss
 from lm.generate import KVCache, cached_step, prefill
 from lm.model import (
     PRESETS,
@@ -82,7 +82,7 @@ def test_cached_decoding_equals_recomputation_and_the_reference(preset):
 def test_rope_makes_attention_depend_on_relative_position_only():
     # Shifting both positions by the same offset leaves RoPE's q·k score unchanged: the rotation
     # encodes the distance between query and key, which is what RoPE is for.
-    from reference_model import apply_rope, rope_tables
+    from bench.reference_model import apply_rope, rope_tables
 
     cfg = preset_config("llama", V, 64, d_model=16, n_heads=2)
     q, k = torch.randn(2, 8, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lm.tokenizers import BPETokenizer, TokenizerError, train_bpe, train_bpe_detailed, train_bpe_file
 from lm.tokenizers.pretokenize import chunk_bounds, count_pretokens, parallel_pretoken_counts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
 STORIES = (ROOT / "lm/data/tinystories-sample-b.txt").read_text(encoding="utf-8")
 
@@ -150,10 +150,10 @@ def test_training_from_a_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text", ["tests/fixtures/corpus.en", "corpus.txt", "data/stories.json", "README.md", str(ROOT / "lm")]
+    "text", ["tests/lm/fixtures/corpus.en", "corpus.txt", "data/stories.json", "README.md", str(ROOT / "lm")]
 )
 def test_a_path_given_as_the_text_is_refused(text):
-    """train_bpe("tests/fixtures/corpus.en", 500) used to train on the path's 27 characters, silently."""
+    """train_bpe("tests/lm/fixtures/corpus.en", 500) used to train on the path's 27 characters, silently."""
     with pytest.raises(TokenizerError, match=r"looks like a file path.*train_bpe_file"):
         train_bpe(text, 300)
     with pytest.raises(TokenizerError, match="looks like a file path"):

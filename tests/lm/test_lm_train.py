@@ -1,6 +1,6 @@
 """The one trainer (lm.train.Trainer) on both batch sources, sentences (the classic recipe) and windows.
 
-Bit for bit against the released trainers' curves (tests/fixtures/released_curves.json); events on
+Bit for bit against the released trainers' curves (tests/lm/fixtures/released_curves.json); events on
 schedule (steps, evaluations, learning rate, validation, memorization); runs deterministic and the event
 iterator resumable; save -> load -> resume equal to an uninterrupted run for both sources (also through an
 io.BytesIO); padding out of the loss and every sentence ending with <eos>; the divergence stop; gradient

@@ -23,7 +23,7 @@ from lm.cli import main
 from lm.data import get_batch
 from lm.distributed import DataParallel, LaunchEnv, LaunchError, launch_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "lm" / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20_000]
 TINY = ["--layers", "1", "--heads", "2", "--d-model", "16", "--context", "8", "--dtype", "float64"]
 TINY += ["--eval-batches", "1", "--quiet", "--device", "cpu"]

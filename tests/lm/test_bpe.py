@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lm.tokenizers import BPETokenizer, TokenizerError
 from lm.tokenizers.bpe import GPT2_MERGES, GPT2_VOCAB
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EOT = "<|endoftext|>"
 VARIED = (
     (ROOT / "lm/data/tinystories-sample-a.txt").read_text(encoding="utf-8")

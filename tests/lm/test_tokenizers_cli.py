@@ -10,7 +10,7 @@ import pytest
 from lm.__main__ import main
 from lm.tokenizers import BPETokenizer, CharTokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STORIES = ROOT / "lm/data/tinystories-sample-a.txt"
 
 
