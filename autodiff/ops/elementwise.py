@@ -232,16 +232,29 @@ class SigmoidOp(Unary):
         return [sigmoid_backward(output_grad, node)]
 
 
-class SigmoidBackwardOp(OpBase):
+class FusedBackward(OpBase):
+    """A fused backward op: one torch kernel for a formula that `primitive` writes in primitive ops. Its own
+    gradient (second order) differentiates that formula; `gradients(..., fused=False)` puts the formula in
+    the op's place, to show what fusing saves."""
+
+    def primitive(self, node: Node) -> Node:
+        """The node's value as a graph of primitive ops over its inputs."""
+        raise NotImplementedError
+
+    def gradient(self, node, output_grad):
+        return local_vjp(self.primitive(node), node.inputs, output_grad)
+
+
+class SigmoidBackwardOp(FusedBackward):
     """Sigmoid's input gradient from upstream g and its output s, in one node: g * s * (1 - s)."""
 
     name, inputs = "sigmoid_backward", ("g", "s")
     forward = staticmethod(torch.ops.aten.sigmoid_backward.default)  # torch's one-pass kernel
     flops = per_element(3)  # g * s * (1 - s)
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, s = node.inputs
-        return local_vjp(mul(g, mul(s, add_by_const(neg(s), 1.0))), [g, s], output_grad)
+        return mul(g, mul(s, add_by_const(neg(s), 1.0)))
 
 
 class TanhOp(Unary):
@@ -253,16 +266,16 @@ class TanhOp(Unary):
         return [tanh_backward(output_grad, node)]
 
 
-class TanhBackwardOp(OpBase):
+class TanhBackwardOp(FusedBackward):
     """Tanh's input gradient from upstream g and its output t, in one node: g * (1 - t^2)."""
 
     name, inputs = "tanh_backward", ("g", "t")
     forward = staticmethod(torch.ops.aten.tanh_backward.default)  # torch's one-pass kernel
     flops = per_element(3)  # g * (1 - t * t)
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, t = node.inputs
-        return local_vjp(mul(g, add_by_const(neg(mul(t, t)), 1.0)), [g, t], output_grad)
+        return mul(g, add_by_const(neg(mul(t, t)), 1.0))
 
 
 class ErfOp(Unary):
@@ -285,19 +298,19 @@ class GeluOp(Unary):
         return [gelu_backward(output_grad, node.inputs[0])]
 
 
-class GeluBackwardOp(OpBase):
+class GeluBackwardOp(FusedBackward):
     """GELU's input gradient from upstream g and its input a, in one node: g * (Phi(a) + a * phi(a))."""
 
     name, inputs = "gelu_backward", ("g", "a")
     forward = staticmethod(torch.ops.aten.gelu_backward.default)  # torch's one-pass kernel
     flops = per_element(11)  # Phi(a): 4 (scale, erf, add, halve), phi(a): 4 (square, scale, exp, scale), 3 more
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         # Phi(a) = (1 + erf(a / sqrt 2)) / 2, phi(a) = exp(-a^2/2) / sqrt(2 pi)
         g, a = node.inputs
         cdf = mul_by_const(add_by_const(erf(mul_by_const(a, 1.0 / math.sqrt(2.0))), 1.0), 0.5)
         pdf = mul_by_const(exp(mul_by_const(mul(a, a), -0.5)), 1.0 / math.sqrt(2.0 * math.pi))
-        return local_vjp(mul(g, add(cdf, mul(a, pdf))), [g, a], output_grad)
+        return mul(g, add(cdf, mul(a, pdf)))
 
 
 class SiLUOp(Unary):
@@ -309,17 +322,17 @@ class SiLUOp(Unary):
         return [silu_backward(output_grad, node.inputs[0])]
 
 
-class SiLUBackwardOp(OpBase):
+class SiLUBackwardOp(FusedBackward):
     """SiLU's input gradient from upstream g and its input a, in one node: g * (s + a s (1 - s)), s = sigmoid(a)."""
 
     name, inputs = "silu_backward", ("g", "a")
     forward = staticmethod(torch.ops.aten.silu_backward.default)  # torch's one-pass kernel
     flops = per_element(6)  # s, a s, 1 - s, their product, the sum, times g
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, a = node.inputs
         s = sigmoid(a)
-        return local_vjp(mul(g, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0)))), [g, a], output_grad)
+        return mul(g, add(s, mul(mul(a, s), add_by_const(neg(s), 1.0))))
 
 
 def local_vjp(expr: Node, inputs: Sequence[Node], upstream: Node) -> list[Node]:

@@ -1,6 +1,6 @@
 """Neural-network ops: matmul, softmax, log_softmax, layernorm, and the fused backward ops their
-gradients use. A fused backward op runs torch's one-pass kernel; its own gradient (second order)
-writes the same formula in primitive ops and lets `local_vjp` differentiate it. FLOPs: matmul's
+gradients use. A fused backward op runs torch's one-pass kernel; `primitive` writes the same formula in
+primitive ops, which its own gradient (second order) differentiates. FLOPs: matmul's
 2 m n k per batch element; the others a documented count per element (a per-row sqrt is not counted)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from autodiff.graph import Node
-from autodiff.ops.base import REQUIRED, OpBase, Unary, check_dim, per_element
-from autodiff.ops.elementwise import Binary, add_by_const, exp, local_vjp, mul, power, sub
+from autodiff.ops.base import REQUIRED, Unary, check_dim, per_element
+from autodiff.ops.elementwise import Binary, FusedBackward, add_by_const, exp, mul, power, sub
 from autodiff.ops.reductions import mean, sum_op
 from autodiff.ops.shape import transpose
 
@@ -49,7 +49,7 @@ class SoftmaxOp(Unary):
         return [softmax_backward(output_grad, node, node.dim)]
 
 
-class SoftmaxBackwardOp(OpBase):
+class SoftmaxBackwardOp(FusedBackward):
     """Softmax's input gradient from upstream g and its output y: y * (g - sum(g * y, dim))."""
 
     name, inputs, params = "softmax_backward", ("g", "y"), {"dim": REQUIRED}
@@ -59,9 +59,9 @@ class SoftmaxBackwardOp(OpBase):
     def forward(g, y, dim):
         return torch._softmax_backward_data(g, y, dim, y.dtype)  # torch's one-pass kernel
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, y = node.inputs
-        return local_vjp(mul(y, sub(g, sum_op(mul(g, y), node.dim, keepdim=True))), [g, y], output_grad)
+        return mul(y, sub(g, sum_op(mul(g, y), node.dim, keepdim=True)))
 
 
 class LogSoftmaxOp(Unary):
@@ -75,7 +75,7 @@ class LogSoftmaxOp(Unary):
         return [log_softmax_backward(output_grad, node, node.dim)]
 
 
-class LogSoftmaxBackwardOp(OpBase):
+class LogSoftmaxBackwardOp(FusedBackward):
     """Log-softmax's input gradient from upstream g and its output y: g - exp(y) * sum(g, dim)."""
 
     name, inputs, params = "log_softmax_backward", ("g", "y"), {"dim": REQUIRED}
@@ -83,9 +83,9 @@ class LogSoftmaxBackwardOp(OpBase):
     forward = staticmethod(lambda g, y, dim: torch._log_softmax_backward_data(g, y, dim, y.dtype))
     flops = per_element(4)  # exp(y), sum(g), multiply, subtract
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, y = node.inputs
-        return local_vjp(sub(g, mul(exp(y), sum_op(g, node.dim, keepdim=True))), [g, y], output_grad)
+        return sub(g, mul(exp(y), sum_op(g, node.dim, keepdim=True)))
 
 
 class LayerNormOp(Unary):
@@ -104,7 +104,7 @@ class LayerNormOp(Unary):
         return [layernorm_backward(output_grad, node.inputs[0], node.normalized_shape, node.eps)]
 
 
-class LayerNormBackwardOp(OpBase):
+class LayerNormBackwardOp(FusedBackward):
     """Layernorm's input gradient from g and its input a: rstd * (g - mean(g) - y * mean(g * y))."""
 
     name, inputs, params = "layernorm_backward", ("g", "a"), {"normalized_shape": REQUIRED, "eps": REQUIRED}
@@ -117,14 +117,14 @@ class LayerNormBackwardOp(OpBase):
         _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
         return torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, None, None, [True, False, False])[0]
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, a = node.inputs
         dims = tuple(range(-len(node.normalized_shape), 0))
         centered = sub(a, mean(a, dims, keepdim=True))
         rstd = power(add_by_const(mean(mul(centered, centered), dims, keepdim=True), node.eps), -0.5)
         y = mul(centered, rstd)
         inner = sub(sub(g, mean(g, dims, keepdim=True)), mul(y, mean(mul(g, y), dims, keepdim=True)))
-        return local_vjp(mul(rstd, inner), [g, a], output_grad)
+        return mul(rstd, inner)
 
 
 matmul, softmax, softmax_backward = MatMulOp(), SoftmaxOp(), SoftmaxBackwardOp()

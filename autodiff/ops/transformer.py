@@ -1,8 +1,8 @@
 """Ops the text language models need: sin and cos, RMSNorm and LayerNorm with a gain (fused forward
 and backward), rotary position embedding, and cross-entropy over integer targets with an ignore index.
 
-Each fused backward op runs one torch computation; its own gradient (second order) writes the same
-formula in primitive ops and lets `local_vjp` differentiate it. Norms work over the last dim, with a
+Each fused backward op runs one torch computation; `primitive` writes the same formula in primitive ops,
+which its own gradient (second order) differentiates. Norms work over the last dim, with a
 (D,) gain. RoPE's cos and sin tables are position constants, like a mask: they take no gradient.
 FLOPs are a documented count per element of the op's main input, as in nn.py.
 """
@@ -16,8 +16,18 @@ import torch.nn.functional as F
 
 from autodiff.graph import Node
 from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, no_flops, per_element
-from autodiff.ops.elementwise import add_by_const, mul, neg, ones_like, power, sub, sum_to_shape
-from autodiff.ops.nn import local_vjp, softmax, softmax_backward
+from autodiff.ops.elementwise import (
+    FusedBackward,
+    add_by_const,
+    local_vjp,
+    mul,
+    neg,
+    ones_like,
+    power,
+    sub,
+    sum_to_shape,
+)
+from autodiff.ops.nn import softmax, softmax_backward
 from autodiff.ops.reductions import mean, sum_op
 
 
@@ -74,7 +84,7 @@ class RMSNormOp(OpBase):
         ]
 
 
-class RMSNormBackwardOp(OpBase):
+class RMSNormBackwardOp(FusedBackward):
     """RMSNorm's input gradient from upstream g: r * (g gain - n * mean(g gain * n)), n = a r."""
 
     name, inputs, params = "rmsnorm_backward", ("g", "a", "gain"), {"eps": REQUIRED}
@@ -86,15 +96,14 @@ class RMSNormBackwardOp(OpBase):
         n, gn = a * r, g * gain
         return r * (gn - n * (gn * n).mean(-1, keepdim=True))
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, a, gain = node.inputs
         n, r = _rms_normalized(a, node.eps)
         gn = mul(g, gain)
-        formula = mul(r, sub(gn, mul(n, mean(mul(gn, n), -1, keepdim=True))))
-        return local_vjp(formula, [g, a, gain], output_grad)
+        return mul(r, sub(gn, mul(n, mean(mul(gn, n), -1, keepdim=True))))
 
 
-class NormGainBackwardOp(OpBase):
+class NormGainBackwardOp(FusedBackward):
     """A norm's gain gradient: sum of g * normalized(a) over every dim but the last (`like` = the gain,
     for its shape). `kind` is "rms" or "layer"."""
 
@@ -109,10 +118,14 @@ class NormGainBackwardOp(OpBase):
         normalize = 3 if node.kind == "rms" else 5  # as rmsnorm and layernorm without their gain
         return (normalize + 2) * math.prod(input_shapes[1])  # then g * n and the sum
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, a, like = node.inputs
         n, _ = (_rms_normalized if node.kind == "rms" else _layer_normalized)(a, node.eps)
-        return [*local_vjp(sum_to_shape(mul(g, n), like), [g, a], output_grad), None]
+        return sum_to_shape(mul(g, n), like)
+
+    def gradient(self, node, output_grad):
+        g, a, _ = node.inputs
+        return [*local_vjp(self.primitive(node), [g, a], output_grad), None]  # `like` only gives a shape
 
 
 class LayerNormGainOp(OpBase):
@@ -129,7 +142,7 @@ class LayerNormGainOp(OpBase):
         return [pick_grad(both, g, a, gain, 0, node.eps), pick_grad(both, g, a, gain, 1, node.eps)]
 
 
-class LayerNormGainBackwardOp(OpBase):
+class LayerNormGainBackwardOp(FusedBackward):
     """LayerNorm's input gradient with a gain: r * (g gain - mean(g gain) - y * mean(g gain * y))."""
 
     name, inputs, params = "layernorm_gain_backward", ("g", "a", "gain"), {"eps": REQUIRED}
@@ -142,12 +155,12 @@ class LayerNormGainBackwardOp(OpBase):
         _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
         return torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, gain, None, [True, False, False])[0]
 
-    def gradient(self, node, output_grad):
+    def primitive(self, node):
         g, a, gain = node.inputs
         y, r = _layer_normalized(a, node.eps)
         gn = mul(g, gain)
         inner = sub(sub(gn, mean(gn, -1, keepdim=True)), mul(y, mean(mul(gn, y), -1, keepdim=True)))
-        return local_vjp(mul(r, inner), [g, a, gain], output_grad)
+        return mul(r, inner)
 
 
 class LayerNormGainGradsOp(OpBase):
@@ -170,7 +183,7 @@ class LayerNormGainGradsOp(OpBase):
         raise RuntimeError("layernorm_gain_grads is differentiated through its pick_grad nodes")
 
 
-class PickGradOp(OpBase):
+class PickGradOp(FusedBackward):
     """Item `index` of a layernorm_gain_grads pair (0: the input gradient, 1: the gain gradient). It
     reads g, a and gain too, only so that its own gradient (second order) is the one of the
     single-output op it stands for: layernorm_gain_backward or norm_gain_backward."""
@@ -179,12 +192,18 @@ class PickGradOp(OpBase):
     flops = no_flops
     forward = staticmethod(lambda pair, g, a, gain, index, eps: pair[index])
 
-    def gradient(self, node, output_grad):
+    def twin(self, node) -> Node:
         _, g, a, gain = node.inputs
         if node.index == 0:
-            twin = layernorm_gain_backward(g, a, gain, node.eps)
-        else:
-            twin = norm_gain_backward(g, a, gain, "layer", node.eps)
+            return layernorm_gain_backward(g, a, gain, node.eps)
+        return norm_gain_backward(g, a, gain, "layer", node.eps)
+
+    def primitive(self, node):
+        twin = self.twin(node)
+        return twin.op.primitive(twin)
+
+    def gradient(self, node, output_grad):
+        twin = self.twin(node)
         return [None, *twin.op.gradient(twin, output_grad)]
 
 

@@ -524,3 +524,56 @@ def test_op_against_torch(case: Case):
         their_second = _torch_grads(t_inner, t_wrt) if t_inner.requires_grad else [torch.zeros_like(x) for x in t_wrt]
         for i, ours_h, theirs_h in zip(diff, our_second, their_second):
             assert_close(ours_h, theirs_h, f"second-order gradient of input {i}")
+
+
+# --- fused backward ops written out (gradients(..., fused=False)) ------------------------------------
+
+FUSED_CASES = [case for case in CASES if isinstance(case.op, ops.elementwise.FusedBackward)]
+
+
+def test_every_fused_backward_op_has_a_case():
+    """(pick_grad, internal, is checked through layernorm_gain's unfused gradients below.)"""
+    fused = [name for name in ad.OP_NAMES if isinstance(getattr(ops, name), ops.elementwise.FusedBackward)]
+    assert len(fused) >= 9 and {case.op.name for case in FUSED_CASES} == set(fused)
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=lambda c: c.id)
+def test_fused_backward_op_equals_its_primitive_formula(case: Case):
+    """`primitive` (the formula gradients(fused=False) puts in the op's place) has the fused kernel's value."""
+    gen = torch.Generator().manual_seed(sum(map(ord, case.id)))
+    values = [make_value(spec, gen) for spec in case.inputs]
+    variables = [ad.Variable(f"x{i}") for i in range(len(values))]
+    node = case.build(*variables)
+    written_out = node.op.primitive(node)
+    assert not any(isinstance(n.op, ops.elementwise.FusedBackward) for n in ad.topological_sort(written_out))
+    fused, primitive = ad.Evaluator([node, written_out]).run(dict(zip(variables, values)))
+    assert_close(primitive, fused, "the written-out formula")
+
+
+def test_unfused_gradients_have_no_fused_node_and_equal_torch():
+    """A block-like graph (layernorm with a gain, softmax attention, GELU, cross-entropy): with fused=False
+    the backward pass has none of the fused ops, more nodes, and the same gradients as torch.autograd."""
+    gen = torch.Generator().manual_seed(0)
+    x, gain, w, targets = ad.Variable("x"), ad.Variable("gain"), ad.Variable("w"), ad.Variable("targets")
+    h = ops.layernorm_gain(x, gain)  # (6, 4)
+    h = ops.matmul(ops.softmax(ops.matmul(h, ops.transpose(h, 0, 1)), -1), h)  # (6, 4)
+    loss = ops.cross_entropy(ops.matmul(ops.gelu(h), w), targets)
+    values = {
+        x: torch.randn(6, 4, generator=gen, dtype=torch.float64),
+        gain: torch.randn(4, generator=gen, dtype=torch.float64),
+        w: torch.randn(4, 5, generator=gen, dtype=torch.float64),
+        targets: torch.randint(0, 5, (6,), generator=gen),
+    }
+    fused, unfused = ad.gradients(loss, [x, gain, w]), ad.gradients(loss, [x, gain, w], fused=False)
+    fused_ops = {n.op.name for n in ad.topological_sort(fused)}
+    unfused_ops = {n.op.name for n in ad.topological_sort(unfused)}
+    assert {"softmax_backward", "pick_grad", "gelu_backward"} <= fused_ops
+    assert not unfused_ops & {"softmax_backward", "pick_grad", "layernorm_gain_grads", "gelu_backward"}
+    assert len(ad.topological_sort(unfused)) > len(ad.topological_sort(fused))
+    ours = ad.Evaluator(unfused).run(values)
+    t = {k: v.clone().requires_grad_(k is not targets) for k, v in values.items()}
+    th = F.layer_norm(t[x], (4,), t[gain])
+    th = torch.softmax(th @ th.T, -1) @ th
+    theirs = torch.autograd.grad(F.cross_entropy(F.gelu(th) @ t[w], t[targets]), [t[x], t[gain], t[w]])
+    for name, a, b in zip("x gain w".split(), ours, theirs):
+        assert_close(a, b, f"unfused gradient of {name}")
