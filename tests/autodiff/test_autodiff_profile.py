@@ -72,10 +72,24 @@ def test_profiled_runs_compute_the_same_bits(preset):
         assert len(profiled.last_profile.step_ns) == len(profiled.plan(feed).steps)
 
 
-def test_profile_is_refused_where_it_would_not_time_the_generated_code():
+def test_interpreted_runs_are_profiled_by_the_loop_without_generated_code(monkeypatch):
     nodes, feed = small_graph()
-    with pytest.raises(ValueError, match="compiled=True"):
-        ad.Evaluator(nodes, compiled=False, profile=True).run(feed)
+    expected = ad.Evaluator(nodes).run(feed)
+
+    def no_code(*args, **kwargs):
+        raise AssertionError("an interpreted run generated code")
+
+    monkeypatch.setattr("autodiff.evaluator.generate", no_code)
+    evaluator = ad.Evaluator(nodes, compiled=False, profile=True)
+    for a, b in zip(evaluator.run(feed), expected):
+        assert torch.equal(a, b)
+    run = evaluator.last_profile
+    assert len(run.step_ns) == len(evaluator.plan(feed).steps) and sum(run.step_ns) <= run.call_ns
+    assert summarize([run]).by_op()  # what a profile reads from it
+
+
+def test_profile_is_refused_with_a_ready_callback():
+    nodes, feed = small_graph()
     with pytest.raises(ValueError, match="ready"):
         ad.Evaluator(nodes, profile=True).run(feed, ready=lambda k, v: None)
 
