@@ -27,11 +27,13 @@ TRIM_THRESHOLD = 512 * 2**20
 _applied: bool | None = None
 
 
-def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed memory for reuse (once per process); True when it applies."""
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Set glibc's malloc to keep freed memory for reuse; True when it applies. The first call of a process
+    decides (glibc's dynamic thresholds cannot be restored): `keep=False` decides against, in a process
+    that measures what keeping saves (lm.profile runs that side in a fresh process)."""
     global _applied
     if _applied is None:
-        _applied = _set_thresholds()
+        _applied = _set_thresholds() if keep else False
     return _applied
 
 

@@ -14,7 +14,7 @@ import resource, sys, torch
 torch.set_num_threads(1)
 import autodiff.memory
 if sys.argv[1] == "default":
-    autodiff.memory._applied = False  # as if glibc's defaults stayed
+    autodiff.memory.keep_freed_memory(keep=False)  # glibc's defaults stay: the trainer's call does nothing
 from lm.train import TrainConfig, Trainer
 t = Trainer(TrainConfig(steps=100, eval_every=0, eval_batches=1))
 for _ in range(3):
@@ -47,3 +47,9 @@ def test_the_users_own_malloc_settings_win(monkeypatch):
     monkeypatch.delenv("GLIBC_TUNABLES")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     assert memory.keep_freed_memory() is False
+
+
+def test_the_first_call_decides(monkeypatch):
+    monkeypatch.setattr(memory, "_applied", None)
+    assert memory.keep_freed_memory(keep=False) is False
+    assert memory.keep_freed_memory() is False  # the trainer's later call leaves glibc's defaults
