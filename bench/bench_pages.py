@@ -1,0 +1,131 @@
+"""Benchmark: how long a page of the app takes to show its drawing in Chromium, from navigation until the
+drawing is visible: the Graph page's SVG (laid out in the browser) and the Generate page's first heatmap.
+Each load is a fresh browser context, so a new Streamlit session, as a learner opening the page.
+
+With `--ref REV` a second server runs that git revision (archived to a temporary folder) and the two
+sides alternate load by load, so both see the same machine load; the ratio is ours / ref.
+
+    .venv/bin/python bench/bench_pages.py [--repeats 7] [--ref HEAD~1] [--pages graph,generate]
+
+`time_page` is the reusable part: a load benchmark can call it while other sessions train.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+# page url path -> what "drawn" means there (a CSS selector that becomes visible)
+PAGES = {
+    "graph": '[data-testid="stGraphVizChart"] svg text',  # the laid-out SVG has its labels
+    "generate": ".js-plotly-plot .hm",  # plotly drew the first heatmap's image
+}
+START_S = 90  # importing torch on a shared machine can be slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """`streamlit run playground/Home.py` of the tree at `root` (its packages first on the path); returns
+    the process and its URL once healthy."""
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(root))  # before the editable install of this checkout
+    command = [sys.executable, "-m", "streamlit", "run", "playground/Home.py", "--server.headless", "true"]
+    command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    server = subprocess.Popen(command, cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_S
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2):
+                return server, url
+        except OSError:
+            if server.poll() is not None:
+                break
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError(f"the server at {root} did not start; see {log}")
+
+
+def time_page(browser, url: str, page: str, selector: str, timeout_s: float = 60) -> float:
+    """Seconds from navigating to `url/page` in a new browser context until `selector` is visible."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    tab = context.new_page()
+    try:
+        start = time.perf_counter()
+        tab.goto(f"{url}/{page}", wait_until="commit")
+        tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
+        return time.perf_counter() - start
+    finally:
+        context.close()
+
+
+def archive(rev: str, into: Path) -> Path:
+    """The files of git revision `rev` under `into` (git archive: the working tree is not touched)."""
+    tar = into / "ref.tar"
+    subprocess.run(["git", "archive", "--format=tar", "-o", str(tar), rev], cwd=ROOT, check=True)
+    with tarfile.open(tar) as t:
+        t.extractall(into / "ref", filter="data")
+    return into / "ref"
+
+
+def spread(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed loads per page and side (default 7)")
+    parser.add_argument("--ref", help="a git revision to compare with (served side by side, alternated)")
+    parser.add_argument("--pages", default=",".join(PAGES), help=f"comma-separated, of {', '.join(PAGES)}")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    pages = args.pages.split(",")
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
+        roots = {"ours": ROOT}
+        if args.ref:
+            roots["ref"] = archive(args.ref, Path(tmp))
+        servers = {side: start_server(root, Path(tmp) / f"{side}.log") for side, root in roots.items()}
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            times: dict[tuple[str, str], list[float]] = {}
+            for repeat in range(args.repeats + 1):  # round 0 warms each server (first imports, first chunks)
+                for page in pages:
+                    for side in servers if repeat % 2 else reversed(list(servers)):  # alternate who goes first
+                        seconds = time_page(browser, servers[side][1], page, PAGES[page])
+                        if repeat:
+                            times.setdefault((page, side), []).append(seconds)
+            print(f"time from navigation to the drawing, fresh session each load ({args.repeats} loads, 1 warm-up)")
+            for page in pages:
+                line = f"{page:<9} ours {spread(times[page, 'ours'])}"
+                if args.ref:
+                    ratios = [a / b for a, b in zip(times[page, "ours"], times[page, "ref"])]
+                    line += f"\n{'':<9} ref {args.ref} {spread(times[page, 'ref'])}"
+                    line += f"\n{'':<9} ours / ref: median {statistics.median(ratios):.2f} "
+                    line += f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
+                print(line)
+        finally:
+            browser.close()
+            for server, _ in servers.values():
+                server.terminate()
+                server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
