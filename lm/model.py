@@ -160,11 +160,12 @@ class LossGraph:
     evaluator: Evaluator
 
 
-def build_loss(pv: ParamVars, batch: int, packed: bool) -> LossGraph:
+def build_loss(pv: ParamVars, batch: int, packed: bool, fused: bool = True) -> LossGraph:
+    """`fused=False` writes the fused backward nodes out in primitive ops (the Systems page's toggle)."""
     fwd = build_forward(pv, batch, packed)
     targets = Variable("targets")
     loss = nn.cross_entropy(fwd.logits, targets)  # () mean over kept targets
-    grads = ad.gradients(loss, list(pv.by_name.values()))
+    grads = ad.gradients(loss, list(pv.by_name.values()), fused=fused)
     return LossGraph(fwd, targets, loss, grads, Evaluator([loss, *grads]))
 
 
@@ -261,7 +262,7 @@ class LanguageModel:
         self.params = params
         self.vars = ParamVars(config)
         self._forward: dict[tuple[int, bool], tuple[ForwardGraph, dict[tuple, Evaluator]]] = {}
-        self._loss: dict[tuple[int, int], LossGraph] = {}
+        self._loss: dict[tuple[int, int, bool, bool], LossGraph] = {}
         self._step: dict[int, StepGraph] = {}
 
     def num_parameters(self) -> int:
@@ -272,11 +273,13 @@ class LanguageModel:
         return {self.vars[name]: value for name, value in self.params.items()}
 
     # Graphs, built once per batch size.
-    def loss_graph(self, batch: int, T: int) -> LossGraph:
-        """The loss graph for (batch, T) inputs (T picks the attention layout)."""
-        if (batch, T) not in self._loss:
-            self._loss[batch, T] = build_loss(self.vars, batch, use_packed(batch, T))
-        return self._loss[batch, T]
+    def loss_graph(self, batch: int, T: int, packed: bool | None = None, fused: bool = True) -> LossGraph:
+        """The loss graph for (batch, T) inputs; the attention layout is `use_packed`'s choice unless
+        `packed` says, and `fused=False` leaves out fused backward nodes (both: to profile a plan)."""
+        key = (batch, T, use_packed(batch, T) if packed is None else packed, fused)
+        if key not in self._loss:
+            self._loss[key] = build_loss(self.vars, batch, key[2], fused)
+        return self._loss[key]
 
     def step_graph(self, batch: int = 1) -> StepGraph:
         if batch not in self._step:

@@ -7,18 +7,28 @@ generated code (autodiff/profile.py), then batch, clipping and AdamW outside the
 machine's matmul peak (plain `torch.matmul` at the step's shapes), the step's matmul floor, and, when a
 peer is given (bench/bench_profile.py --vs-torch gives the plain-PyTorch reference: autograd belongs to
 tests and benchmarks, never to lm), the same step under `torch.profiler`, grouped into ours kinds of work.
+
+Toggles change the plan or how it runs, defaults as training runs it: `packed` attention (None: the
+model's choice), `fused` backward nodes, `compiled` code (False: the interpreted loop) and `keep_freed`
+memory (False: glibc's defaults, in a fresh process, since the setting cannot be undone in one).
 """
 
 from __future__ import annotations
 
 import math
+import pickle
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from autodiff.memory import keep_freed_memory
 from autodiff.profile import probe_matmuls, summarize
 from lm.config import ModelConfig, preset_config
 from lm.model import use_packed
@@ -73,12 +83,14 @@ def torch_kind_of(event: str) -> str:
 # ------------------------------------------------------------------------------ bounds, before any work
 
 
-def estimate_step_flops(model: ModelConfig, batch: int, T: int) -> int:
+def estimate_step_flops(model: ModelConfig, batch: int, T: int, packed: bool | None = None) -> int:
     """Matmul FLOPs of one training step, from the sizes alone: per layer the four (D, D) projections, the
     feed-forward's two (SwiGLU: three) (D, F) products and attention's two (scores, weighted sum), then the
-    head; the backward pass computes both products of each (3x the forward)."""
+    head; the backward pass computes both products of each (3x the forward). `packed`: the attention
+    layout (None: the model's choice)."""
     N, D, F, L, V = batch * T, model.d_model, model.d_ff, model.n_layers, model.vocab_size
-    keys = N if use_packed(batch, T) else T  # packed attention scores every row against every row
+    packed = use_packed(batch, T) if packed is None else packed
+    keys = N if packed else T  # packed attention scores every row against every row
     ffn = 3 if model.ffn == "swiglu" else 2
     forward = L * (4 * 2 * N * D * D + ffn * 2 * N * D * F + 2 * 2 * N * keys * D) + 2 * N * D * V
     return 3 * forward
@@ -86,7 +98,7 @@ def estimate_step_flops(model: ModelConfig, batch: int, T: int) -> int:
 
 def profile_config(
     preset: str = "gpt", n_layers: int = 4, n_heads: int = 4, d_model: int = 128, context: int = 64, batch: int = 12,
-    steps: int = 5,
+    steps: int = 5, packed: bool | None = None,
 ) -> TrainConfig:  # fmt: skip
     """The run a profile trains (the nanoGPT recipe at these sizes), checked before any work: a ValueError
     says what to lower when the profile would take more than about 10 s on this machine."""
@@ -98,7 +110,7 @@ def profile_config(
     ).validate()  # fmt: skip
     sizes = dict(d_model=d_model, n_layers=n_layers, n_heads=n_heads, dtype=config.dtype)
     model = preset_config(preset, CHAR_VOCAB, context, **sizes)
-    per_step = estimate_step_flops(model, batch, context) / 1e9
+    per_step = estimate_step_flops(model, batch, context, packed) / 1e9
     n_steps = 2 * (WARMUP + 2 * steps)  # each side: warm-up, then `steps` plain and `steps` profiled
     if per_step * n_steps > MAX_GFLOP:
         raise ValueError(
@@ -160,6 +172,7 @@ class TrainingProfile:
     node_ms: float  # the graph's per-node times added up (mean)
     outside_ms: float  # batch, clipping and AdamW: a profiled step minus its graph call (mean)
     adamw_ms: float  # of which AdamW's update (mean)
+    page_faults: float | None  # minor page faults per step, profile off (None: not measurable here)
     nodes: int  # steps of the graph's plan
     ops: list[OpRow]  # op kinds, most time first
     matmuls: list[MatmulRow]  # most time first
@@ -196,13 +209,24 @@ class TrainingProfile:
 def profile_training(
     preset: str = "gpt", n_layers: int = 4, n_heads: int = 4, d_model: int = 128, context: int = 64, batch: int = 12,
     steps: int = 5, cache_dir=None, probe_seconds: float = 0.02, peer: Callable[[Trainer], Callable] | None = None,
+    packed: bool | None = None, fused: bool = True, compiled: bool = True, keep_freed: bool = True,
 ) -> TrainingProfile:  # fmt: skip
     """Profile `steps` training steps after a warm-up: ours with the profile off and on, and the peer's when
     given, alternated (so a busy moment on a shared machine hits all of them), then the peer's under
     torch.profiler, then the matmul probe at the step's shapes. `peer(trainer)` returns the same step in
-    plain PyTorch (bench/nanogpt_style.py's TorchSide: lm itself never runs torch's autograd)."""
-    config = profile_config(preset, n_layers, n_heads, d_model, context, batch, steps)
+    plain PyTorch (bench/nanogpt_style.py's TorchSide: lm itself never runs torch's autograd). The toggles
+    (module docstring) default to how training runs."""
+    config = profile_config(preset, n_layers, n_heads, d_model, context, batch, steps, packed)
+    if keep_freed_memory() and not keep_freed:  # this process keeps freed memory for good: ask a fresh one
+        return _in_fresh_process(dict(
+            preset=preset, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context, batch=batch,
+            steps=steps, cache_dir=cache_dir, probe_seconds=probe_seconds, peer=peer, packed=packed, fused=fused,
+            compiled=compiled, keep_freed=False,
+        ))  # fmt: skip
     trainer = Trainer(config, cache_dir=cache_dir)
+    B, T = trainer.source.batch_shape(config.batch_size, trainer.context)
+    trainer.graph = trainer.model.loss_graph(B, T, packed, fused)  # the trainer's own unless a toggle says
+    trainer.graph.evaluator.compiled = compiled
     evaluator, optimizer = trainer.graph.evaluator, trainer.optimizer
     torch_step = None if peer is None else peer(trainer)  # from the trainer's initial weights
     plain, profiled, graph, adamw, theirs, runs = [], [], [], [], [], []
@@ -231,7 +255,16 @@ def profile_training(
     ours_profiled()  # the profiled twin of the step's code is made on its first call: not timed
     for times in (graph, adamw, runs):
         times.clear()
-    sides = [(plain, lambda: _timed(trainer.train_step)), (profiled, ours_profiled)]
+    faults = []
+
+    def ours_plain() -> int:
+        before = _minor_faults()
+        ns = _timed(trainer.train_step)
+        after = _minor_faults()
+        faults.append(None if before is None else after - before)
+        return ns
+
+    sides = [(plain, ours_plain), (profiled, ours_profiled)]
     if torch_step is not None:
         sides.append((theirs, lambda: _timed(torch_step)))
     for i in range(steps):
@@ -260,11 +293,13 @@ def profile_training(
         settings=dict(
             preset=preset, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context, batch=batch,
             steps=steps, warmup=WARMUP, dtype=config.dtype, threads=torch.get_num_threads(), torch=torch.__version__,
+            packed=trainer.graph.forward.packed, fused=fused, compiled=compiled, keep_freed=keep_freed_memory(),
         ),
         parameters=trainer.model.num_parameters(),
         step_ms=[t / 1e6 for t in plain], profiled_step_ms=[t / 1e6 for t in profiled],
         graph_ms=[t / 1e6 for t in graph], node_ms=result.node_ns / 1e6, outside_ms=outside / 1e6,
         adamw_ms=statistics.fmean(adamw) / 1e6, nodes=len(result.nodes), ops=ops, matmuls=matmuls,
+        page_faults=None if None in faults else statistics.fmean(faults),
         flops=result.flops, matmul_flops=matmul_flops, peak_gflops_per_s=peak,
         floor_ms=matmul_flops / peak / 1e6, probe_ms=probe_ns / 1e6,  # FLOP / (GFLOP/s) = ns
         torch_step_ms=[t / 1e6 for t in theirs], side_by_side=side,
@@ -276,6 +311,35 @@ def _timed(fn) -> int:
     start = time.perf_counter_ns()
     fn()
     return time.perf_counter_ns() - start
+
+
+def _minor_faults() -> int | None:
+    """This process's minor page faults so far (pages the kernel mapped in, zeroed); None off Unix."""
+    try:
+        import resource  # noqa: PLC0415  (Unix only)
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _in_fresh_process(args: dict) -> TrainingProfile:
+    """profile_training(**args) in a new Python process whose malloc keeps glibc's defaults (keep_freed=False),
+    on as many torch threads as this one; its arguments and result travel as pickles in a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "args.pickle").write_bytes(pickle.dumps((args, torch.get_num_threads())))
+        code = "import sys; from lm.profile import _fresh_process_main; _fresh_process_main(sys.argv[1])"
+        done = subprocess.run([sys.executable, "-c", code, folder], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"the profile in a fresh process (freed memory not kept) failed: {last}")
+        return pickle.loads((Path(folder) / "result.pickle").read_bytes())
+
+
+def _fresh_process_main(folder: str) -> None:
+    keep_freed_memory(keep=False)  # first: the trainer's own call then leaves glibc's defaults
+    args, threads = pickle.loads((Path(folder) / "args.pickle").read_bytes())
+    torch.set_num_threads(threads)
+    (Path(folder) / "result.pickle").write_bytes(pickle.dumps(profile_training(**args)))
 
 
 def _torch_profile(step, steps: int) -> tuple[dict[str, float], dict[str, int], float]:
