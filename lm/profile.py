@@ -116,7 +116,8 @@ def profile_config(
         raise ValueError(
             f"the profile would run {n_steps} training steps of about {per_step:.1f} GFLOP each "
             f"({per_step * n_steps:,.0f} GFLOP, ours and PyTorch's): more than about 10 s on this machine (at most "
-            f"{MAX_GFLOP:,.0f} GFLOP); lower --batch, --context, --d-model, --layers or --steps"
+            f"{MAX_GFLOP:,.0f} GFLOP); lower the batch, context, d_model, layers or steps (--batch, --context, "
+            "--d-model, --layers, --steps)"
         )
     return config
 

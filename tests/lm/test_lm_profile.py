@@ -56,7 +56,7 @@ def tiny_profile(tmp_path_factory):
 @pytest.mark.parametrize(
     ("sizes", "message"),
     [
-        (dict(d_model=512, n_layers=8, context=256, batch=16), "lower --batch, --context, --d-model"),
+        (dict(d_model=512, n_layers=8, context=256, batch=16), "lower the batch, context, d_model, layers or steps"),
         (dict(steps=0), "--steps must be a whole number from 1 to 50"),
         (dict(steps=51), "--steps must be a whole number from 1 to 50"),
         (dict(d_model=128, n_heads=3), "n_heads"),
