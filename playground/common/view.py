@@ -1,5 +1,5 @@
 """The Streamlit side of `common/state.py`, shared by every page's view: widgets whose values survive a
-trip to another page, and objects kept for this browser session."""
+trip to another page, and objects kept for this browser session; and graphs drawn at their natural size."""
 
 from __future__ import annotations
 
@@ -30,3 +30,18 @@ def preset(key: str, value: Any) -> None:
 def kept(key: str, make: Callable[[], T]) -> T:
     """The object this browser session keeps under `key`, made on first use."""
     return state.kept(st.session_state, key, make)
+
+
+# Streamlit shrinks a graph's SVG to the column's width (`max-width: 100%`): a graph twice as wide as a
+# 1,024 px window's column had 6 px labels. Drawn at its own size (10 pt labels read as 13 px), a wide
+# graph scrolls sideways inside its box instead; the fullscreen button still fits it to the screen.
+_NATURAL_SIZE = """<style>
+[data-testid="stGraphVizChart"] { overflow-x: auto; }
+[data-testid="stGraphVizChart"] svg { max-width: none; }
+</style>"""
+
+
+def graph_chart(dot: str) -> None:
+    """A Graphviz drawing at its natural size, scrolling sideways when wider than the page."""
+    st.html(_NATURAL_SIZE)  # a style alone takes no room on the page
+    st.graphviz_chart(dot)

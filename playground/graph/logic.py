@@ -8,6 +8,7 @@ torch.autograd is gradcheck.py.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -89,6 +90,10 @@ class Exploration:
         sections = self.sections()[:1] if forward_only else self.sections()
         return to_dot(sections, self.shapes, self.values, self.notes())
 
+    def section_dots(self, forward_only: bool = False) -> list[str]:
+        """One DOT per section, each laid out on its own (what the page draws): `split_sections` says why."""
+        return split_sections(self.dot(forward_only))
+
     def text(self) -> str:
         return listing(self.sections(), self.shapes)
 
@@ -144,6 +149,37 @@ def explore(
         except Exception as err:  # an engine failure: show it, keep the page alive
             raise ExprError(f"evaluation failed: {str(err).splitlines()[0]}") from err
     return result
+
+
+_NODE = re.compile(r"^    (\S+) \[label=")  # a node line inside a cluster of to_dot's output
+_EDGE = re.compile(r"^  (\S+) -> (\S+?)[;\s]")
+
+
+def split_sections(dot: str) -> list[str]:
+    """to_dot's drawing cut into one DOT per section (forward, backward, second order). Drawn as one graph,
+    the sections were stacked by invisible edges into a staircase as wide as all of them together, which
+    the page then shrank to ~3 px labels; apart, each is only as wide as itself. A value a section reads
+    from an earlier one is already a dashed ghost node inside it, so only the stacking edges are dropped."""
+    lines = dot.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  subgraph cluster_"))
+    header, clusters, edges = lines[:first], [], []
+    owner: dict[str, int] = {}  # node id -> its cluster
+    inside = False
+    for line in lines[first:-1]:  # the last line closes the graph
+        if line.startswith("  subgraph cluster_"):
+            clusters.append([line])
+            inside = True
+        elif inside:
+            clusters[-1].append(line)
+            inside = line != "  }"
+            if node := _NODE.match(line):
+                owner[node.group(1)] = len(clusters) - 1
+        elif (edge := _EDGE.match(line)) and "style=invis" not in line:
+            edges.append((owner[edge.group(2)], line))
+    return [
+        "\n".join([*header, *cluster, *(line for at, line in edges if at == index), "}"]) + "\n"
+        for index, cluster in enumerate(clusters)
+    ]
 
 
 def error_display(err: ExprError, expression: str, declarations: str) -> tuple[str, str | None]:

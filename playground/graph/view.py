@@ -10,7 +10,7 @@ import streamlit as st
 from autodiff.expr import ExprError, parse, variables_of
 from autodiff.render import shape_text, summarize
 from playground.common.markdown import literal
-from playground.common.view import persistent, preset
+from playground.common.view import graph_chart, persistent, preset
 from playground.graph.gradcheck import check
 from playground.graph.logic import (
     DECLARATIONS,
@@ -40,8 +40,9 @@ def request_example(label: str) -> None:
 def inputs_ui() -> tuple[str, str, int, bool, str | None]:
     """The examples and input widgets; returns expression, declarations, seed, evaluate, second_of."""
     st.caption("Examples")
-    for column, label in zip(st.columns(len(EXAMPLES)), EXAMPLES):
-        column.button(label, key=f"example_{label}", on_click=request_example, args=(label,), width="stretch")
+    with st.container(horizontal=True):  # each button as wide as its label, wrapping onto a second row
+        for label in EXAMPLES:
+            st.button(label, key=f"example_{label}", on_click=request_example, args=(label,))
     first = example_inputs(DEFAULT_EXAMPLE)
     left, right = st.columns([3, 2])
     expression = left.text_input(
@@ -142,7 +143,7 @@ total = ex.node_count()
 draw_all = total <= DRAW_LIMIT or st.toggle(
     f"Draw all {total} nodes", help="Laying out several hundred nodes takes the browser a few seconds."
 )
-dot = ex.dot(forward_only=not draw_all)
+dots = ex.section_dots(forward_only=not draw_all)  # one drawing per section, stacked
 steps = "built, evaluated and laid out" if evaluate else "built (not evaluated) and laid out"
 st.caption(f"{total} nodes · {steps} as DOT in {(time.perf_counter() - start) * 1e3:.0f} ms")
 if not draw_all:
@@ -151,19 +152,18 @@ if not draw_all:
         "Turn on *Draw all* above, or read every node in the text form below.",
         icon=":material/info:",
     )
-st.graphviz_chart(dot)
-if evaluate:
-    table, checks = st.columns(2)
-    with table:
-        st.subheader("Values and gradients")
-        st.table(values_table(ex), hide_index=True)
-    with checks:
-        check_ui(ex)
+for dot in dots:
+    graph_chart(dot)
+if evaluate:  # one under the other: side by side, a 1,024 px window squeezed both tables
+    st.subheader("Values and gradients")
+    st.table(values_table(ex), hide_index=True)
+    check_ui(ex)
 text = ex.text()
 with st.expander("Text form (jaxpr-like) and generated code", expanded=text_expanded(text)):
-    left, right = st.columns(2)
-    left.caption("Text form: one line per node, ids as in the drawing")
-    left.code(text, language=None)
-    right.caption("Generated code: the straight-line Python `Evaluator.run` calls (same ids)")
-    right.code(ex.generated_code(), language="python")
-export_ui(ex, ex.dot() if not draw_all else dot)
+    # the whole width for each, long lines wrapped: in half a narrow window they were cut off
+    text_tab, code_tab = st.tabs(["Text form", "Generated code"])
+    text_tab.caption("One line per node, ids as in the drawing; `#` says what a node is the gradient of")
+    text_tab.code(text, language=None, wrap_lines=True)
+    code_tab.caption("The straight-line Python `Evaluator.run` calls (the same ids)")
+    code_tab.code(ex.generated_code(), language="python", wrap_lines=True)
+export_ui(ex, ex.dot())

@@ -114,6 +114,26 @@ def test_explore_shapes_values_sections_and_notes():
     assert "cluster_1" not in ex.dot(forward_only=True) and "t0 = matmul" in ex.dot(forward_only=True)
 
 
+@pytest.mark.parametrize("label", EXAMPLES)
+def test_each_section_is_its_own_drawing_with_every_node_and_edge_of_the_whole(label):
+    """split_sections keeps every node and real edge of the one drawing, each in its own section's DOT
+    (both ends of an edge in the same one), and drops only the invisible edges that stacked the sections."""
+    first = next(iter(explore(*EXAMPLES[label], evaluate=False).program.variables))
+    ex = explore(*EXAMPLES[label], second_of=first)  # three sections
+    whole, parts = ex.dot(), ex.section_dots()
+    node_line = re.compile(r"^    (\S+) \[label=", re.M)
+    edge_line = re.compile(r"^  (\S+) -> (\S+?);$", re.M)
+    assert len(parts) == len(ex.sections())
+    for index, part in enumerate(parts):
+        assert part.startswith("digraph G {") and part.rstrip().endswith("}")
+        assert re.findall(r"subgraph (cluster_\d+)", part) == [f"cluster_{index}"]
+        nodes = set(node_line.findall(part))
+        assert all(a in nodes and b in nodes for a, b in edge_line.findall(part))
+    assert sorted(n for p in parts for n in node_line.findall(p)) == sorted(node_line.findall(whole))
+    assert sorted(e for p in parts for e in edge_line.findall(p)) == sorted(edge_line.findall(whole))
+    assert "style=invis" in whole and not any("style=invis" in p for p in parts)
+
+
 def test_explore_errors_are_expr_errors():
     with pytest.raises(ExprError, match="not a variable"):
         explore("x * 2", second_of="z")

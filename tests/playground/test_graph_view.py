@@ -20,10 +20,14 @@ def error_text(at: AppTest) -> str:
     return re.sub(r"\\(.)", r"\1", at.error[0].value)
 
 
+def graph_dots(at: AppTest) -> list[str]:
+    """The page's drawings: one per section (forward, backward, second order)."""
+    return [chart.proto.spec for chart in at.get("graphviz_chart")]
+
+
 def graph_dot(at: AppTest) -> str:
-    charts = at.get("graphviz_chart")
-    assert len(charts) == 1
-    return charts[0].proto.spec
+    """Every drawing's DOT together."""
+    return "\n".join(graph_dots(at))
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -90,8 +94,9 @@ def test_an_example_button_fills_the_input():
 def test_differentiate_again_adds_the_second_order_graph():
     at = open_page("graph")
     at.selectbox[0].set_value("∂out/∂x1").run()
-    dot = graph_dot(at)
-    assert "cluster_2" in dot and "∂²out/∂x1∂x2" in dot
+    forward, backward, second = graph_dots(at)  # each section its own drawing, laid out apart
+    assert "cluster_0" in forward and "cluster_1" in backward and "cluster_2" in second
+    assert "∂²out/∂x1∂x2" in second and "∂²out/∂x1∂x2" not in forward + backward
     assert "∂²out/∂x1∂x1" in list(at.table[1].value["compared"])
 
 
@@ -109,9 +114,9 @@ def test_a_big_graph_draws_the_forward_part_until_asked():
     at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 12)).run()
     assert not at.exception
     assert "Showing the forward graph only" in at.info[0].value
-    assert "cluster_1" not in graph_dot(at)
+    assert len(graph_dots(at)) == 1 and "cluster_1" not in graph_dot(at)
     at.toggle[1].set_value(True).run()  # the first toggle is "Evaluate"
-    assert not at.info and "cluster_1" in graph_dot(at)
+    assert not at.info and len(graph_dots(at)) == 2 and "cluster_1" in graph_dots(at)[1]
 
 
 def test_exports_dot_and_svg_only_where_the_dot_program_exists(monkeypatch):
@@ -157,9 +162,10 @@ def test_errors_show_literally_with_the_argument_and_its_caret():
     assert at.code[0].value == "x: 2y3"
 
 
-def test_the_text_form_sits_beside_the_generated_code_and_opens_collapsed_when_long():
+def test_the_text_form_and_the_generated_code_wrap_and_open_collapsed_when_long():
     at = open_page("graph")
     text, code = at.code[0].value, at.code[1].value
+    assert at.code[0].proto.wrap_lines and at.code[1].proto.wrap_lines  # never cut off in a narrow window
     assert "t0: f64[] = mul(x1, x2)" in text
     assert code.startswith("def graph(x1, x2):") and "t0 = mul(x1, x2)" in code
     assert at.expander[0].proto.expanded
