@@ -21,6 +21,7 @@ pages = [
     st.Page("tokenizer/view.py", title="Tokenizer", icon=":material/text_fields:", url_path="tokenizer"),
     st.Page("attention/view.py", title="Attention", icon=":material/grid_on:", url_path="attention"),
     st.Page("train/view.py", title="Train", icon=":material/show_chart:", url_path="train"),
+    st.Page("systems/view.py", title="Systems", icon=":material/speed:", url_path="systems"),
     st.Page("generate/view.py", title="Generate", icon=":material/edit_note:", url_path="generate"),
 ]
 page = st.navigation(pages)

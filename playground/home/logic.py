@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from playground.common.state import preset
 from playground.generate.logic import DEFAULT, GEN_MODEL, GEN_PROMPT
 from playground.graph.logic import EXAMPLES, example_inputs
+from playground.systems.logic import Settings
 from playground.train.logic import MEMORIZE, session_of
 from playground.train.modes import MemorizeSettings
 
@@ -71,6 +72,16 @@ CARDS = [
         "vectors, trainable queries, keys and values, the causal mask and several heads, each as heatmaps "
         "with its math and its autodiff graph.",
         "Try: attention step by step", "home_attention_example", "“Your journey starts with one step”, 3-d embeddings",
+    ),
+    Card(
+        "systems/view.py", "Systems", ":material/speed:",
+        "Profile one training step **node by node**: the time and FLOPs of every op, each matmul against this "
+        "machine's peak, and how far the step is from its matmul floor. Flip a plan toggle (packed attention, "
+        "fused backward nodes, generated code, freed memory) and see what it changes.",
+        "Try: profile a training step", "home_systems_example", "gpt, 2 layers, d_model 64, context 64, batch 8",
+        presets={f"sys_{name}": getattr(Settings(), name) for name in ("preset", "n_layers", "n_heads", "d_model",
+                                                                         "context", "batch")},
+        state={"sys_autorun": True},  # the Systems page profiles at once
     ),
 ]  # fmt: skip
 

@@ -17,6 +17,7 @@ PAGES = {
     "tokenizer": "tokenizer",
     "attention": "attention",
     "train": "train",
+    "systems": "systems",
     "generate": "generate",
 }
 

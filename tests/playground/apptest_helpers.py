@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = str(ROOT / "playground" / "Home.py")
-PAGES = ["home", "graph", "tokenizer", "attention", "train", "generate"]  # each is `<page>/view.py`
+PAGES = ["home", "graph", "tokenizer", "attention", "train", "systems", "generate"]  # each is `<page>/view.py`
 
 
 def open_page(page: str, timeout: float = 90) -> AppTest:
