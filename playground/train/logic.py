@@ -1,36 +1,40 @@
 """The Train page's logic, without Streamlit: one `TrainingSession` for both modes (modes.py) over lm's
-one Trainer. It advances a run a few steps per tick within a time budget, keeps each run's curves and
-measurements (a `Run`, the comparison table's row), and holds one status: idle -> running <-> stopped
--> finished, or diverged when lm stops a run.
+one Trainer. A session's run trains in a worker process it owns (worker.py: the Trainer and its
+measurements live there, runner.py), under the server's bound on trainers at once (scheduler.py: past it,
+the run waits in a queue and starts by itself). The session keeps each run's curves and measurements (a
+`Run`, the comparison table's row), the paused or finished model the worker sent, and one status:
+idle -> queued -> running <-> stopped -> finished, or diverged when lm stops a run, or failed when the
+worker died.
 
 The page keeps one session per mode in the browser session's state (`session_of`) and calls `advance`
-from a fragment that reruns every fraction of a second, so training never blocks the page. What a mode
-measures besides the loss is named by its settings (`due`, `on_stop`) and done here (`MEASURES`).
+from a fragment that reruns every fraction of a second: it applies what the worker sent since. A session
+that is collected (its browser session ended) ends its worker.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
+import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from lm import checkpoint
-from lm.data import MemorizationRow, memorization, reproduced
-from lm.generate import STOP_REASONS, generate
+from lm.data import MemorizationRow
 from lm.model import LanguageModel
-from lm.tokenizers.word import split_words
-from lm.train import Trainer, TrainEvent
+from lm.train import TrainEvent
 from playground.common.state import kept
-from playground.train.modes import LanguageModelSettings, MemorizeSettings
+from playground.train.modes import LanguageModelSettings, MemorizeSettings, SettingsError
+from playground.train.runner import RunInfo, Snapshot, Update
+from playground.train.scheduler import Scheduler, server_scheduler, threads_per_trainer
+from playground.train.worker import Worker, WorkerGone
 
 Settings = MemorizeSettings | LanguageModelSettings
 MEMORIZE, LANGUAGE_MODEL = "Memorize sentences", "Language model"  # the page's modes, as its switch names them
 SESSIONS = {MEMORIZE: "train_session", LANGUAGE_MODEL: "train_lm_session"}  # each mode's session, by state key
 TRAIN_PAGE = "train"  # the Train page's url path: training runs only while it is shown
-MAX_TABLE_DECODES = 20  # missed sentences decoded step by step for the table (each costs a full decode)
-SAMPLE_TOKENS = 80
+MIN_UPDATES = 15  # a run sends at least this many batches, however fast the machine: its fall is visible
+PAUSE_WAIT_S = 60.0  # Stop waits this long for the worker to pause (it does between steps: well under a second)
 
 
 @dataclass
@@ -56,6 +60,23 @@ class Run:
     unigram: float = math.nan
     n_params: int = 0
     status: str = "running"
+    n_sentences: int = 0  # the Memorize mode's corpus: a score of this many is "all memorized"
+
+    def apply(self, update: Update) -> None:
+        """Record what the run's trainer did (runner.py's updates, from whichever process trains it)."""
+        if update.kind == "step":
+            self.add_step(update.event)
+        elif update.kind == "score":
+            self.add_score(update.step, int(update.value))
+            if update.value == self.n_sentences and self.first_full_step is None:
+                self.first_full_step, self.first_full_s = update.step, update.elapsed_s
+        elif update.kind == "val":
+            self.val_steps.append(update.step)
+            self.val_losses.append(update.value)
+        elif update.kind == "sample":
+            self.samples.append((update.step, update.text))
+        elif update.kind == "time":
+            self.seconds, self.busy_s = update.value, update.elapsed_s
 
     def add_step(self, event: TrainEvent) -> None:
         self.steps.append(event.step)
@@ -84,48 +105,68 @@ class Run:
         }  # fmt: skip
 
 
-def sample_text(trace) -> str:
-    """A sample as the page lists it: the continuation, or what happened when there is none (a young model
-    often ends the text at once; a bare "step 50:" said nothing)."""
-    if trace.continuation.strip():
-        return trace.continuation
-    return f"(nothing yet: {STOP_REASONS[trace.stop_reason]} at once)"
+def _end_worker(box: list) -> None:
+    """A collected session's last act: end its worker (the finalizer holds this box, never the session)."""
+    if box and box[0] is not None:
+        box[0].close()
 
 
 class TrainingSession:
-    """One browser session's training in one mode: idle -> running <-> stopped -> finished (or diverged).
+    """One browser session's training in one mode: idle -> queued -> running <-> stopped -> finished (or
+    diverged, or failed).
 
-    `start` builds a Trainer from the settings, `advance` trains for up to a time budget, `stop` pauses,
-    `resume` goes on, `reset` forgets the run. Every run that trained a step stays in `runs`."""
+    `start` asks the scheduler for a trainer and starts a worker that builds the Trainer from the settings
+    (or queues the run), `advance` applies what the worker sent, `stop` pauses it (the worker sends the
+    model as it is), `resume` goes on, `reset` forgets the run. Every run that trained a step stays in
+    `runs`."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Scheduler | None = None) -> None:
         self.runs: list[Run] = []  # every run of the session, the current one last
         self.run: Run | None = None
+        self._scheduler = scheduler
+        self._box: list[Worker | None] = [None]  # the current run's worker (a box the finalizer can hold)
+        weakref.finalize(self, _end_worker, self._box)
         self._forget()
 
     def _forget(self) -> None:
-        """No current run (its row stays in `runs` if it trained a step)."""
+        """No current run (its row stays in `runs` if it trained a step); its worker ends."""
         if self.run is not None and not self.run.steps:
             self.runs.remove(self.run)
-        self.trainer: Trainer | None = None
+        self._end_worker()
         self.run = None
+        self._state = "idle"
+        self._pending: tuple | None = None  # (settings, text, cache_dir): a queued run's, for its launch
+        self._resuming = False  # a queued resume of the paused run (not a new run)
         self.started_at = -math.inf  # which of the session's runs is the latest (the Generate page asks)
-        self.running = False
-        self.message: str | None = None  # why lm stopped the run, if it did
-        self._events = None  # the trainer's events(), pulled a few at a time
-        self._table: tuple[int, list[MemorizationRow]] | None = None  # (step, rows) of the last table
+        self.message: str | None = None  # why the run stopped itself, or why its worker ended
+        self.progress: tuple[int, int, str] | None = None  # a BPE training's or a download's, while starting
+        self._step = 0
+        self._steps = 0
+        self._snapshot: Snapshot | None = None  # the model the worker last sent (paused or finished)
+        self._model: LanguageModel | None = None
+        self._refused = False  # the worker refused the settings (a message for Start, not a failure)
+
+    def _end_worker(self) -> None:
+        worker, self._box[0] = self._box[0], None
+        if worker is not None:
+            worker.close()
+        if self._scheduler is not None:
+            self._scheduler.release(self)
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._box[0]
 
     # -- state
     @property
     def status(self) -> str:
-        """'idle', 'running', 'stopped', 'finished' or 'diverged'."""
-        if self.trainer is None:
-            return "idle"
-        if self.running:
-            return "running"
-        if self.message:
-            return "diverged"
-        return "finished" if self.trainer.done else "stopped"
+        """'idle', 'queued', 'running', 'stopped', 'finished', 'diverged' or 'failed'."""
+        return "running" if self._state == "starting" else self._state
+
+    @property
+    def running(self) -> bool:
+        """The run is under way: training, being prepared, or waiting for a trainer."""
+        return self._state in ("queued", "starting", "running")
 
     @property
     def settings(self) -> Settings | None:
@@ -133,7 +174,12 @@ class TrainingSession:
 
     @property
     def model(self) -> LanguageModel | None:
-        return self.trainer.model if self.trainer else None
+        """The model as the worker last sent it (when the run paused or finished)."""
+        if self._snapshot is None:
+            return None
+        if self._model is None:
+            self._model = checkpoint.load(self._snapshot.checkpoint).model
+        return self._model
 
     @property
     def trained_model(self) -> LanguageModel | None:
@@ -142,50 +188,98 @@ class TrainingSession:
 
     @property
     def step(self) -> int:
-        return self.trainer.step if self.trainer else 0
+        return self._step
 
     @property
     def steps(self) -> int:
         """The run's planned steps (0 before a run)."""
-        return self.trainer.config.steps if self.trainer else 0
+        return self._steps
 
     @property
     def elapsed_s(self) -> float:
-        """Compute time of the run so far: steps and measurements (not the pauses between ticks)."""
+        """Compute time of the run so far: steps and measurements (not the pauses between them)."""
         return self.run.busy_s if self.run else 0.0
 
     @property
     def n_sentences(self) -> int:
-        return len(self.trainer.source.sentences) if self.trainer else 0
+        return self.run.n_sentences if self.run else 0
 
     @property
     def tokens_per_s(self) -> float:
         run = self.run
         return 0.0 if run is None or not run.seconds else len(run.steps) * run.tokens_per_step / run.seconds
 
+    def queue_position(self) -> int | None:
+        """The run's place in the queue for a trainer (1: next), or None when it is not waiting."""
+        if self._state != "queued" or self._scheduler is None:
+            return None
+        return self._scheduler.position(self)
+
+    # -- the scheduler's side
+    def holds_slot(self) -> bool:
+        """Whether this session trains now (a trainer slot is taken)."""
+        worker = self.worker
+        return self._state in ("starting", "running") and worker is not None and worker.alive
+
+    def launch(self) -> None:
+        """The session's turn has come (the scheduler calls this): resume the paused run or start the new one."""
+        if self._state != "queued":
+            return
+        threads = threads_per_trainer(self._scheduler.limit)
+        if self._resuming:
+            self._resuming = False
+            self._state = "running"
+            self.run.status = "running"
+            self.worker.send("resume")
+            return
+        settings, text, cache_dir = self._pending
+        self._pending = None
+        max_steps = max(1, math.ceil(settings.planned / MIN_UPDATES))
+        self._box[0] = Worker(settings, text, cache_dir, threads=threads, max_steps=max_steps)
+        self._state = "starting"
+
     # -- controls
     def start(self, settings: Settings, text: str | None = None, cache_dir=None, progress=None) -> None:
         """Start a new run with these settings (`text`: a pasted or uploaded corpus; `progress(done, total,
-        stage)`: a BPE training's or a download's progress).
+        stage)`: a BPE training's or a download's progress, while this waits for the worker to be ready).
 
-        A new run replaces the current one, so Start with settings the page refuses also forgets it (its
-        results would otherwise stay on the page beside the error, as if they were the new run's); then
-        SettingsError says what to fix."""
+        With a trainer free, this returns once the worker has built the run (SettingsError says what to
+        fix); else the run is queued and starts by itself. A new run replaces the current one, so Start with
+        settings the page refuses also forgets it (its results would otherwise stay on the page beside the
+        error, as if they were the new run's)."""
         self.stop()
         self._forget()
-        trainer = settings.build(text, cache_dir, progress)
-        cfg = trainer.config
-        B, T = trainer.source.batch_shape(cfg.batch_size, trainer.context)
-        run = Run(len(self.runs) + 1, settings, tokens_per_step=B * T * cfg.grad_accum)
-        run.unigram, run.n_params = settings.baseline(trainer), trainer.model.num_parameters()
-        self.trainer, self.run, self.running = trainer, run, True
+        if self._scheduler is None:
+            try:
+                self._scheduler = server_scheduler()
+            except ValueError as err:
+                raise SettingsError(str(err)) from None
+        self.run = Run(len(self.runs) + 1, settings)
+        self.runs.append(self.run)
+        self._steps = settings.planned
+        self._pending = (settings, text, cache_dir)
         self.started_at = time.monotonic()
-        self._events = trainer.events()
-        self.runs.append(run)
+        self._state = "queued"
+        if self._scheduler.request(self):
+            self.launch()
+        if self._state == "starting":
+            self._await_ready(progress)
+
+    def _await_ready(self, progress=None) -> None:
+        """Wait for the worker to build the run, passing on its progress; SettingsError if it refused."""
+        while self._state == "starting":
+            self._read(timeout=0.2)
+            if progress is not None and self.progress is not None:
+                progress(*self.progress)
+        if self._state == "failed" and self.run is not None and not self.run.steps and self._refused:
+            message = self.message
+            self._forget()
+            raise SettingsError(message)
 
     def resumable(self, settings: Settings) -> bool:
         """Whether Start with these settings goes on with the paused run (they did not change)."""
-        return self.status == "stopped" and settings == self.settings
+        worker = self.worker
+        return self.status == "stopped" and settings == self.settings and worker is not None and worker.alive
 
     def start_or_resume(self, settings: Settings) -> None:
         """Resume the paused run if the settings did not change, else start a new one."""
@@ -195,153 +289,144 @@ class TrainingSession:
             self.start(settings)
 
     def resume(self) -> None:
-        if self.status == "stopped":
-            self.running = True
-            self.run.status = "running"
+        """Go on with the paused run (in the queue first, when every trainer is busy)."""
+        if not self.resumable(self.settings):
+            return
+        self._state, self._resuming = "queued", True
+        self.run.status = "queued"
+        if self._scheduler.request(self):
+            self.launch()
 
     def stop(self) -> None:
-        """Pause; a mode that measures on stop (`on_stop`) measures the weights as they are now."""
-        if not self.running:
+        """Pause: the worker measures what the mode measures on stop, sends its model and waits. A queued
+        run leaves the queue (a paused one stays paused; a new one is forgotten)."""
+        if self._state == "queued":
+            self._scheduler.release(self)
+            if self._resuming:
+                self._state, self._resuming = "stopped", False
+                self.run.status = "stopped"
+            else:
+                self._forget()
             return
-        self.running = False
-        run = self.run
-        for name in run.settings.on_stop:
-            if run.steps and not self._measured(name, self.step):
-                MEASURES[name](self, self.step, run.busy_s)
-        run.status = self.status
+        if self._state == "starting":  # still building the run: nothing trained to keep
+            self._forget()
+            return
+        if self._state != "running":
+            return
+        self.worker.send("pause")
+        deadline = time.monotonic() + PAUSE_WAIT_S
+        while self._state == "running" and time.monotonic() < deadline:
+            self._read(timeout=0.2)
+        if self._state == "running":  # it did not answer: end it, keep what it sent
+            self._failed("it did not pause within a minute")
+        self._scheduler.release(self)
 
     def reset(self) -> None:
         """Forget the current run (its row stays in the comparison table if it trained a step)."""
-        self.stop()
         self._forget()
 
-    # -- training
-    def advance(self, budget_s: float = 0.3, max_steps: int = 1000) -> list[TrainEvent]:
-        """Train until `budget_s` seconds have passed (at least one step), `max_steps` are done, the run
-        ends or it diverges, measuring what the mode asks for at the steps it names (never by the clock, so
-        the measurements do not depend on the ticks). Returns the new step events (none when not running)."""
-        if not self.running:
+    def close(self) -> None:
+        """End the worker now (the browser session is over); the session keeps what it has."""
+        self._end_worker()
+
+    # -- what the worker sends
+    def advance(self, wait_s: float = 0.0) -> list[TrainEvent]:
+        """Apply what the worker sent since the last call (waiting up to `wait_s` for something); returns
+        the new step events. A queued run checks its place (the scheduler starts it when its turn comes)."""
+        if self._state == "queued":
+            self.queue_position()
             return []
-        run, settings = self.run, self.run.settings
+        if self._state not in ("starting", "running"):
+            return []
+        return self._read(timeout=wait_s)
+
+    def _read(self, timeout: float) -> list[TrainEvent]:
         events: list[TrainEvent] = []
-        start = time.perf_counter()
-        deadline = start + budget_s
-        while len(events) < max_steps:
-            began = time.perf_counter()
-            event = next(self._events, None)  # a step; its evaluation, when due, follows
-            if event is None:
-                break
-            run.seconds += time.perf_counter() - began
-            events.append(event)
-            if self._diverged(event):
-                break
-            run.add_step(event)
-            done: set[str] = set()
-            evaluation = next(self._events) if self._evaluated(event) else None  # pulled in the same tick
-            if evaluation is not None:
-                done = self._record(evaluation, run.busy_s + time.perf_counter() - start)
-            for name in settings.due(event.step, event.total):
-                if name not in done:
-                    MEASURES[name](self, event.step, run.busy_s + time.perf_counter() - start)
-            if evaluation is not None and self._diverged(evaluation):  # a run that ended no lower than it began
-                break
-            if time.perf_counter() >= deadline:
-                break
-        run.busy_s += time.perf_counter() - start
-        if self.trainer.done or self.message:
-            self.running = False
-        run.status = self.status
+        worker = self.worker
+        if worker is None:
+            return events
+        try:
+            messages = worker.messages(timeout)
+        except WorkerGone as gone:
+            self._failed(str(gone))
+            return events
+        batches = 0
+        for kind, *body in messages:
+            if kind == "progress":
+                self.progress = tuple(body)
+            elif kind == "ready":
+                self._ready(body[0])
+            elif kind == "error":
+                self._refused = True
+                self.message = body[0]
+                self._state = "failed"
+                self._end_worker()
+            elif kind == "updates":
+                batches += 1
+                events += self._apply(body[0])
+            elif kind == "paused":
+                events += self._apply(body[0])
+                self._keep(body[1])
+                self._state = "stopped"
+            elif kind == "finished":
+                self._keep(body[0])
+                self._state = "finished"
+            elif kind == "diverged":
+                self._state = "diverged"
+        if batches:
+            worker.send("ack", batches)
+        if self.run is not None:
+            self.run.status = self.status
+        if self._state in ("finished", "diverged"):
+            self._end_worker()
         return events
 
-    def _evaluated(self, event: TrainEvent) -> bool:
-        """Whether lm evaluates right after this step (every eval_every steps and at the last)."""
-        every = self.trainer.config.eval_every
-        return event.step == event.total or bool(every and event.step % every == 0)
-
-    def _record(self, evaluation: TrainEvent, elapsed_s: float) -> set[str]:
-        """lm's evaluation of a step (memorization or validation loss); returns what it measured."""
-        metrics = evaluation.metrics
-        if "memorized" in metrics:
-            self._score(evaluation.step, metrics["memorized"], elapsed_s)
-        if "val_loss" in metrics:
-            self.run.val_steps.append(evaluation.step)
-            self.run.val_losses.append(metrics["val_loss"])
-        return set(metrics)
-
-    def _diverged(self, event: TrainEvent) -> bool:
-        """Record why lm stopped a diverging run (its reason says what happened and what to do)."""
-        if not (event.stop_reason or "").startswith("diverged"):
-            return False
-        self.message = f"Training stopped itself — the run {event.stop_reason}."
-        if event.kind == "step" and math.isfinite(event.loss):
-            self.run.add_step(event)  # show the runaway loss on the curve
-        return True
-
-    def _measured(self, name: str, step: int) -> bool:
-        """Whether the run already has this measurement of this step."""
+    def _ready(self, info: RunInfo) -> None:
         run = self.run
-        steps = run.mem_steps if name == "memorized" else [s for s, _ in run.samples]
-        return bool(steps) and steps[-1] == step
+        run.tokens_per_step, run.unigram, run.n_params, run.n_sentences = (
+            info.tokens_per_step, info.unigram, info.n_params, info.n_sentences
+        )  # fmt: skip
+        self._steps, self.progress, self._state = info.steps, None, "running"
 
-    def _score(self, step: int, score: int, elapsed_s: float) -> None:
-        run = self.run
-        run.add_score(step, score)
-        if score == self.n_sentences and run.first_full_step is None:
-            run.first_full_step, run.first_full_s = step, elapsed_s
+    def _apply(self, updates: list[Update]) -> list[TrainEvent]:
+        events = []
+        for update in updates:
+            self.run.apply(update)
+            if update.kind in ("step", "diverged"):
+                self._step = max(self._step, update.step)
+            if update.kind == "step":
+                events.append(update.event)
+            elif update.kind == "diverged":
+                self.message = update.text
+        return events
+
+    def _keep(self, snapshot: Snapshot) -> None:
+        self._snapshot, self._model = snapshot, None
+
+    def _failed(self, why: str) -> None:
+        """The worker died or hung: say so on the page; the curves it sent stay."""
+        unit = self.run.settings.unit if self.run else "step"
+        self.message = (
+            f"The process training this run ended unexpectedly: {why}. The results up to {unit} {self._step} "
+            "stay on the page; press Start to train again (a smaller model or batch needs less memory)."
+        )
+        self._refused = False
+        self._state = "failed"
+        self._snapshot = self._model = None
+        self._end_worker()
 
     # -- what a run gives
     def weights_bytes(self) -> bytes:
         """The trained model as a weights file (lm.checkpoint's format, without optimizer state)."""
-        buffer = io.BytesIO()
-        checkpoint.save(buffer, self.model)
-        return buffer.getvalue()
+        return self._snapshot.weights
 
     def checkpoint_bytes(self) -> bytes:
         """The run's checkpoint file (lm.checkpoint: weights, AdamW state, configs, tokenizer) as bytes."""
-        buffer = io.BytesIO()
-        self.trainer.save(buffer)
-        return buffer.getvalue()
+        return self._snapshot.checkpoint
 
     def memorization_table(self) -> list[MemorizationRow]:
-        """Each sentence with what the model generates from its first two words (lm's rows). Only the
-        sentences it gets wrong are decoded step by step (a right one generates itself)."""
-        if self.trainer is None:
-            return []
-        if self._table is None or self._table[0] != self.step:
-            trainer = self.trainer
-            sentences = trainer.source.sentences
-            right = reproduced(trainer.model, trainer.source)
-            missed = [s for s, ok in zip(sentences, right) if not ok][:MAX_TABLE_DECODES]
-            wrong = iter(memorization(trainer.model, missed) if missed else [])
-            rows = []
-            for sentence, ok in zip(sentences, right):
-                prompt = " ".join(split_words(sentence)[:2])
-                if ok:
-                    rows.append(MemorizationRow(sentence, prompt, " ".join(split_words(sentence)), True))
-                else:
-                    undecoded = f"(not decoded: only the first {MAX_TABLE_DECODES} misses are)"
-                    rows.append(next(wrong, None) or MemorizationRow(sentence, prompt, undecoded, False))
-            self._table = (self.step, rows)
-        return self._table[1]
-
-
-def _memorized(session: TrainingSession, step: int, elapsed_s: float) -> None:
-    """How many sentences greedy decoding reproduces from their first two words (one forward pass)."""
-    trainer = session.trainer
-    session._score(step, sum(reproduced(trainer.model, trainer.source)), elapsed_s)
-
-
-def _sample(session: TrainingSession, step: int, elapsed_s: float) -> None:
-    """A continuation of the run's fixed prompt (seeded: samples differ only as the model does)."""
-    prompt = session.run.settings.sample_prompt
-    try:
-        text = sample_text(generate(session.model, prompt, SAMPLE_TOKENS, temperature=0.8, top_k=40, seed=0))
-    except ValueError as err:
-        text = f"(no sample: {err})"
-    session.run.samples.append((step, text))
-
-
-MEASURES = {"memorized": _memorized, "sample": _sample}  # what a mode's `due` and `on_stop` may name
+        """Each sentence with what the paused or finished model generates from its first two words."""
+        return list(self._snapshot.table or []) if self._snapshot is not None else []
 
 
 def session_of(state: MutableMapping, mode: str) -> TrainingSession:
@@ -350,8 +435,9 @@ def session_of(state: MutableMapping, mode: str) -> TrainingSession:
 
 
 def pause_training_off_page(state: MutableMapping, url_path: str) -> bool:
-    """The one rule for leaving the Train page: showing any other page pauses a running run (its ticks
-    run only on the Train page; Resume goes on). Called by the router for every page; True if it paused."""
+    """The one rule for leaving the Train page: showing any other page pauses a running run (and a queued
+    one leaves the queue: nobody would watch it); Resume goes on. Called by the router for every page;
+    True if it paused."""
     if url_path == TRAIN_PAGE:
         return False
     paused = False

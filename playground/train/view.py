@@ -2,14 +2,14 @@
 `TrainingSession` class (logic.py), one session each: "Memorize sentences" (the classic recipe on ten
 sentences, memorization scored) and "Language model" (real text, a tokenizer, a preset; runs compared).
 
-Training runs a fraction of a second per fragment tick (`st.fragment(run_every=...)`), so the page stays
-responsive; the run's outcome is drawn inside the fragment too, so it never depends on one rerun of the
-whole page. The settings (modes.py) and the figures (figures.py) hold no Streamlit.
+A run trains in its own worker process (logic.py, worker.py), under the server's bound on trainers at
+once (scheduler.py: past it the run waits in a queue, its place shown); a fragment rerun every TICK_S
+seconds (`st.fragment(run_every=...)`) draws what the worker sent since, so the page stays responsive.
+The run's outcome is drawn inside the fragment too, so it never depends on one rerun of the whole page.
+The settings (modes.py) and the figures (figures.py) hold no Streamlit.
 """
 
 from __future__ import annotations
-
-import math
 
 import streamlit as st
 
@@ -35,9 +35,7 @@ from playground.train.modes import (
     check_text_upload,
 )
 
-TICK_S = 0.4  # a fragment rerun every TICK_S seconds ...
-BUDGET_S = 0.25  # ... trains for BUDGET_S of it (a click waits at most about this), leaving time to draw
-MIN_UPDATES = 15  # a run is drawn at least this many times, however fast the machine: the fall is visible
+TICK_S = 0.4  # a fragment rerun every TICK_S seconds draws what the run's worker sent since
 DRAWN_RUNNING = "train_drawn_running"  # whether the controls were last drawn for a running run
 DEFAULTS = {MEMORIZE: MemorizeSettings(), LANGUAGE_MODEL: LanguageModelSettings()}
 # What differs between the modes' controls: their widget keys, and whether Start doubles as Resume (the
@@ -51,16 +49,18 @@ INTRO = {
         "Train a small transformer — every forward and backward pass an `autodiff` graph — to memorize a corpus. "
         "Press **Start** and watch the loss fall; the model is scored on how many sentences it completes from "
         "their first two words (and ends: every sentence is followed by an end token, `<eos>`).",
-        "Training runs only while this page is open: leaving it for another page pauses the run (press **Resume** "
-        "when you are back). The trained model lives in this browser tab: reloading or closing the tab loses it, "
-        "so download its weights to keep them.",
+        "Training runs in its own process, only while this page is open: leaving it for another page pauses the "
+        "run (press **Resume** when you are back); when every trainer of the server is busy, a run waits its turn "
+        "in a queue. The trained model lives in this browser tab: reloading or closing the tab loses it, so "
+        "download its weights to keep them.",
     ),
     LANGUAGE_MODEL: (
         "Train a language model on real text — Tiny Shakespeare, TinyStories, or your own — and watch the "
         "training and validation loss fall below the unigram baseline while the samples turn from noise into "
         "words. Every finished or stopped run stays in the comparison table below.",
-        "Training runs only while this page is open: leaving it pauses the run (press **Resume** when you are "
-        "back). Runs live in this browser tab: download a checkpoint to keep one.",
+        "Training runs in its own process, only while this page is open: leaving it pauses the run (press "
+        "**Resume** when you are back); when every trainer of the server is busy, a run waits its turn in a "
+        "queue. Runs live in this browser tab: download a checkpoint to keep one.",
     ),
 }
 PART_CHOICES = {  # the parts a learner toggles, with the choices lm.model knows
@@ -234,7 +234,8 @@ def language_model_settings_ui(disabled: bool) -> tuple[LanguageModelSettings, s
 
 # ---------------------------------------------------------------- both modes: controls and the live tick
 def begin(session: TrainingSession, settings, text: str | None, resume: bool, error_key: str) -> None:
-    """Start (or resume) here, in the page (a BPE tokenizer trains with a progress bar), then rerun."""
+    """Start (or resume), then rerun. With a trainer free, the worker prepares the run while the page shows
+    its progress (a BPE tokenizer training); else the run is queued."""
     bar = st.progress(0.0, text="preparing the data")
 
     def progress(done: int, total: int, stage: str) -> None:
@@ -254,7 +255,8 @@ def controls_ui(session: TrainingSession, mode: str, settings, text: str | None,
     (the Language model mode's own button) and Reset."""
     c = CONTROLS[mode]
     key, error_key = c["key"], f"{c['key']}_error"
-    cols = st.columns([1, 1, 1, 1, 2] if c["own_resume"] else [1, 1, 1, 3])
+    # wide enough at a 1,024 px window for "▶ Resume" whole (issue 18, finding 8: "▶ Resu…")
+    cols = st.columns([1, 1, 1, 1, 1] if c["own_resume"] else [4, 3, 3, 5])
     resumes = not c["own_resume"] and session.resumable(settings)
     pressed = cols[0].button(
         c["resume"] if resumes else c["start"], type="primary", disabled=session.running, width="stretch",
@@ -263,7 +265,7 @@ def controls_ui(session: TrainingSession, mode: str, settings, text: str | None,
     cols[1].button(c["stop"], disabled=not session.running, width="stretch", key=f"{key}_stop", on_click=session.stop)
     if c["own_resume"]:
         cols[2].button(
-            c["resume"], disabled=session.status != "stopped", width="stretch", key=f"{key}_resume",
+            c["resume"], disabled=not session.resumable(session.settings), width="stretch", key=f"{key}_resume",
             on_click=session.resume,
         )  # fmt: skip
     cols[-2].button(
@@ -278,12 +280,22 @@ def controls_ui(session: TrainingSession, mode: str, settings, text: str | None,
 
 
 def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
-    """One tick: train a little, then draw progress, the mode's metrics and charts and the run's outcome.
-    When the run has ended since the controls were drawn, rerun the whole page (Start enabled, settings
-    editable)."""
-    session.advance(budget_s=BUDGET_S, max_steps=max(1, math.ceil(session.steps / MIN_UPDATES)))
+    """One tick: apply what the run's worker sent, then draw progress (or the run's place in the queue), the
+    mode's metrics and charts and the run's outcome. When the run has ended since the controls were drawn,
+    rerun the whole page (Start enabled, settings editable)."""
+    session.advance()
     unit = DEFAULTS[mode].unit
-    if session.steps:
+    position = session.queue_position()
+    if position is not None:
+        st.info(
+            f"Every trainer of this server is busy: your run is **number {position}** in the queue and starts by "
+            "itself when one frees (Stop leaves the queue).",
+            icon=":material/hourglass_top:",
+        )
+    elif session.progress is not None:
+        done, total, stage = session.progress
+        st.progress(min(1.0, done / max(1, total)), text=f"preparing the run: {stage} {done:,} / {total:,}")
+    elif session.steps:
         st.progress(
             min(1.0, session.step / session.steps),
             text=f"{unit} {session.step} / {session.steps} · {session.elapsed_s:.1f} s of training",
@@ -295,12 +307,19 @@ def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
 
 
 def outcome_ui(session: TrainingSession, mode: str) -> None:
-    """How the run ended (or where it paused): lm's reason when it diverged."""
-    if session.status == "diverged":
-        st.error(literal(session.message), icon=":material/trending_up:")
+    """How the run ended (or where it paused): lm's reason when it diverged, what happened when its worker
+    died."""
+    if session.status in ("diverged", "failed") and session.message:
+        icon = ":material/trending_up:" if session.status == "diverged" else ":material/error:"
+        st.error(literal(session.message), icon=icon)
         return
     if session.status not in ("stopped", "finished") or not session.step:
         return
+    if session.status == "stopped" and not session.resumable(session.settings):
+        st.caption(
+            "This paused run's trainer was closed after a long pause to free the server's memory: its model is "
+            "kept (download it, or use it on the Generate page); Start begins a new run."
+        )
     verb = "Finished" if session.status == "finished" else "Stopped"
     detail = OUTCOME[mode](session)
     where = f"{DEFAULTS[mode].unit} {session.step}"

@@ -3,6 +3,8 @@ and headless with AppTest each example opens its page ready: training under way,
 
 from __future__ import annotations
 
+import time
+
 from apptest_helpers import HOME, PAGES, ROOT, figures
 from streamlit.testing.v1 import AppTest
 
@@ -30,7 +32,10 @@ def test_home_page_examples_start_training_and_continue_a_prompt() -> None:
     assert not at.exception
     assert at.title[0].value == "Train"
     assert not at.button(key="train_stop").disabled  # the default run is under way
-    assert figures(at)["Loss (cross-entropy)"]["data"][0]["y"]  # and has drawn losses
+    deadline = time.monotonic() + TIMEOUT  # and draws losses: the run trains in its own process, each rerun a tick
+    while not figures(at)["Loss (cross-entropy)"]["data"][0]["y"]:
+        assert time.monotonic() < deadline, f"no losses drawn within {TIMEOUT} s"
+        at.run()
 
     at = AppTest.from_file(HOME, default_timeout=TIMEOUT).run()
     at.button(key="home_generate_example").click().run()

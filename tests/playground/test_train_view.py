@@ -9,6 +9,8 @@ settings and a refused text are one message each. And what a run gives the Gener
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from apptest_helpers import figures, open_page
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
@@ -25,12 +27,19 @@ def small_model(at: AppTest, epochs: int) -> AppTest:
     return at.number_input(key="train_epochs").set_value(epochs).run()
 
 
-def train_until_done(at: AppTest, max_ticks: int = 100) -> None:
-    for _ in range(max_ticks):
-        if not at.session_state["train_session"].running:
-            return
+def run_until(at: AppTest, condition, what: str, timeout_s: float = 120.0) -> None:
+    """Rerun the page (each run is one tick of its fragment) until `condition()` holds: the run trains in
+    a worker process, so what a tick shows depends on what the worker has sent by then."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s} s")
         at.run()
-    raise AssertionError("training did not end")
+
+
+def train_until_done(at: AppTest, key: str = "train_session") -> None:
+    session = at.session_state[key]
+    run_until(at, lambda: not session.running, "the run ending")
 
 
 # ---------------------------------------------------------------- Memorize sentences
@@ -78,9 +87,9 @@ def test_the_empty_loss_chart_spans_the_planned_epochs() -> None:
 def test_stop_pauses_training_and_start_resumes_it() -> None:
     at = small_model(open_page("train"), epochs=5000)
     at.button(key="train_start").click().run()
-    at.run()
     session = at.session_state["train_session"]
-    assert session.running and session.step > 0
+    run_until(at, lambda: session.step > 0, "a first epoch")
+    assert session.running
     at.button(key="train_stop").click().run()
     stopped_at = session.step
     assert session.status == "stopped" and not at.exception
@@ -89,7 +98,8 @@ def test_stop_pauses_training_and_start_resumes_it() -> None:
     assert at.button(key="train_stop").disabled and at.button(key="train_start").label == "▶ Resume"
     assert at.success and "Stopped at epoch" in at.success[0].value
     at.button(key="train_start").click().run()
-    assert session.running and session.step > stopped_at
+    assert session.running
+    run_until(at, lambda: session.step > stopped_at, "the resumed run training on")
     at.button(key="train_reset").click().run()
     assert at.session_state["train_session"].status == "idle"
     assert figures(at)["Loss (cross-entropy)"]["data"][0]["y"] == []  # an empty curve again
@@ -178,10 +188,7 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     at.button(key="train_lm_start").click().run()
     assert not at.exception and not at.error
     session = at.session_state["train_lm_session"]
-    for _ in range(40):
-        if not session.running:
-            break
-        at.run()
+    train_until_done(at, "train_lm_session")
     assert session.status == "finished" and session.run.val_steps == [3, 6]
     figs = figures(at)
     loss = figs["Loss (cross-entropy, nats per token)"]["data"]
@@ -200,10 +207,7 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     # A second run: "Compare runs" overlays the last two by default (issue 18, finding 2: it kept run 1 only).
     at.switch_page("train/view.py").run()
     at.button(key="train_lm_start").click().run()
-    for _ in range(40):
-        if not session.running:
-            break
-        at.run()
+    train_until_done(at, "train_lm_session")
     assert not at.exception and session.status == "finished" and len(session.runs) == 2
     overlay = next(m for m in at.multiselect if m.label == "Runs to overlay")
     assert len(overlay.value) == 2

@@ -1,0 +1,187 @@
+"""A Train page run in its own process, so the Streamlit server's interpreter stays free for pages.
+
+`Worker` is the parent's handle: it starts the child (multiprocessing's "forkserver" context, whose
+server imports torch and lm once, so a start costs a fork, not an import; never a fork of the threaded
+Streamlit server), sends it commands (pause, resume, end) and hands back what the child said. `main` is
+the child: it builds a `Runner` (runner.py), then trains in batches of a fraction of a second and sends
+each batch's updates through a pipe; a paused run sends its model (`Snapshot`).
+
+The child never gets more than MAX_IN_FLIGHT batches ahead of the page that reads them (each read sends
+an "ack"): a page that stopped reading (a closed tab) stops the run within a second, and a child that
+hears nothing from its page for HEARD_LIMIT_S while running, or PAUSED_LIMIT_S while paused, ends
+itself. It also ends when the server's end of the pipe closes (the server stopped or died).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+
+import torch
+
+from playground.train.modes import SettingsError
+from playground.train.runner import Runner, Settings
+
+BUDGET_S = 0.25  # a batch of steps trains this long (or its max_steps), then is sent
+MAX_IN_FLIGHT = 4  # batches sent and not yet read by the page (about a second of training)
+HEARD_LIMIT_S = 120.0  # a running child that has heard nothing from its page this long ends
+PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
+PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
+
+
+def _context() -> mp.context.BaseContext:
+    """forkserver where the platform has it (Linux), else spawn: never fork a threaded server."""
+    if "forkserver" in mp.get_all_start_methods():
+        context = mp.get_context("forkserver")
+        context.set_forkserver_preload(["playground.train.worker"])  # torch and lm, imported once
+        return context
+    return mp.get_context("spawn")
+
+
+CONTEXT = _context()
+
+
+# ---------------------------------------------------------------- the child
+def main(conn: Connection, settings: Settings, text: str | None, cache_dir, threads: int, max_steps: int) -> None:
+    """The child process: build the run, then train and report until it ends, is ended, or is left."""
+    torch.set_num_threads(threads)
+    last_progress = [0.0]
+
+    def progress(done: int, total: int, stage: str) -> None:
+        now = time.monotonic()
+        if now - last_progress[0] >= PROGRESS_EVERY_S or done >= total:
+            last_progress[0] = now
+            conn.send(("progress", done, total, stage))
+
+    try:
+        runner = Runner(settings, text, cache_dir, progress)
+    except SettingsError as err:
+        conn.send(("error", str(err)))
+        return
+    except OSError as err:
+        conn.send(("error", f"cannot prepare the data: {err}"))
+        return
+    conn.send(("ready", runner.info))
+    try:
+        _loop(conn, runner, max_steps)
+    except (BrokenPipeError, EOFError):  # the server is gone: nobody to train for
+        return
+
+
+def _loop(conn: Connection, runner: Runner, max_steps: int) -> None:
+    running, in_flight, heard = True, 0, time.monotonic()
+    while True:
+        can_train = running and in_flight < MAX_IN_FLIGHT
+        limit = HEARD_LIMIT_S if running else PAUSED_LIMIT_S
+        wait = 0 if can_train else max(0.0, limit - (time.monotonic() - heard))
+        if conn.poll(wait):
+            command, *args = conn.recv()
+            heard = time.monotonic()
+            if command == "ack":
+                in_flight -= args[0]
+            elif command == "pause" and running:
+                running = False
+                conn.send(("paused", runner.pause(), runner.snapshot()))
+            elif command == "resume":
+                running = True
+            elif command == "end":
+                return
+            continue
+        if not can_train:
+            return  # nothing heard for the limit: the page is gone
+        updates = runner.advance(BUDGET_S, max_steps)
+        conn.send(("updates", updates))
+        in_flight += 1
+        if runner.message is not None:
+            conn.send(("diverged",))
+            return
+        if runner.trainer.done:
+            conn.send(("finished", runner.snapshot()))
+            return
+
+
+# ---------------------------------------------------------------- the parent's handle
+class WorkerGone(RuntimeError):
+    """The child ended without saying how the run ended (killed, out of memory, crashed)."""
+
+
+class Worker:
+    """The server's handle on one run's child process."""
+
+    def __init__(
+        self, settings: Settings, text: str | None = None, cache_dir=None, threads: int = 1, max_steps: int = 1000
+    ) -> None:
+        self.conn, child = CONTEXT.Pipe()
+        self.process = CONTEXT.Process(
+            target=main, args=(child, settings, text, cache_dir, threads, max_steps), daemon=True,
+            name="playground-trainer",
+        )  # fmt: skip
+        self.process.start()
+        child.close()  # the child's end lives in the child: when it exits, reading here sees the end
+        self.ended = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self.ended and self.process.is_alive()
+
+    def send(self, *message) -> None:
+        """A command; a child that is gone has nothing to hear (its end is reported by `messages`)."""
+        if self.ended:
+            return
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+
+    def messages(self, timeout: float = 0.0) -> list[tuple]:
+        """Everything the child has said, waiting up to `timeout` seconds for the first message. Raises
+        WorkerGone when the child ended without a last word (its pipe closed)."""
+        received: list[tuple] = []
+        if self.ended:
+            return received
+        try:
+            if not self.conn.poll(timeout):
+                return received
+            while True:
+                received.append(self.conn.recv())
+                if not self.conn.poll(0):
+                    return received
+        except (EOFError, ConnectionResetError, OSError):
+            if received:
+                return received  # the end is reported on the next read, after these are applied
+            self.close()
+            raise WorkerGone(self.describe_exit()) from None
+
+    def describe_exit(self) -> str:
+        """How the child ended, in words."""
+        self.process.join(timeout=2)
+        code = self.process.exitcode
+        if code is None:
+            return "it stopped answering"
+        if code < 0:
+            import signal  # noqa: PLC0415
+
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            why = " (the system ends a process this way when memory runs out)" if name == "SIGKILL" else ""
+            return f"it was killed by {name}{why}"
+        return f"it exited with code {code}"
+
+    def close(self) -> None:
+        """End the child (politely, then for sure) and free the pipe; safe to call twice."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.conn.send(("end",))
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        self.process.join(timeout=1.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5.0)
+        self.conn.close()
