@@ -28,6 +28,10 @@ SEED_RANGE = (0, 2**31 - 1)
 MAX_CONCAT = 16  # heads x d_k: step 6's concatenation keeps ~30 px per cell in a 1024 px window
 
 
+# the page's step selector, by step number (build_steps returns the steps in this order)
+STEP_NAMES = {1: "Scores", 2: "Softmax", 3: "Context vectors", 4: "W_q, W_k, W_v", 5: "Causal mask", 6: "Heads"}
+
+
 class AttentionInputError(ValueError):
     """A bad sentence, size or embedding; the message says what was wrong and how to fix it."""
 

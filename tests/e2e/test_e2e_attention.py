@@ -1,16 +1,23 @@
 """End to end in a real headless chromium (marker `browser`, fixtures in conftest.py): open the Attention
-page in a 1024 px window, type a sentence, and see its six steps drawn: annotated heatmaps whose cells
-show values and whose axes show the tokens, all within the window, and each step's graph as SVG; an
-edited embedding cell redraws the scores, an emptied one gives a message; the backward toggle draws. Screenshot:
-`test-output/attention-page.png` (copied to docs/ for the README)."""
+page in a 1024 px window, type a sentence, and walk through its six steps one at a time: annotated heatmaps
+whose cells show values and whose axes show the tokens, all within the window, and each step's graph as
+SVG (the time each change takes to draw is printed); an edited embedding cell redraws the scores, an
+emptied one gives a message; the backward toggle draws. Screenshot: `test-output/attention-page.png`
+(copied to docs/ for the README)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+
+from playground.attention import logic as att
+from playground.tokenizer.logic import gpt2
 
 pytestmark = pytest.mark.browser
 
 NARROW = {"width": 1024, "height": 900}
+SENTENCE = "the cat sat on the mat"
 
 
 def assert_no_error(app) -> None:
@@ -18,40 +25,53 @@ def assert_no_error(app) -> None:
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
-def test_type_a_sentence_and_see_the_six_steps(app):
+def wait_for_step(page, number: int, heatmaps: int) -> None:
+    """Until step `number` is drawn: its header, and plotly's image in each of its heatmaps."""
+    page.locator("h2", has_text=f"{number}. ").first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").nth(heatmaps - 1).locator(".hm").first.wait_for(timeout=60_000)
+    assert page.locator(".js-plotly-plot").count() == heatmaps  # this step's, none of the others'
+
+
+def test_type_a_sentence_and_walk_through_the_six_steps(app):
     page = app.page
     page.set_viewport_size(NARROW)
     app.open("attention")
     assert_no_error(app)
     box = page.get_by_role("textbox", name="Sentence")
-    box.fill("the cat sat on the mat")
+    box.fill(SENTENCE)
     box.press("Enter")
     app.wait_idle()
     assert_no_error(app)
     page.get_by_text("6 GPT-2 tokens:").wait_for()
-    for n, title in enumerate(["Scores without", "Normalization", "Context vectors", "Trainable W_q", "causal mask",
-                               "Several heads"], 1):  # fmt: skip
-        header = page.locator("h2", has_text=f"{n}. ").filter(has_text=title)
-        header.first.wait_for(timeout=60_000)  # drawn in order: wait for each, not for the page to look idle
-        assert header.count() == 1
+    counts = [len(step.matrices) for step in att.build_steps(SENTENCE, None, att.AttentionSettings(), gpt2())]
+    wait_for_step(page, 1, counts[0])
     # plotly.js draws every heatmap: token labels on the axes, a value in the cells
     plots = page.locator(".js-plotly-plot")
-    plots.nth(1).wait_for(timeout=60_000)
     scores = plots.nth(1)  # after x (embeddings): ω = x xᵀ
     scores.locator("text.gtitle", has_text="ω = x xᵀ").wait_for(timeout=60_000)
     ticks = scores.locator(".ytick text").all_text_contents()
     assert sorted(ticks) == ["0:the", "1:␣cat", "2:␣sat", "3:␣on", "4:␣the", "5:␣mat"]  # DOM order: bottom up
     cells = [t for t in scores.locator("text").all_text_contents() if t.replace(".", "").isdigit()]
     assert len(cells) >= 36  # one value per cell of the 6 x 6 scores (and colour-bar ticks)
-    # every heatmap fits the 1024 px window: no chart reaches past the main area's right edge
-    page.locator('[data-testid="stGraphVizChart"] svg').first.wait_for(timeout=60_000)
     right = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').getBoundingClientRect().right")
-    for box_ in [plots.nth(i).bounding_box() for i in range(plots.count())]:
-        assert box_ is not None and box_["width"] > 150 and box_["x"] + box_["width"] <= right + 1
-    assert page.get_by_text("−∞").count() >= 15  # the masked upper triangle, written in its cells
-    box.blur()  # no focus ring in the screenshot
-    app.screenshot("attention-page")
-    page.get_by_text("Draw the backward pass in every step's graph").click()  # the toggle's label
+    seconds = []
+    for number, title in list(att.STEP_NAMES.items())[1:]:  # one change each: pick the next step
+        start = time.perf_counter()
+        page.get_by_role("radio", name=f"{number}. {title}").click()
+        wait_for_step(page, number, counts[number - 1])
+        seconds.append(time.perf_counter() - start)
+        assert_no_error(app)
+        # every heatmap fits the 1024 px window: no chart reaches past the main area's right edge
+        for box_ in [plots.nth(i).bounding_box() for i in range(plots.count())]:
+            assert box_ is not None and box_["width"] > 150 and box_["x"] + box_["width"] <= right + 1
+        if number == 5:
+            assert page.get_by_text("−∞").count() >= 15  # the masked upper triangle, written in its cells
+            box.blur()  # no focus ring in the screenshot
+            app.screenshot("attention-page")
+    print("seconds per step change (steps 2-6): " + ", ".join(f"{s:.2f}" for s in seconds))
+    page.get_by_role("radio", name="1. Scores").click()  # a step whose graph is open (expanded)
+    wait_for_step(page, 1, counts[0])
+    page.get_by_text("Draw the backward pass in the step's graph").click()  # the toggle's label
     app.wait_idle()
     assert_no_error(app)
     svg = page.locator('[data-testid="stGraphVizChart"] svg').first

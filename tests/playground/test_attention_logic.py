@@ -244,6 +244,7 @@ def test_each_step_draws_its_own_graph(gpt2):
         for word in expected[step.number]:
             assert word in step.dot, (step.number, word)
     assert "masked_fill" not in steps[3].dot and "W_q" not in steps[2].dot  # each graph is its own step's
+    assert [step.number for step in steps] == list(att.STEP_NAMES)  # the page's selector picks steps[n - 1]
     if shutil.which("dot"):  # st.graphviz_chart never raises on bad DOT: Graphviz must accept each one
         for step in steps:
             result = subprocess.run(["dot", "-Tsvg"], input=step.dot.encode(), capture_output=True, timeout=60)

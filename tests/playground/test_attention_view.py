@@ -1,6 +1,7 @@
-"""The Attention page under Streamlit's AppTest: it opens on the walk-through's sentence with the six steps,
-each with its math, its heatmaps (values written in the cells, from the engine) and its autodiff graph;
-a new sentence, sizes and heads redraw it; bad text gives a message and the page keeps running."""
+"""The Attention page under Streamlit's AppTest: it opens on the walk-through's sentence at step 1 and shows
+one step at a time (picked above it, or by its next/previous buttons), each with its math, its heatmaps
+(values written in the cells, from the engine) and its autodiff graph; a new sentence, sizes and heads
+redraw it; bad text gives a message and the page keeps running."""
 
 from __future__ import annotations
 
@@ -30,9 +31,31 @@ def heatmaps(at: AppTest) -> list[dict]:
     return [{**f["data"][0], "title": f["layout"]["title"]["text"]} for f in figures]
 
 
-def test_six_steps_with_engine_values_math_and_graphs():
+def every_step(at: AppTest) -> list[dict]:
+    """Each step as the page shows it when picked: its header, graphs, heatmaps and captions."""
+    shown_steps = []
+    for number in att.STEP_NAMES:
+        at.segmented_control(key="att_step").set_value(number).run()
+        assert not at.exception
+        shown_steps.append(
+            {
+                "headers": [h.value for h in at.header],
+                "graphs": [g.proto.spec for g in at.get("graphviz_chart")],
+                "heatmaps": heatmaps(at),
+                "captions": [c.value for c in at.caption],
+                "latex": len(at.get("latex")),
+            }
+        )
+    return shown_steps
+
+
+def test_one_step_at_a_time_with_engine_values_math_and_graphs():
     at = open_attention()
-    assert [h.value for h in at.header] == [
+    assert [h.value for h in at.header] == ["1. Scores without trainable weights"]  # step 1 first, alone
+    assert len(heatmaps(at)) == 2
+    steps = every_step(at)
+    assert all(len(s["headers"]) == 1 and s["latex"] == 1 and len(s["graphs"]) == 1 for s in steps)
+    assert [s["headers"][0] for s in steps] == [
         "1. Scores without trainable weights",
         "2. Normalization: dividing by the sum vs softmax",
         "3. Context vectors: the weighted sum of embeddings",
@@ -40,14 +63,13 @@ def test_six_steps_with_engine_values_math_and_graphs():
         "5. The causal mask",
         "6. Several heads, concatenated and projected",
     ]
-    assert len(at.get("latex")) == 6
-    graphs = [g.proto.spec for g in at.get("graphviz_chart")]
-    assert len(graphs) == 6 and all(f"step {n}" in dot for n, dot in enumerate(graphs, 1))
+    graphs = [s["graphs"][0] for s in steps]
+    assert all(f"step {n}" in dot for n, dot in enumerate(graphs, 1))
     assert "masked_fill" in graphs[4] and "concat" in graphs[5]
     # the editable table starts at the seeded embeddings, and the scores are their dot products
     x = torch.tensor(at.dataframe[0].value.to_numpy(), dtype=torch.float64)
     torch.testing.assert_close(x, att.default_embeddings(6, att.AttentionSettings()))
-    charts = heatmaps(at)
+    charts = [chart for s in steps for chart in s["heatmaps"]]
     scores = next(c for c in charts if c["title"] == "ω = x xᵀ (scores)")
     assert scores["y"] == ["0:Your", "1:␣journey", "2:␣starts", "3:␣with", "4:␣one", "5:␣step"]
     assert scores["x"] == scores["y"]
@@ -55,9 +77,19 @@ def test_six_steps_with_engine_values_math_and_graphs():
     masked = next(c for c in charts if c["title"] == "masked scaled scores")
     assert masked["text"][0][1:] == ["−∞"] * 5 and masked["z"][0][1] is None
     assert sum(c["title"].startswith("head ") for c in charts) == 2
-    captions = [c.value for c in at.caption]
+    captions = [c for s in steps for c in s["captions"]]
     assert "6 GPT-2 tokens: Your · ␣journey · ␣starts · ␣with · ␣one · ␣step" in captions
     assert ":material/check_circle: every weight above the diagonal is exactly 0" in captions
+
+
+def test_the_next_and_previous_buttons_walk_through_the_steps():
+    at = open_attention()
+    next(b for b in at.button if b.label == "2. Softmax →").click().run()
+    assert at.segmented_control(key="att_step").value == 2 and at.header[0].value.startswith("2. ")
+    next(b for b in at.button if b.label == "← 1. Scores").click().run()
+    assert at.header[0].value.startswith("1. ") and not any(b.label.startswith("←") for b in at.button)
+    at.segmented_control(key="att_step").set_value(6).run()
+    assert not any(b.label.endswith("→") for b in at.button)
 
 
 def test_a_new_sentence_sizes_and_heads_redraw_it():
@@ -68,15 +100,17 @@ def test_a_new_sentence_sizes_and_heads_redraw_it():
     assert not at.exception and not at.error
     assert list(at.dataframe[0].value.columns) == ["e1", "e2", "e3", "e4", "e5"]
     assert list(at.dataframe[0].value.index) == ["0:the", "1:␣cat", "2:␣and", "3:␣the", "4:␣dog"]
+    at.segmented_control(key="att_step").set_value(6).run()
     charts = heatmaps(at)
     assert [c["title"] for c in charts if c["title"].startswith("head ")] == ["head 1: α", "head 2: α", "head 3: α"]
     out = next(c for c in charts if c["title"] == "out = concat · W_o")
     assert len(out["x"]) == 5 and len(out["y"]) == 5  # projected back to d = 5
-    assert "W_q3" in at.get("graphviz_chart")[5].proto.spec
+    assert "W_q3" in at.get("graphviz_chart")[0].proto.spec
     at.toggle(key="att_backward").set_value(True).run()  # every graph gains its backward pass
-    graphs = [g.proto.spec for g in at.get("graphviz_chart")]
-    assert len(graphs) == 6 and all("backward (gradients)" in dot and "∂L/∂x" in dot for dot in graphs)
+    graphs = [s["graphs"][0] for s in every_step(at)]
+    assert all("backward (gradients)" in dot and "∂L/∂x" in dot for dot in graphs)
     assert "∂L/∂W_o" in graphs[5] and "∂L/∂W_q3" in graphs[5]
+    at.segmented_control(key="att_step").set_value(3).run()
     at.selectbox(key="att_focus").set_value("4:␣dog").run()  # step 3 writes out the last token's sum
     assert not at.exception
     titles = [c["title"] for c in heatmaps(at)]
@@ -100,7 +134,7 @@ def test_bad_text_gives_a_message_and_the_page_keeps_running():
     assert not at.exception and not at.error
     assert at.caption[0].value == "6 GPT-2 tokens: \\< · script · \\> · ␣\\*\\* · bold · \\*\\*"
     at.text_input(key="att_text").set_value("Attention is all you need").run()  # and it recovers
-    assert not at.exception and not at.error and len(at.header) == 6
+    assert not at.exception and not at.error and len(at.header) == 1
 
 
 def test_the_home_card_opens_the_page():
@@ -108,7 +142,7 @@ def test_the_home_card_opens_the_page():
     assert ":material/grid_on: Attention" in [s.value for s in at.subheader]
     at.button(key="home_attention_example").click().run()
     assert not at.exception
-    assert [t.value for t in at.title] == ["Attention"] and len(at.header) == 6
+    assert [t.value for t in at.title] == ["Attention"] and len(at.header) == 1
 
 
 def test_sizes_that_do_not_fit_give_a_message():
@@ -118,4 +152,4 @@ def test_sizes_that_do_not_fit_give_a_message():
     assert not at.exception and not at.header
     assert "4 heads × d_k 5 = 20 columns" in shown(at.error[0].value)
     at.number_input(key="att_heads").set_value(3).run()  # 15 columns fit
-    assert not at.exception and not at.error and len(at.header) == 6
+    assert not at.exception and not at.error and len(at.header) == 1
