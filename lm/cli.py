@@ -191,13 +191,16 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     sizes = dict(preset=args.preset, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
                  context=args.context, batch=args.batch, steps=args.steps)  # fmt: skip
-    profile.profile_config(**sizes)  # before any work: sizes a profile can run in about 10 s
+    packed = {"auto": None, "packed": True, "batched": False}[args.attention]
+    profile.profile_config(**sizes, packed=packed)  # before any work: sizes a profile can run in about 10 s
     for option, value in (("--threads", args.threads), ("--top", args.top)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be at least 1, got {value}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    result = profile.profile_training(**sizes)
+    toggles = dict(packed=packed, fused=not args.unfused, compiled=not args.interpreted,
+                   keep_freed=not args.no_keep_freed)  # fmt: skip
+    result = profile.profile_training(**sizes, **toggles)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
         return 0
@@ -216,6 +219,12 @@ def print_profile(result, top: int | None = None) -> None:
         f"profile: {s['preset']}, {s['n_layers']} layers, {s['n_heads']} heads, d_model {s['d_model']}, context "
         f"{s['context']}, batch {s['batch']} ({result.parameters:,} parameters, {s['dtype']}, {s['threads']} threads, "
         f"torch {s['torch']}); {s['steps']} steps of each side after {s['warmup']} warm-up"
+    )
+    print(
+        f"plan: {'packed' if s['packed'] else 'batched'} attention, fused backward nodes "
+        f"{'on' if s['fused'] else 'off'}, {'generated code' if s['compiled'] else 'the interpreted loop'}, freed "
+        f"memory {'kept' if s['keep_freed'] else 'returned to the system'}"
+        + ("" if result.page_faults is None else f"; {result.page_faults:,.0f} minor page faults per step")
     )
     print(
         f"step: {_ms(result.step_ms)}; with the profile on {_ms(result.profiled_step_ms)} "
@@ -335,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=12, help="op kinds shown, most time first (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the whole profile as JSON")
+    p.add_argument(
+        "--attention", choices=["auto", "packed", "batched"], default="auto",
+        help="attention layout: the model's choice, all rows in one matrix, or one per sequence (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--unfused", action="store_true", help="fused backward nodes written out in primitive ops")
+    p.add_argument("--interpreted", action="store_true", help="the plan's interpreted loop, not generated code")
+    p.add_argument(
+        "--no-keep-freed", action="store_true",
+        help="glibc's malloc defaults (freed memory returned to the system), in a fresh process",
+    )  # fmt: skip
     p.set_defaults(func=cmd_profile)
 
     from lm.tokenizers.cli import add_parser as add_tokenizer_parser  # noqa: PLC0415

@@ -212,3 +212,16 @@ def test_freed_memory_not_kept_runs_in_a_fresh_process_and_faults_pages_in(one_t
     fresh = lm_profile.profile_training(**sizes, cache_dir=tmp_path, keep_freed=False)
     assert (kept.settings["keep_freed"], fresh.settings["keep_freed"]) == (True, False)
     assert fresh.page_faults > 200 and kept.page_faults < fresh.page_faults / 4, (kept.page_faults, fresh.page_faults)
+
+
+def test_the_command_takes_the_toggles(tmp_path, monkeypatch, capsys, one_thread):
+    monkeypatch.setenv("LM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(lm_profile, "profile_training", _quick(lm_profile.profile_training))
+    toggles = ["--attention", "batched", "--unfused", "--interpreted"]
+    assert main(["profile", *TINY_ARGS, *toggles]) == 0
+    assert "plan: batched attention, fused backward nodes off, the interpreted loop, freed memory kept" in (
+        capsys.readouterr().out
+    )
+    assert main(["profile", *TINY_ARGS, *toggles, "--json"]) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert (settings["packed"], settings["fused"], settings["compiled"]) == (False, False, False)
