@@ -106,6 +106,16 @@ def op_times(profile: TrainingProfile, top: int = TOP_OPS) -> list[tuple[str, fl
     return [*rows[:top], (OTHER, sum(r[1] for r in rest), sum(r[2] for r in rest))]
 
 
+def op_table(profile: TrainingProfile) -> list[dict]:
+    """Every op, most time first, as the rows of a profiler's table."""
+    return [
+        {"op": r.op, "kind": kind_of(r.op), "calls": r.calls, "ms per step": round(r.ms, 3),
+         "share of the step": f"{r.share:.1%}", "MFLOP": None if r.flops is None else round(r.flops / 1e6, 2),
+         "GFLOP/s": None if not r.flops or r.gflops_per_s is None else round(r.gflops_per_s, 1)}
+        for r in profile.ops
+    ]  # fmt: skip
+
+
 def op_flops(profile: TrainingProfile) -> list[tuple[str, float]]:
     """(op, MFLOP per step) of every op that does arithmetic, most first."""
     rows = [(r.op, r.flops / 1e6) for r in profile.ops if r.flops]

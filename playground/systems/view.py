@@ -78,7 +78,8 @@ if st.button("Profile", icon=":material/speed:", type="primary", key="sys_run") 
 ):
     try:
         sy.check(settings)  # before any work: lm's bound and checks
-        with st.spinner(f"Profiling {settings.steps} steps after a warm-up, then this machine's matmul peak…"):
+        where = "" if settings.keep_freed else " in a fresh process"
+        with st.spinner(f"Profiling {settings.steps} steps after a warm-up{where}, then this machine's matmul peak…"):
             result = sy.run(settings)
     except sy.ProfileError as err:
         st.error(literal(err), icon=":material/block:")
@@ -118,10 +119,12 @@ if runs:
     chart.plotly_chart(op_time_figure(sy.op_times(p)), key="sys_time")
     text.markdown(
         "**Time per op.** Each bar is every node of one op added up, per step, as the profiled code measured it "
-        "(a clock reading after each step of the plan). A transformer's step is mostly its matrix products; what "
-        "else shows up here — norms, softmax, layout copies, tiny elementwise ops — is what a faster step would "
-        "fuse or remove. Hover a bar for its calls."
+        "(a clock reading after each step of the plan). The larger the model, the more of a step its matrix "
+        "products take; what else shows up here — norms, softmax, layout copies, tiny elementwise ops — is what "
+        "a faster step would fuse or remove. Hover a bar for its calls; the table below lists every op."
     )
+    with st.expander("Every op as a table"):
+        st.dataframe(sy.op_table(p), hide_index=True)
     chart, text = st.columns([3, 2])
     chart.plotly_chart(flops_figure(sy.op_flops(p)), key="sys_flops")
     text.markdown(
@@ -163,6 +166,8 @@ if runs:
         text.markdown(
             "**What changed, by kind of work.** The previous profile's time per kind beside this one's, the "
             "largest change on top. On this shared machine a few percent either way is noise: profile the same "
-            "settings twice to see how much. A real effect shows in the kind the toggle touches (norms and "
-            "elementwise for fused nodes, calling the code for the interpreted loop)."
+            "settings twice to see how much. A real effect shows in the kinds the toggle touches: norms moving "
+            "to reductions and elementwise ops with fused nodes off; every kind growing a little with the "
+            "interpreted loop (each step pays its lookups, checks and frees); matmul and softmax with the "
+            "attention layout; the batch, clipping and AdamW part with freed memory returned."
         )

@@ -11,7 +11,7 @@ import torch
 
 from lm.profile import FRAMEWORK, OUTSIDE
 from playground.systems import logic as sy
-from playground.systems.figures import delta_figure, flops_figure, floor_figure, op_time_figure, roofline_figure
+from playground.systems.figures import delta_figure, floor_figure, flops_figure, op_time_figure, roofline_figure
 
 TINY = sy.Settings(preset="gpt", n_layers=1, n_heads=2, d_model=32, context=8, batch=2, steps=1)
 
@@ -53,6 +53,9 @@ def test_op_rows_add_up_to_the_profile(runs):
     assert sum(ms for _, ms, _ in rows) == pytest.approx(p.node_ms)
     assert sum(calls for _, _, calls in rows) == sum(r.calls for r in p.ops)
     assert sum(f for _, f in sy.op_flops(p)) == pytest.approx(p.flops / 1e6)
+    table = sy.op_table(p)
+    assert [row["op"] for row in table] == [r.op for r in p.ops] and table[0]["ms per step"] == round(p.ops[0].ms, 3)
+    assert next(row for row in table if row["op"] == "matmul")["kind"] == "matmul"
     kinds = sy.kind_times(p)
     assert kinds["matmul"] == pytest.approx(next(r.ms for r in p.ops if r.op == "matmul"))
     assert kinds[OUTSIDE] == p.outside_ms and kinds[FRAMEWORK] >= 0

@@ -66,6 +66,8 @@ def test_a_profile_draws_its_charts_and_a_toggle_draws_the_delta():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Step (median)"].endswith(" ms") and float(metrics["× matmul floor"]) > 1
     assert "Flip a toggle" in " ".join(m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["op"])[0] == ops[-1] and "matmul" in set(table["op"])  # the time chart's top bar first
 
     at.toggle(key="sys_fused").set_value(False)
     at.button(key="sys_run").click().run()
