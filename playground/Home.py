@@ -7,11 +7,13 @@ import streamlit as st
 import torch
 
 import playground.common.charts  # noqa: F401  (plotly and pandas imported once, at start-up: see charts.py)
+from playground.train import worker
 from playground.train.logic import pause_training_off_page
 
 # Every tensor in the app is tiny: waking torch's intra-op worker threads costs more than they save
 # (one thread trains the default model about 6x faster in the server on a busy 2-core machine).
 torch.set_num_threads(1)
+worker.warm_up()  # the training workers' process server starts (imports torch) once, at the server's start
 
 st.set_page_config(page_title="Autodiff Playground", page_icon=":material/functions:", layout="wide")
 

@@ -15,6 +15,7 @@ itself. It also ends when the server's end of the pipe closes (the server stoppe
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -40,6 +41,18 @@ def _context() -> mp.context.BaseContext:
 
 
 CONTEXT = _context()
+_warming: threading.Thread | None = None
+
+
+def warm_up() -> None:
+    """Start the forkserver now, in the background (the server calls this once at start-up), so the first
+    learner's Start does not wait for it to import torch and lm."""
+    global _warming
+    if _warming is None and CONTEXT.get_start_method() == "forkserver":
+        from multiprocessing import forkserver  # noqa: PLC0415
+
+        _warming = threading.Thread(target=forkserver.ensure_running, name="forkserver-warm-up", daemon=True)
+        _warming.start()
 
 
 # ---------------------------------------------------------------- the child

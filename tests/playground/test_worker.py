@@ -1,0 +1,253 @@
+"""Tests of the Train page's worker processes and their scheduler (playground/train/worker.py and
+scheduler.py, through logic.py's TrainingSession): a worker's updates equal an in-process run's (same
+seed, the same losses, exactly), across pauses too; a killed worker is a message on the session and on
+the page, never a dead server; the queue starts the next run when a slot frees, first come first served;
+ending a session (closed, collected) ends its worker; the server setting is validated; AppTest shows a
+queued learner their place.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from apptest_helpers import open_page
+from streamlit.testing.v1 import AppTest
+
+from playground.common.markdown import shown
+from playground.train import scheduler
+from playground.train.logic import Run, TrainingSession
+from playground.train.modes import LanguageModelSettings, MemorizeSettings
+from playground.train.runner import Runner
+from playground.train.scheduler import Scheduler, cores, max_trainers, threads_per_trainer
+
+SMALL = MemorizeSettings(d_model=16, d_ff=32, epochs=120)
+LONG = replace(SMALL, epochs=5000)  # still training when a test pauses, kills or queues behind it
+TEXT = LanguageModelSettings(n_layers=1, d_model=32, context=16, batch_size=4, steps=12, eval_every=4, sample_every=6)
+WAIT_S = 120.0  # the longest a test waits for a worker (a shared, busy machine)
+
+
+def wait_for(session: TrainingSession, condition, what: str) -> None:
+    """Apply what the session's worker sends until `condition()` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
+        session.advance(wait_s=0.2)
+
+
+def gone(pid: int) -> bool:
+    """The process has ended and been reaped (no zombie left either)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
+def wait_gone(pid: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not gone(pid):
+        assert time.monotonic() < deadline, f"worker {pid} still exists after {WAIT_S} s"
+        time.sleep(0.05)  # polling the process table for the condition itself
+
+
+def in_process(settings, pauses: int = 0, cache_dir=None) -> Run:
+    """The run trained here with the worker's torch threads, recorded as the session records a worker's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads_per_trainer(1))
+    try:
+        runner = Runner(settings, cache_dir=cache_dir)
+        run = Run(1, settings, n_sentences=runner.info.n_sentences)
+        while not runner.over:
+            for update in runner.advance(budget_s=1.0):
+                run.apply(update)
+        return run
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("settings", [SMALL, TEXT], ids=["memorize", "language-model"])
+def test_a_workers_updates_equal_an_in_process_runs(settings, tmp_path) -> None:
+    session = TrainingSession(Scheduler(1))
+    session.start(settings, cache_dir=tmp_path)
+    wait_for(session, lambda: not session.running, "the run ending")
+    assert session.status == "finished"
+    ours, here = session.run, in_process(settings, cache_dir=tmp_path)
+    assert ours.steps == here.steps == list(range(1, settings.planned + 1))
+    assert ours.losses == here.losses and ours.grad_norms == here.grad_norms and ours.lrs == here.lrs  # exact
+    assert (ours.mem_steps, ours.mem_scores, ours.first_full_step) == (here.mem_steps, here.mem_scores,
+                                                                      here.first_full_step)  # fmt: skip
+    assert (ours.val_steps, ours.val_losses, ours.samples) == (here.val_steps, here.val_losses, here.samples)
+    assert ours.losses[-1] < ours.losses[0]
+
+
+def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
+    """Paused twice and resumed: the same losses as a run never paused (the worker keeps its Trainer)."""
+    settings = replace(SMALL, epochs=300)
+    session = TrainingSession(Scheduler(1))
+    session.start(settings)
+    for _ in range(2):
+        wait_for(session, lambda: session.step >= 1, "a step")
+        session.stop()
+        stopped_at = session.step
+        assert session.status == "stopped" and session.advance(wait_s=0.3) == [] and session.step == stopped_at
+        assert session.trained_model is not None and session.run.mem_steps[-1] == stopped_at  # scored on stop
+        session.resume()
+        assert session.status == "running"
+    wait_for(session, lambda: not session.running, "the run ending")
+    assert session.status == "finished" and session.run.losses == in_process(settings).losses
+
+
+def test_killing_a_worker_is_a_message_and_the_session_goes_on() -> None:
+    session = TrainingSession(Scheduler(1))
+    session.start(LONG)
+    wait_for(session, lambda: session.step >= 1, "a first epoch")
+    pid = session.worker.pid
+    os.kill(pid, signal.SIGKILL)  # what the kernel's out-of-memory killer does
+    wait_for(session, lambda: session.status == "failed", "the session noticing")
+    assert "ended unexpectedly: it was killed by SIGKILL" in session.message and "memory runs out" in session.message
+    assert session.worker is None and not session.running and session.trained_model is None and gone(pid)
+    assert session.run.losses  # what it sent before stays on the page
+    session.start(replace(SMALL, epochs=5))  # this process is fine: the next run trains
+    wait_for(session, lambda: not session.running, "the next run ending")
+    assert session.status == "finished"
+
+
+def test_the_queue_starts_the_next_run_when_a_slot_frees_first_come_first_served() -> None:
+    one = Scheduler(1)
+    a, b, c = (TrainingSession(one) for _ in range(3))
+    a.start(LONG)
+    b.start(LONG)
+    c.start(LONG)
+    assert (a.status, b.status, c.status) == ("running", "queued", "queued") and b.worker is c.worker is None
+    assert (b.queue_position(), c.queue_position()) == (1, 2) and b.running  # Start stays disabled while queued
+    wait_for(a, lambda: a.step >= 1, "a's first epoch")
+    a.stop()  # its slot goes to b, the first in line
+    assert b.status == "running" and c.queue_position() == 1
+    wait_for(b, lambda: b.step >= 1, "b training")
+    paused_at = a.step
+    a.resume()  # a waits behind c
+    assert a.status == "queued" and a.queue_position() == 2
+    b.reset()
+    assert c.status == "running" and a.queue_position() == 1
+    wait_for(c, lambda: c.step >= 1, "c training")
+    assert sum(s.holds_slot() for s in (a, b, c)) == 1  # never more than the bound
+    c.stop()
+    assert a.status == "running"  # the paused run goes on in its own worker
+    wait_for(a, lambda: a.step > paused_at, "a training on")
+    for session in (a, b, c):
+        session.reset()
+    assert one.busy() == 0
+
+
+def test_stop_leaves_the_queue() -> None:
+    one = Scheduler(1)
+    a, b = TrainingSession(one), TrainingSession(one)
+    a.start(LONG)
+    b.start(LONG)
+    b.stop()
+    assert b.status == "idle" and b.queue_position() is None and b.run is None
+    a.reset()
+
+
+def test_ending_a_session_ends_its_worker() -> None:
+    one = Scheduler(1)
+    session = TrainingSession(one)
+    session.start(LONG)
+    wait_for(session, lambda: session.step >= 1, "a first epoch")
+    pid = session.worker.pid
+    session.close()  # what Streamlit's end of a browser session comes to
+    assert gone(pid)
+    running = TrainingSession(one)
+    running.start(LONG)  # the slot was given back
+    assert running.status == "running"
+    pid = running.worker.pid
+    del running  # a browser session that ended: its state is collected, its worker ends with it
+    gc.collect()
+    wait_gone(pid)
+    paused = TrainingSession(one)
+    paused.start(LONG)
+    paused.stop()
+    pid = paused.worker.pid
+    del paused
+    gc.collect()
+    wait_gone(pid)
+    assert one.busy() == 0
+
+
+def test_a_session_that_is_gone_gives_its_slot_back() -> None:
+    one = Scheduler(1)
+    holder = TrainingSession(one)
+    holder.start(LONG)
+    pid = holder.worker.pid
+    del holder  # not yet collected: the scheduler collects before it queues anyone
+    waiting = TrainingSession(one)
+    waiting.start(LONG)
+    assert waiting.status == "running"
+    wait_gone(pid)
+    waiting.reset()
+
+
+def test_the_server_setting_is_validated() -> None:
+    assert max_trainers({}) == max(1, cores() - 1)
+    assert max_trainers({"PLAYGROUND_MAX_TRAINERS": " 3 "}) == 3
+    for bad in ("0", "-1", "two", "1.5", "257"):
+        with pytest.raises(ValueError, match=rf"PLAYGROUND_MAX_TRAINERS='{bad}' must be a whole number from 1 to 256"):
+            max_trainers({"PLAYGROUND_MAX_TRAINERS": bad})
+    assert threads_per_trainer(1) == max(1, cores() - 1) and threads_per_trainer(10_000) == 1
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+
+def run_until(at: AppTest, condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
+        at.run()
+
+
+def small_page() -> AppTest:
+    at = open_page("train")
+    at.number_input(key="train_d_model").set_value(16).run()
+    return at.number_input(key="train_d_ff").set_value(32).run()
+
+
+def test_a_queued_learner_sees_their_place_and_the_run_starts_by_itself(monkeypatch) -> None:
+    monkeypatch.setattr(scheduler, "_server", Scheduler(1))  # this server trains one run at a time
+    other = TrainingSession()  # another learner's run holds the one trainer
+    other.start(LONG)
+    at = small_page()
+    at.number_input(key="train_epochs").set_value(5000).run()
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    assert any("number 1** in the queue" in i.value for i in at.info)
+    assert at.button(key="train_start").disabled and not at.button(key="train_stop").disabled
+    session = at.session_state["train_session"]
+    other.stop()  # a slot frees: the queued run starts without anyone pressing anything
+    run_until(at, lambda: session.step > 0, "the queued run training")
+    assert not any("in the queue" in i.value for i in at.info)
+    session.reset()
+    other.reset()
+
+
+def test_a_killed_worker_is_a_message_on_the_page() -> None:
+    at = small_page()
+    at.number_input(key="train_epochs").set_value(5000).run()
+    at.button(key="train_start").click().run()
+    session = at.session_state["train_session"]
+    run_until(at, lambda: session.step > 0, "a first epoch")
+    os.kill(session.worker.pid, signal.SIGKILL)
+    run_until(at, lambda: bool(at.error), "the message")
+    assert not at.exception and "ended unexpectedly: it was killed by SIGKILL" in shown(at.error[0].value)
+    assert not at.button(key="train_start").disabled  # Start again
+
+
+def test_a_bad_server_setting_is_a_message(monkeypatch) -> None:
+    monkeypatch.setattr(scheduler, "_server", None)
+    monkeypatch.setenv("PLAYGROUND_MAX_TRAINERS", "all")
+    at = small_page()
+    at.button(key="train_start").click().run()
+    assert not at.exception and "PLAYGROUND_MAX_TRAINERS='all' must be a whole number" in shown(at.error[0].value)
