@@ -120,9 +120,14 @@ def generate(
     if ready:
         for slot, _ in plan.fed:
             lines.extend(f"    ready({k}, {local[slot]})" for k in ready_at.get(slot, ()))
+    # A check compares a gradient with its input's shape, recorded when the input exists (`_s<slot>`, a
+    # leading _: no fed name can take it), so the check keeps no value alive.
+    checked = {c.wrt for step in plan.steps for c in step.checks} if checks else set()
+    lines.extend(f"    _s{slot} = {local[slot]}.shape" for slot, _ in plan.fed if slot in checked)
     if profile:
         lines += ["    _laps = []", "    _lap = _laps.append", f"    {lap}"]
     step_at_line: dict[int, tuple[Step, list[str]]] = {}
+    n_checks = 0  # the index of a check in the plan's order (the error names it)
     constants: dict[str, object] = {}
     for step in plan.steps:
         node = step.node
@@ -145,9 +150,12 @@ def generate(
         label = label if len(node.name) <= 40 else label[:37] + "..."
         lines.append(f"    {text}" if node.auto_named else f"    {text}  # {label}")
         step_at_line[len(lines)] = (step, reads)
-        for k, c in enumerate(step.checks if checks else ()):
-            grad, wrt = local[c.grad], local[c.wrt]
-            lines.append(f"    if {grad}.shape != {wrt}.shape: check({step.slot}, {k}, {grad}, {wrt})")
+        if step.slot in checked:
+            lines.append(f"    _s{step.slot} = {local[step.slot]}.shape")
+        for c in step.checks if checks else ():
+            grad = local[c.grad]
+            lines.append(f"    if {grad}.shape != _s{c.wrt}: check({n_checks}, {grad}.shape, _s{c.wrt})")
+            n_checks += 1
         if ready:
             lines.extend(f"    ready({k}, {local[step.slot]})" for k in ready_at.get(step.slot, ()))
         if step.free:
@@ -161,10 +169,10 @@ def generate(
     options["profile"] = profile
     if not compile_code:
         return Compiled(source, None, step_at_line, None, options)
-    step_checks = {step.slot: step.checks for step in plan.steps}
+    all_checks = [c for step in plan.steps for c in step.checks]
 
-    def check(slot: int, k: int, grad: Tensor, wrt: Tensor) -> None:
-        raise gradient_shape_error(plan, step_checks[slot][k], grad, wrt)
+    def check(k: int, grad_shape, wrt_shape) -> None:
+        raise gradient_shape_error(plan, all_checks[k], grad_shape, wrt_shape)
 
     namespace.update(constants, check=check)
     if profile:

@@ -32,11 +32,14 @@ MAX_SPECIALIZED = 4  # sets of fed shapes with code of their own, per set of fed
 class Evaluator:
     """Computes the values of `eval_nodes` from fed values; each node is computed once per run."""
 
-    def __init__(self, eval_nodes: Sequence[Node], compiled: bool = True, profile: bool = False):
+    def __init__(
+        self, eval_nodes: Sequence[Node], compiled: bool = True, profile: bool = False, remat: Sequence[Node] = ()
+    ):
         self.eval_nodes = list(eval_nodes)
-        for n in self.eval_nodes:
+        self.remat = list(remat)  # checkpoint nodes: the forward values between them are recomputed (plan.py)
+        for n in [*self.eval_nodes, *self.remat]:
             if not isinstance(n, Node):
-                raise TypeError(f"Evaluator takes a list of Nodes, got {type(n).__name__}")
+                raise TypeError(f"Evaluator takes lists of Nodes, got {type(n).__name__}")
         self.compiled = compiled
         self.profile = profile  # time each step of the generated code (last_profile)
         self.last_profile: RunTimes | None = None
@@ -62,7 +65,7 @@ class Evaluator:
             for n in input_values:
                 if not isinstance(n, Node):
                     raise TypeError(f"input_values keys must be Nodes, got {type(n).__name__}")
-            entry = self._plans[fed] = _Entry(make_plan(self.eval_nodes, input_values))
+            entry = self._plans[fed] = _Entry(make_plan(self.eval_nodes, input_values, self.remat))
         return entry
 
     def run(self, input_values: dict[Node, object], ready: Callable[[int, Tensor], None] | None = None) -> list[Tensor]:
@@ -197,9 +200,10 @@ def run_interpreted(
     if laps is not None:
         laps.append(time.perf_counter_ns())
     values: list = [None] * len(plan.order)
+    shapes: dict[int, tuple] = {}  # of the values checks compare gradients with (a check keeps no value)
     ready_at = plan.output_positions() if ready else {}
     for (slot, _), value in zip(plan.fed, fed):
-        values[slot] = value
+        values[slot], shapes[slot] = value, getattr(value, "shape", None)
         for k in ready_at.get(slot, ()):
             ready(k, value)
     for step in plan.steps:
@@ -208,10 +212,11 @@ def run_interpreted(
             values[step.slot] = step.node.op.compute(step.node, args)
         except Exception as err:
             raise op_error(step.node, args, err) from err
+        shapes[step.slot] = getattr(values[step.slot], "shape", None)
         for check in step.checks:
-            grad, wrt = values[check.grad], values[check.wrt]
-            if grad.shape != wrt.shape:
-                raise gradient_shape_error(plan, check, grad, wrt)
+            grad = values[check.grad]
+            if grad.shape != shapes[check.wrt]:
+                raise gradient_shape_error(plan, check, grad.shape, shapes[check.wrt])
         for k in ready_at.get(step.slot, ()):
             ready(k, values[step.slot])
         if not keep:

@@ -5,6 +5,13 @@ users, stopping at fed nodes), shares common subexpressions (same op, same input
 decides after which step each value can be freed, and schedules each gradient-shape check as soon
 as both values exist. Running a plan is then a plain loop (evaluator.py) or straight-line code
 (codegen.py); neither makes a decision of its own.
+
+Two choices shape the memory a run needs. The order is a depth-first walk from the outputs, except
+that a step whose value only ever leads to outputs (a weight's gradient: `transpose(x) @ g`) runs as
+soon as the backward value it waits for exists, so what it reads is freed early, as torch's autograd
+does. And `remat` (activation checkpointing, a plan transformation): given checkpoint nodes (e.g. each
+transformer block's input), the forward values between two checkpoints are not kept for the backward
+pass; each is computed again, from the checkpoint before it, just before a backward step first reads it.
 """
 
 from __future__ import annotations
@@ -13,13 +20,14 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from autodiff.graph import GradientShapeError, Node, Tensor, order_with_feeds, placeholder
+from autodiff.graph import GradientShapeError, Node, order_with_feeds, placeholder
 
 
 @dataclass(frozen=True)
 class Check:
     """After a step: the value in slot `grad` is a gradient of the value in slot `wrt` (same shape).
-    `via` is the node whose gradient rule made it (None: an accumulation of several gradients)."""
+    `via` is the node whose gradient rule made it (None: an accumulation of several gradients).
+    A check needs only `wrt`'s shape, so it never keeps `wrt` alive."""
 
     grad: int
     wrt: int
@@ -39,7 +47,8 @@ class Step:
 
 @dataclass(frozen=True)
 class Plan:
-    """A graph ready to run: `order[slot]` is the node whose value lives in that slot."""
+    """A graph ready to run: `order[slot]` is the node whose value lives in that slot; `steps` run in
+    their list's order (a recomputed value has a slot of its own, holding the same node again)."""
 
     order: list[Node]
     fed: list[tuple[int, Node]]  # (slot, node) of each fed node the outputs need, in order
@@ -47,6 +56,8 @@ class Plan:
     steps: list[Step]
     outputs: list[int]  # the slot of each requested output
     shared: dict[int, int]  # slot of a duplicate node -> slot of the first node computing the same
+    forward: frozenset[int]  # slots of the forward pass's values (those some gradient is taken through)
+    recomputed: dict[int, int]  # slot of a recomputation (remat) -> slot of the value it computes again
 
     def output_positions(self) -> dict[int, list[int]]:
         """Slot -> the indices of the outputs that slot's value is (an output may be requested twice)."""
@@ -56,8 +67,10 @@ class Plan:
         return positions
 
 
-def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node]) -> Plan:
-    """The plan computing `outputs` when the values of `fed_nodes` are given."""
+def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node], remat: Sequence[Node] = ()) -> Plan:
+    """The plan computing `outputs` when the values of `fed_nodes` are given. `remat`: checkpoint nodes
+    (in any order); the forward values between two of them are recomputed for the backward pass
+    instead of kept (checkpoints the plan does not compute are ignored)."""
     fed = frozenset(id(n) for n in fed_nodes)
     order = order_with_feeds(list(outputs), fed)
     slot = {id(n): i for i, n in enumerate(order)}
@@ -80,34 +93,44 @@ def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node]) -> Plan:
             else:
                 first_of[key] = i
     output_slots = [shared.get(slot[id(n)], slot[id(n)]) for n in outputs]
+    computed = [i for i, n in enumerate(order) if id(n) not in fed and i not in shared]
+    forward = _forward_slots(order, reads, shared)
 
-    # Gradient-shape checks run as soon as both the gradient and its input exist.
-    checks: list[list[Check]] = [[] for _ in order]
-    for i, node in enumerate(order):
+    recomputed: dict[int, int] = {}
+    if remat:
+        points = {shared.get(slot[id(n)], slot[id(n)]) for n in remat if id(n) in slot and id(n) not in fed}
+        recomputed = _rematerialize(order, reads, computed, forward, sorted(points), set(output_slots))
+        forward |= set(recomputed)
+    sequence = _schedule(reads, computed, set(recomputed), forward, set(output_slots))
+    position = {s: p for p, s in enumerate(sequence)}
+
+    # Gradient-shape checks run as soon as both the gradient and its input exist (a fed value exists
+    # from the start). A recomputed value is not checked again.
+    checks: list[list[Check]] = [[] for _ in sequence]
+    for i, node in enumerate(order[: len(order) - len(recomputed)]):
         for wrt, via in node.gradient_of:
             if id(wrt) in slot:
                 grad, other = shared.get(i, i), shared.get(slot[id(wrt)], slot[id(wrt)])
-                checks[max(grad, other)].append(Check(grad, other, via))
+                at = max(position.get(grad, -1), position.get(other, -1))
+                if at >= 0:
+                    checks[at].append(Check(grad, other, via))
 
-    # A value is freed after its last reader (or check), unless it is a requested output.
+    # A value is freed after its last reader (a check reads only its input's shape, recorded when
+    # that input was computed), unless it is a requested output.
     last_use: dict[int, int] = {}
-    for step in range(len(order)):
-        if step in shared:  # a duplicate is never run: its reads are not uses
-            continue
-        for s in reads[step]:
-            last_use[s] = step
-        for c in checks[step]:
-            last_use[c.grad] = last_use[c.wrt] = step
-    free: list[list[int]] = [[] for _ in order]
+    for p, s in enumerate(sequence):
+        for r in reads[s]:
+            last_use[r] = p
+        for c in checks[p]:
+            last_use[c.grad] = p
+    free: list[list[int]] = [[] for _ in sequence]
     keep = set(output_slots)
-    for s, step in last_use.items():
+    for s, p in last_use.items():
         if s not in keep:
-            free[step].append(s)
+            free[p].append(s)
 
     steps = [
-        Step(i, n, tuple(reads[i]), tuple(sorted(free[i])), tuple(checks[i]))
-        for i, n in enumerate(order)
-        if id(n) not in fed and i not in shared
+        Step(s, order[s], tuple(reads[s]), tuple(sorted(free[p])), tuple(checks[p])) for p, s in enumerate(sequence)
     ]
     return Plan(
         order=order,
@@ -116,7 +139,122 @@ def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node]) -> Plan:
         steps=steps,
         outputs=output_slots,
         shared=shared,
+        forward=frozenset(forward),
+        recomputed=recomputed,
     )
+
+
+def _forward_slots(order: list[Node], reads: list[list[int]], shared: dict[int, int]) -> set[int]:
+    """Slots of the forward pass: every node some gradient in the graph is of (or was made by the rule
+    of), and everything these depend on. The rest (gradients and what only they need) is backward."""
+    roots = set()
+    for node in order:
+        for wrt, via in node.gradient_of:
+            roots.add(id(wrt))
+            if via is not None:
+                roots.add(id(via))
+    forward: set[int] = set()
+    for i in reversed(range(len(order))):  # users come after their inputs: ancestors are met later
+        if i in forward or id(order[i]) in roots:
+            forward.add(shared.get(i, i))
+            forward.update(reads[i])
+    return forward
+
+
+def _rematerialize(
+    order: list[Node], reads: list[list[int]], computed: list[int], forward: set[int], points: list[int],
+    outputs: set[int],
+) -> dict[int, int]:  # fmt: skip
+    """Activation checkpointing: the forward values between checkpoint k and k + 1 (descendants of
+    checkpoint k that checkpoint k + 1 depends on) get a recomputing copy, with a slot of its own
+    appended to `order`, and every backward step reads the copies instead (`reads` is rewritten).
+    Returns {copy's slot: original slot}. Values after the last checkpoint are kept, as are outputs."""
+    segment: dict[int, int] = {}  # slot -> the last checkpoint it descends from
+    index = {s: k for k, s in enumerate(points)}
+    for i in computed:  # in order: inputs first
+        if i in index:
+            segment[i] = index[i]
+        elif i in forward:
+            below = [segment[r] for r in reads[i] if r in segment]
+            if below:
+                segment[i] = max(below)
+    between: set[int] = set()  # values recomputed
+    for k in range(len(points) - 1):
+        stack = [points[k + 1]]
+        while stack:
+            for r in reads[stack.pop()]:
+                if segment.get(r) == k and r not in index and r not in between:
+                    between.add(r)
+                    stack.append(r)
+    between -= outputs
+    copy_of: dict[int, int] = {}
+
+    def copy(s: int) -> int:
+        if s not in copy_of:
+            inputs = [copy(r) if r in between else r for r in reads[s]]
+            copy_of[s] = len(order)
+            order.append(order[s])
+            reads.append(inputs)
+        return copy_of[s]
+
+    for i in computed:
+        if i not in forward:  # a backward step reads the recomputed copies
+            reads[i] = [copy(r) if r in between else r for r in reads[i]]
+    return {c: s for s, c in copy_of.items()}
+
+
+def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], forward: set[int], outputs: set[int]):
+    """The order steps run in. `computed` (a depth-first order) is followed, but a step is run early,
+    as soon as the backward value it waits for exists, when its value only leads to outputs (a weight's
+    gradient and its transposes and sums): it then frees what it reads (activations, gradients) early.
+    A recomputed copy runs when a step first needs it: a checkpointed block is computed again just
+    before its backward pass."""
+    readers: dict[int, list[int]] = {}
+    for s in [*computed, *copies]:
+        for r in set(reads[s]):
+            readers.setdefault(r, []).append(s)
+    steps = set(computed) | copies
+    # `tail`: steps whose value is read only by tail steps, ending at outputs; found from the last
+    # readers back (a step is decided once all its readers are).
+    waiting = {s: len(readers.get(s, ())) for s in steps}
+    ready = [s for s in steps if not waiting[s]]
+    tail: set[int] = set()
+    while ready:
+        s = ready.pop()
+        if all(r in tail for r in readers.get(s, ())) and (s in readers or s in outputs):
+            tail.add(s)
+        for r in set(reads[s]):
+            if r in steps:
+                waiting[r] -= 1
+                if not waiting[r]:
+                    ready.append(r)
+    done: set[int] = set()
+    sequence: list[int] = []
+
+    def can_pull(s: int) -> bool:
+        """A value that is ready or can be made now without waiting for the backward pass."""
+        if s in done or s not in steps or s in forward:
+            return True
+        return s in tail and all(can_pull(r) for r in reads[s])
+
+    def run(s: int) -> None:
+        stack = [(s, False)]  # iterative: a recomputed block may be a long chain
+        while stack:
+            s, inputs_done = stack.pop()
+            if s in done:
+                continue
+            if not inputs_done:
+                stack.append((s, True))
+                stack.extend((r, False) for r in reversed(reads[s]) if r in steps and r not in done)
+                continue
+            done.add(s)
+            sequence.append(s)
+            if s not in forward:  # a backward value: the tail steps waiting for it may run now
+                stack.extend((t, False) for t in readers.get(s, ()) if t in tail and t not in done and can_pull(t))
+
+    for s in computed:
+        run(s)
+    return sequence
 
 
 def attrs_key(attrs: dict) -> tuple | None:
@@ -138,11 +276,11 @@ def _value_key(value):
     return (type(value), value)
 
 
-def gradient_shape_error(plan: Plan, check: Check, grad: Tensor, wrt: Tensor) -> GradientShapeError:
+def gradient_shape_error(plan: Plan, check: Check, grad_shape, wrt_shape) -> GradientShapeError:
     """The error for a failed check, naming the rule's op and node and both shapes."""
     via = check.via
     where = f"the gradient rule of op '{via.op.name}' (node '{via.name}')" if via else "gradient accumulation"
     return GradientShapeError(
-        f"{where} returned a gradient of shape {tuple(grad.shape)} (node '{plan.order[check.grad].name}') "
-        f"for input '{plan.order[check.wrt].name}' of shape {tuple(wrt.shape)}"
+        f"{where} returned a gradient of shape {tuple(grad_shape)} (node '{plan.order[check.grad].name}') "
+        f"for input '{plan.order[check.wrt].name}' of shape {tuple(wrt_shape)}"
     )

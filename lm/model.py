@@ -10,7 +10,7 @@ computes one new position. Activations are (N, D) rows, N = B * T.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -94,12 +94,19 @@ def _head(x: Node, pv: ParamVars) -> Node:
     return nn.linear(x, pv["w_out"])
 
 
-def language_model(pv: ParamVars, ids: Node, pos: Node, attend: nn.Attend, rope: tuple[Node, Node]) -> Node:
+def language_model(
+    pv: ParamVars, ids: Node, pos: Node, attend: nn.Attend, rope: tuple[Node, Node], blocks: list | None = None
+) -> Node:
     """(N,) ids at (N,) positions -> (N, V) logits: embeddings, the blocks, the head. `attend` is each
-    layer's attention (lm.nn.full_attention, or a KV-cached step's), called once per layer in order."""
+    layer's attention (lm.nn.full_attention, or a KV-cached step's), called once per layer in order.
+    `blocks`, when given, receives each block's input and the last block's output (checkpoints for remat)."""
     x, rope_angles = _embed(pv, ids, pos, rope)  # (N, D)
     for i in range(pv.config.n_layers):
+        if blocks is not None:
+            blocks.append(x)
         x = nn.block(x, pv.layer(i), pv.config, attend, rope_angles)  # (N, D)
+    if blocks is not None:
+        blocks.append(x)
     return _head(x, pv)  # (N, V)
 
 
@@ -123,6 +130,7 @@ class ForwardGraph:
     keys: list[Node]  # per layer (H, N, dh) packed (one head: (N, D)) or (B, H, T, dh); after RoPE
     values: list[Node]
     config: ModelConfig
+    blocks: list[Node] = field(default_factory=list)  # each block's input, then the last one's output
 
     def mask_for(self, batch: int, T: int, dtype: torch.dtype) -> Tensor:
         return nn.packed_mask(batch, T, dtype) if self.packed else nn.causal_mask(T, dtype)
@@ -143,9 +151,11 @@ def build_forward(pv: ParamVars, batch: int, packed: bool) -> ForwardGraph:
     ids, pos, mask, cos, sin = (Variable(n) for n in ("ids", "pos", "mask", "cos", "sin"))
     record: list[tuple[Node, Node, Node]] = []  # (weights, keys, values) of each layer
     attend = nn.full_attention(batch, cfg.n_heads, cfg.d_head, mask, packed, record)
-    logits = language_model(pv, ids, pos, attend, (cos, sin))  # (N, V)
+    blocks: list[Node] = []
+    logits = language_model(pv, ids, pos, attend, (cos, sin), blocks)  # (N, V)
     attention, keys, values = (list(t) for t in zip(*record))
-    return ForwardGraph(ids, pos, mask, cos, sin, packed, logits, ad.softmax(logits, -1), attention, keys, values, cfg)
+    probs = ad.softmax(logits, -1)
+    return ForwardGraph(ids, pos, mask, cos, sin, packed, logits, probs, attention, keys, values, cfg, blocks)
 
 
 @dataclass
@@ -160,13 +170,15 @@ class LossGraph:
     evaluator: Evaluator
 
 
-def build_loss(pv: ParamVars, batch: int, packed: bool, fused: bool = True) -> LossGraph:
-    """`fused=False` writes the fused backward nodes out in primitive ops (the Systems page's toggle)."""
+def build_loss(pv: ParamVars, batch: int, packed: bool, fused: bool = True, remat: bool = False) -> LossGraph:
+    """`fused=False` writes the fused backward nodes out in primitive ops (the Systems page's toggle);
+    `remat`: activation checkpointing per block, only each block's input kept for the backward pass and
+    the block's forward computed again just before its backward (autodiff/plan.py)."""
     fwd = build_forward(pv, batch, packed)
     targets = Variable("targets")
     loss = nn.cross_entropy(fwd.logits, targets)  # () mean over kept targets
     grads = ad.gradients(loss, list(pv.by_name.values()), fused=fused)
-    return LossGraph(fwd, targets, loss, grads, Evaluator([loss, *grads]))
+    return LossGraph(fwd, targets, loss, grads, Evaluator([loss, *grads], remat=fwd.blocks if remat else ()))
 
 
 @dataclass
@@ -262,7 +274,7 @@ class LanguageModel:
         self.params = params
         self.vars = ParamVars(config)
         self._forward: dict[tuple[int, bool], tuple[ForwardGraph, dict[tuple, Evaluator]]] = {}
-        self._loss: dict[tuple[int, int, bool, bool], LossGraph] = {}
+        self._loss: dict[tuple[int, int, bool, bool, bool], LossGraph] = {}
         self._step: dict[int, StepGraph] = {}
 
     def num_parameters(self) -> int:
@@ -273,12 +285,15 @@ class LanguageModel:
         return {self.vars[name]: value for name, value in self.params.items()}
 
     # Graphs, built once per batch size.
-    def loss_graph(self, batch: int, T: int, packed: bool | None = None, fused: bool = True) -> LossGraph:
+    def loss_graph(
+        self, batch: int, T: int, packed: bool | None = None, fused: bool = True, remat: bool = False
+    ) -> LossGraph:
         """The loss graph for (batch, T) inputs; the attention layout is `use_packed`'s choice unless
-        `packed` says, and `fused=False` leaves out fused backward nodes (both: to profile a plan)."""
-        key = (batch, T, use_packed(batch, T) if packed is None else packed, fused)
+        `packed` says, `fused=False` leaves out fused backward nodes (both: to profile a plan) and `remat`
+        recomputes each block's forward in the backward pass instead of keeping it (build_loss)."""
+        key = (batch, T, use_packed(batch, T) if packed is None else packed, fused, remat)
         if key not in self._loss:
-            self._loss[key] = build_loss(self.vars, batch, key[2], fused)
+            self._loss[key] = build_loss(self.vars, batch, key[2], fused, remat)
         return self._loss[key]
 
     def step_graph(self, batch: int = 1) -> StepGraph:

@@ -57,10 +57,10 @@ def test_each_value_is_freed_once_after_its_last_reader_and_outputs_never():
     freed = [s for step in plan.steps for s in step.free]
     assert len(freed) == len(set(freed)), "a value is freed twice"
     assert not set(freed) & set(plan.outputs)
-    for step in plan.steps:
-        for s in step.free:
-            readers = [t.slot for t in plan.steps if s in t.inputs or any(s in (c.grad, c.wrt) for c in t.checks)]
-            assert step.slot == max(readers), f"slot {s} freed before its last reader"
+    for at, step in enumerate(plan.steps):  # steps run in their list's order
+        for s in step.free:  # a check reads a gradient, and only the shape of its input
+            readers = [p for p, t in enumerate(plan.steps) if s in t.inputs or any(s == c.grad for c in t.checks)]
+            assert at == max(readers), f"slot {s} freed before its last reader"
     # Everything that is neither an output nor still needed is freed: at the end only outputs live.
     computed = {step.slot for step in plan.steps} | {s for s, _ in plan.fed}
     assert computed - set(freed) == set(plan.outputs)
@@ -72,11 +72,12 @@ def test_gradient_shape_checks_run_as_soon_as_both_values_exist():
     gx, gw = ad.gradients(y, [x, w])
     plan = make_plan([gx, gw], [x, w])
     slot = {id(n): i for i, n in enumerate(plan.order)}
-    checks = [(step.slot, c) for step in plan.steps for c in step.checks]
+    checks = [(at, c) for at, step in enumerate(plan.steps) for c in step.checks]
     assert any(c.grad == slot[id(gx)] and c.wrt == slot[id(x)] for _, c in checks)
     assert any(c.grad == slot[id(gw)] and c.wrt == slot[id(w)] for _, c in checks)
+    position = {step.slot: at for at, step in enumerate(plan.steps)}  # a fed value exists from the start
     for at, c in checks:
-        assert at == max(c.grad, c.wrt)
+        assert at == max(position.get(c.grad, -1), position.get(c.wrt, -1))
         assert c.via is None or c.via.op.name  # the rule's node, named in the error
 
 
