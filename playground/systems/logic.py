@@ -7,6 +7,7 @@ intensity, and what changed between the previous profile and this one.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, fields
 
 from lm.config import PRESETS
@@ -25,6 +26,7 @@ PRESET_NAMES = list(PRESETS)
 LAYOUTS = {"auto": None, "packed": True, "batched": False}  # attention layout -> profile_training's `packed`
 TOP_OPS = 12  # ops drawn one bar each; the rest is one "other" bar
 OTHER = "other ops"
+_ONE_AT_A_TIME = threading.Lock()  # two sessions profiling at once would each time the other's work
 
 
 class ProfileError(ValueError):
@@ -77,13 +79,15 @@ def check(settings: Settings) -> None:
 
 
 def run(settings: Settings, cache_dir=None) -> Run:
-    """Profile the training step at these settings (a few seconds; checked first)."""
+    """Profile the training step at these settings (a few seconds; checked first), one profile per server
+    at a time (another session's waits)."""
     check(settings)
     try:
-        profile = profile_training(
-            **_sizes(settings), cache_dir=cache_dir, packed=LAYOUTS[settings.layout], fused=settings.fused,
-            compiled=settings.compiled, keep_freed=settings.keep_freed,
-        )  # fmt: skip
+        with _ONE_AT_A_TIME:
+            profile = profile_training(
+                **_sizes(settings), cache_dir=cache_dir, packed=LAYOUTS[settings.layout], fused=settings.fused,
+                compiled=settings.compiled, keep_freed=settings.keep_freed,
+            )  # fmt: skip
     except (ValueError, RuntimeError) as err:
         raise ProfileError(str(err)) from err
     return Run(settings, profile)

@@ -5,6 +5,8 @@ each matmul shape's intensity), and the delta view names what changed and by how
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import pytest
 import torch
@@ -99,3 +101,23 @@ def test_summary_and_figures_carry_the_profiles_numbers(runs):
     assert floor.data[-1].x[0] == p.floor_ms and len(floor.data) == 5
     delta = delta_figure(sy.delta(*runs))
     assert [trace.name for trace in delta.data] == ["previous", "this profile"]
+
+
+def test_one_profile_at_a_time_per_server(monkeypatch):
+    """Two sessions asking at once: the second profile starts when the first has ended."""
+    spans = []
+
+    def profile_training(**kwargs):
+        start = time.monotonic()
+        time.sleep(0.2)
+        spans.append((start, time.monotonic()))
+        return "a profile"
+
+    monkeypatch.setattr(sy, "profile_training", profile_training)
+    sessions = [threading.Thread(target=sy.run, args=(TINY,)) for _ in range(2)]
+    for session in sessions:
+        session.start()
+    for session in sessions:
+        session.join()
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start >= first_end
