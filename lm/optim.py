@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -43,11 +44,47 @@ def decay_groups(params: Mapping[str, Tensor], weight_decay: float) -> list[dict
     ]
 
 
+@dataclass
+class FlatGroup:
+    """A parameter group's values, moments and a gradient buffer, each one flat buffer (the group's
+    parameters in order), so that a step of the whole group is one kernel per operation."""
+
+    params: Tensor
+    m: Tensor
+    v: Tensor
+    grads: Tensor
+
+
+def flatten_(tensors: Sequence[Tensor]) -> Tensor | None:
+    """Move `tensors` into one new flat buffer and return it: each tensor object stays itself, its values now
+    a view of the buffer (Tensor.set_), so whoever holds it sees every update made to the buffer. None (and
+    nothing moved) when they differ in dtype or device."""
+    if not tensors or len({(t.dtype, t.device) for t in tensors}) > 1:
+        return None
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    offset = 0
+    for t in tensors:
+        t.set_(flat.untyped_storage(), offset, t.shape)  # contiguous, at its place in the buffer
+        offset += t.numel()
+    return flat
+
+
+def views(flat: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """`flat` cut into views shaped like each of `like`, in order."""
+    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in like]), like)]
+
+
 class AdamW:
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW computes it.
 
     `groups` ([{"params": [names], "weight_decay": wd}, ...]) give each parameter its weight decay; without
-    them every parameter decays by `weight_decay`. State, by name: the steps taken and both moments."""
+    them every parameter decays by `weight_decay`. State, by name: the steps taken and both moments.
+
+    Each group's parameters are moved into one flat buffer (`flatten_`: the caller's tensors stay the same
+    objects, now views of it) beside flat moments, so a step of the whole group is 8 kernels over 4 buffers,
+    not 8 per parameter (on the CPU torch's multi-tensor ops loop over the tensors: a nanoGPT step's AdamW
+    took 1.8 ms in ~280 small kernels). A group whose parameters are not all at the same step (one had no
+    gradient) is updated per parameter through the views: the same formula, element by element."""
 
     def __init__(
         self,
@@ -71,24 +108,39 @@ class AdamW:
                 if unknown or missing else "a parameter is in two groups"
             )  # fmt: skip
         self.steps: dict[str, int] = {}  # name -> steps taken (bias correction is per parameter, as torch's)
-        self.m: dict[str, Tensor] = {}  # first moments
+        self.m: dict[str, Tensor] = {}  # first moments (views of the group's flat moments)
         self.v: dict[str, Tensor] = {}  # second moments
+        self.flat: list[FlatGroup | None] = []  # per group; None: its parameters differ in dtype or device
+        for group in self.groups:
+            tensors = [self.params[n] for n in group["params"]]
+            flat = flatten_(tensors)
+            if flat is None:
+                self.m.update({n: torch.zeros_like(p) for n, p in zip(group["params"], tensors)})
+                self.v.update({n: torch.zeros_like(p) for n, p in zip(group["params"], tensors)})
+                self.flat.append(None)
+                continue
+            m, v, grads = torch.zeros_like(flat), torch.zeros_like(flat), torch.empty_like(flat)
+            self.m.update(zip(group["params"], views(m, tensors)))
+            self.v.update(zip(group["params"], views(v, tensors)))
+            self.flat.append(FlatGroup(flat, m, v, grads))
 
     def step(self, grads: Mapping[str, Tensor | None]) -> None:
-        for group in self.groups:
+        for group, flat in zip(self.groups, self.flat):
             names = [n for n in group["params"] if grads.get(n) is not None]
             for n in names:
-                if n not in self.m:
-                    p = self.params[n]
-                    self.m[n], self.v[n], self.steps[n] = torch.zeros_like(p), torch.zeros_like(p), 0
-                self.steps[n] += 1
-            # parameters at the same step share their bias corrections: one foreach call per step count
+                self.steps[n] = self.steps.get(n, 0) + 1
+            # parameters at the same step share their bias corrections: one update per step count
             for t in sorted({self.steps[n] for n in names}):
                 same = [n for n in names if self.steps[n] == t]
-                self._update(same, [grads[n] for n in same], t, group["weight_decay"])
+                if flat is not None and len(same) == len(group["params"]):  # the whole group: its flat buffers
+                    torch.cat([grads[n].reshape(-1) for n in same], out=flat.grads)
+                    self._update([flat.params], [flat.grads], [flat.m], [flat.v], t, group["weight_decay"])
+                else:
+                    params, m, v = ([d[n] for n in same] for d in (self.params, self.m, self.v))
+                    self._update(params, [grads[n] for n in same], m, v, t, group["weight_decay"])
 
-    def _update(self, names: list[str], grads: list[Tensor], t: int, weight_decay: float) -> None:
-        params, m, v = [self.params[n] for n in names], [self.m[n] for n in names], [self.v[n] for n in names]
+    def _update(self, params: list[Tensor], grads: list[Tensor], m: list[Tensor], v: list[Tensor], t: int,
+                weight_decay: float) -> None:  # fmt: skip
         b1, b2 = self.betas
         if weight_decay:
             torch._foreach_mul_(params, 1 - self.lr * weight_decay)  # p <- p (1 - lr wd)
@@ -103,17 +155,26 @@ class AdamW:
         torch._foreach_addcdiv_(params, m, denom, -self.lr / bc1)
 
     def state_dict(self) -> dict:
-        """Steps and moments by parameter name (what a checkpoint needs to continue exactly)."""
-        return {"steps": dict(self.steps), "m": dict(self.m), "v": dict(self.v)}
+        """Steps and moments (copies) by parameter name, for the parameters that have taken a step (what a
+        checkpoint needs to continue exactly)."""
+        return {
+            "steps": dict(self.steps),
+            "m": {n: self.m[n].clone() for n in self.steps},
+            "v": {n: self.v[n].clone() for n in self.steps},
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from `state_dict()`'s values (copied onto each parameter's device: no tensor is shared)."""
+        """Continue from `state_dict()`'s values (copied into this optimizer's moments, on its device)."""
         unknown = set(state["m"]) - set(self.params)
         if unknown:
             raise ValueError(f"the optimizer state names unknown parameters: {sorted(unknown)[:5]}")
         self.steps = {n: int(t) for n, t in state["steps"].items()}
-        self.m = {n: x.to(self.params[n].device, copy=True) for n, x in state["m"].items()}
-        self.v = {n: x.to(self.params[n].device, copy=True) for n, x in state["v"].items()}
+        for moments, saved in ((self.m, state["m"]), (self.v, state["v"])):
+            for n, x in moments.items():
+                if n in saved:
+                    x.copy_(saved[n])
+                else:  # no step taken yet: a fresh moment
+                    x.zero_()
 
 
 def lr_schedule(step: int, max_lr: float, min_lr: float, warmup: int, total: int) -> float:

@@ -1,6 +1,7 @@
 """Our optimizers against torch.optim (the oracle) in float64 on the same parameters and gradients: SGD and
 AdamW over several steps with a changing learning rate, AdamW's parameter groups (decay on matrices only),
-a parameter without a gradient skipped as torch skips `.grad = None`, the state by name round-tripping;
+a parameter without a gradient skipped as torch skips `.grad = None`, the state by name round-tripping, the
+flat buffers' step equal to a per-parameter one bit for bit;
 the warmup-cosine-floor schedule (torch's LinearLR then CosineAnnealingLR) and global-norm clipping
 (torch.nn.utils.clip_grad_norm_)."""
 
@@ -9,6 +10,7 @@ import math
 import pytest
 import torch
 
+from lm import optim
 from lm.optim import SGD, AdamW, clip_grad_norm_, decay_groups, grad_norm, lr_schedule
 
 STEPS = 8
@@ -138,6 +140,27 @@ def test_adamw_state_round_trips_by_name():
         assert torch.equal(a_params[name], b_params[name]), name
     with pytest.raises(ValueError, match="unknown parameters"):
         b.load_state_dict({"steps": {"nope": 1}, "m": {"nope": torch.zeros(1)}, "v": {"nope": torch.zeros(1)}})
+
+
+def test_adamw_steps_each_group_in_flat_buffers_bit_for_bit_as_per_parameter(monkeypatch):
+    """Each group's parameters move into one flat buffer (the caller's tensors stay the same objects, now
+    views of it, so the caller sees every update); a step over the flat buffers gives the same bits as the
+    same step parameter by parameter (without flat buffers), element by element the same formula."""
+    flat_params, plain_params = make_params(), make_params()
+    objects = {n: id(p) for n, p in flat_params.items()}
+    flat = AdamW(flat_params, lr=1e-2, groups=decay_groups(flat_params, 0.1))
+    assert {n: id(p) for n, p in flat.params.items()} == objects and all(g is not None for g in flat.flat)
+    buffer = flat.flat[0].params.untyped_storage().data_ptr()
+    assert all(flat_params[n].untyped_storage().data_ptr() == buffer for n in ("emb", "w"))
+    monkeypatch.setattr(optim, "flatten_", lambda tensors: None)
+    plain = AdamW(plain_params, lr=1e-2, groups=decay_groups(plain_params, 0.1))
+    assert plain.flat == [None, None]
+    draw_a, draw_b = random_grads(flat_params), random_grads(plain_params)
+    for _ in range(3):
+        flat.step(draw_a(0)), plain.step(draw_b(0))
+    for name in flat_params:
+        assert torch.equal(flat_params[name], plain_params[name]), name
+        assert torch.equal(flat.m[name], plain.m[name]) and torch.equal(flat.v[name], plain.v[name]), name
 
 
 def test_groups_must_name_each_parameter_once():
