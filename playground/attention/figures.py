@@ -52,7 +52,7 @@ def heatmap(matrix: Matrix) -> go.Figure:
     trace = dict(
         type="heatmap", z=z, x=x, y=y, text=text, customdata=exact, texttemplate="%{text}",
         textfont=dict(size=11), zmin=zmin, zmax=zmax, colorscale=scale, hoverongaps=False,
-        colorbar=dict(thickness=8, nticks=4, tickfont=dict(size=9), len=1.0, xpad=4),
+        colorbar=dict(thickness=8, nticks=4, tickfont=dict(size=10), len=1.0, xpad=4),
         hovertemplate="row %{y}<br>column %{x}<br>value %{customdata}<extra></extra>",
     )  # fmt: skip
     layout = dict(

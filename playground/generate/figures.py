@@ -14,7 +14,7 @@ import torch
 from playground.common.charts import CHOSEN, OTHER, escaped, layout
 
 MAX_COLUMNS = 80  # the probability heatmap shows at most this many tokens of a large vocabulary
-ATTENTION_MAX_HEIGHT = 520  # px: a long prompt's heatmap stays within a screen
+ATTENTION_MAX_HEIGHT = 420  # px: a long prompt's heatmap stays about square in half a 1,024 px window
 
 
 def topk_figure(vocab: Sequence[str], probs: torch.Tensor | Sequence[float], chosen: int, k: int = 10) -> go.Figure:
@@ -35,11 +35,13 @@ def topk_figure(vocab: Sequence[str], probs: torch.Tensor | Sequence[float], cho
             marker_color=[CHOSEN if i == chosen else OTHER for i in top],
             text=[f"{v:.1%}" for v in values],
             textposition="auto",
+            textfont=dict(size=11),
             hovertemplate="%{y}: %{x:.2%}<extra></extra>",
         )
     )
     layout(fig, f"Next-token probabilities (top {min(k, p.numel())}); chosen: {escaped(vocab[chosen])}", "p", "")
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_layout(uniformtext=dict(minsize=10, mode="show"))  # plotly shrank a full bar's label to 6 px
     return fig
 
 
@@ -81,7 +83,8 @@ def probability_heatmap(
     )  # fmt: skip
     # At most MAX_HEAT_ROWS rows' worth of height (200 steps were a ~4,000 px chart): more steps share it,
     # and the token labels sit on top, next to the first steps, where a reader starts.
-    layout(fig, title, "token", "step", height=120 + 28 * min(len(y), MAX_HEAT_ROWS))
+    layout(fig, title, "", "step", height=150 + 28 * min(len(y), MAX_HEAT_ROWS))
+    fig.update_layout(margin=dict(t=90), title=dict(y=0.98, yanchor="top"))  # the title above the labels
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category", tickangle=-60, side="top")
     return fig
@@ -102,8 +105,8 @@ def attention_figure(weights: torch.Tensor, labels: Sequence[str], title: str) -
     ticks = [f"{i}:{escaped(tok)}" for i, tok in enumerate(labels)]
     fig = go.Figure(
         go.Heatmap(
-            z=causal_matrix(weights), x=ticks, y=ticks, colorscale="Viridis", zmin=0, zmax=1,
-            colorbar=dict(thickness=8, len=0.8, title="weight"),
+            # no colour bar: the page says once what the colours mean, and the cells keep its width
+            z=causal_matrix(weights), x=ticks, y=ticks, colorscale="Viridis", zmin=0, zmax=1, showscale=False,
             hovertemplate="query %{y}<br>key %{x}<br>weight %{z:.2f}<extra></extra>", hoverongaps=False,
         )
     )  # fmt: skip
@@ -111,6 +114,9 @@ def attention_figure(weights: torch.Tensor, labels: Sequence[str], title: str) -
     # cell clipped the cells away); the height grows with the tokens, up to a bound.
     layout(fig, title, "key (attended to)", "query", height=min(ATTENTION_MAX_HEIGHT, 150 + 30 * len(ticks)))
     fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category", tickangle=-45)
+    # At most about 8 key and 16 query labels (plotly skips the others): 32 positions' labels collided in a
+    # heatmap ~200 px wide. Hovering a cell names both tokens.
+    fig.update_xaxes(type="category", tickangle=-45, nticks=8)
+    fig.update_yaxes(nticks=16)
     fig.update_layout(plot_bgcolor="rgba(0,0,0,0)")
     return fig

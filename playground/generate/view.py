@@ -41,7 +41,7 @@ from playground.generate.logic import (
 from playground.train.logic import LANGUAGE_MODEL, MEMORIZE, latest_trained, session_of
 
 HEADS_SHOWN = 4  # heads drawn at first; the others are picked by name
-GRID_COLUMNS = 3  # heatmaps per row: each keeps ~250 px at a 1024 px window (narrow screens stack them)
+GRID_COLUMNS = 2  # heatmaps per row: each keeps ~280 px at a 1024 px window (narrow screens stack them)
 MAX_ATTENTION_TOKENS = 32  # a heatmap shows the last this-many positions: 64 x 64 cells are unreadable
 RUN_NAMES = {MEMORIZE: "sentence-memorizing", LANGUAGE_MODEL: "language-model"}  # the Train page's runs
 
@@ -180,7 +180,7 @@ def generation_ui(model: LanguageModel, profile: Profile, options: dict) -> Gene
 
         def show(step: Step) -> None:
             streamed.append(step.token_id)
-            live.code(model.tokenizer.decode(streamed), language=None)
+            live.code(model.tokenizer.decode(streamed), language=None, wrap_lines=True)
 
         try:
             with st.spinner("Generating..."):
@@ -200,7 +200,7 @@ def text_ui(gen: Generation, profile: Profile) -> None:
     if profile.chips:
         st.markdown(chips_html(trace.prompt_tokens, trace.new_tokens), unsafe_allow_html=True)  # escaped there
         with st.expander("As plain text"):
-            st.code(trace.text, language=None)
+            st.code(trace.text, language=None, wrap_lines=True)  # never cut off on a phone
     else:
         st.markdown("#### " + highlighted_markdown(trace))
     reason = STOP_REASONS.get(trace.stop_reason, trace.stop_reason)
@@ -258,7 +258,7 @@ def trace_ui(gen: Generation, profile: Profile) -> None:
 
 
 def pick(label: str, count: int, key: str) -> list[int]:
-    """Which layers or heads to draw: all of a few; past HEADS_SHOWN, the first few and a picker for the rest."""
+    """Which heads to draw: all of a few; past HEADS_SHOWN, the first few and a picker for the rest."""
     if count <= HEADS_SHOWN:
         return list(range(count))
     names = [str(i + 1) for i in range(count)]
@@ -267,28 +267,30 @@ def pick(label: str, count: int, key: str) -> list[int]:
 
 
 def attention_ui(step: Step, index: int, profile: Profile) -> None:
-    """One heatmap per chosen layer and head, GRID_COLUMNS per row (st.columns wrap on narrow windows),
-    each over the last MAX_ATTENTION_TOKENS positions the model read."""
+    """One layer's heads (the layer picked above them), GRID_COLUMNS heatmaps per row (st.columns stack on
+    a phone), each over the last MAX_ATTENTION_TOKENS positions the model read. Every layer at once was
+    twelve heatmaps for the bundled model: a 10,000 px page on a phone."""
     key, t = profile.widget, len(step.labels)
     shown = min(t, MAX_ATTENTION_TOKENS)
     st.markdown(
         f"**Causal attention at step {index + 1}**: each query position (row) mixes the values of the positions "
-        "it may see (columns); the upper triangle is the future, masked out."
-        + (f" The last {shown} of the {t} positions the model read are drawn." if shown < t else "")
+        "it may see (columns); the upper triangle is the future, masked out. Colour: the weight, from 0 (dark) "
+        "to 1 (yellow)." + (f" The last {shown} of the {t} positions the model read are drawn." if shown < t else "")
     )
     layer_col, head_col = st.columns(2)
-    with layer_col:
-        layers = pick("Layers to show", len(step.attention), key("layers"))
+    layers = list(range(len(step.attention)))
+    layer = layer_col.segmented_control(
+        "Layer", layers, format_func=lambda i: str(i + 1), default=0, required=True, key=key("layer")
+    )
     with head_col:
         heads = pick("Heads to show", step.attention[0].shape[0], key("heads"))
-    cells = [(layer, head) for layer in layers for head in heads]
     labels = [token_label(label) for label in step.labels[t - shown :]]
-    for row in range(0, len(cells), GRID_COLUMNS):
-        for col, (layer, head) in zip(st.columns(GRID_COLUMNS), cells[row : row + GRID_COLUMNS]):
+    for row in range(0, len(heads), GRID_COLUMNS):
+        for col, head in zip(st.columns(GRID_COLUMNS), heads[row : row + GRID_COLUMNS]):
             with col:
                 weights = step.attention[layer][head][t - shown :, t - shown :]  # (shown, shown)
                 title = f"layer {layer + 1} · head {head + 1}"
-                st.plotly_chart(figures.attention_figure(weights, labels, title), key=key(f"attention_{layer}_{head}"))
+                st.plotly_chart(figures.attention_figure(weights, labels, title), key=key(f"attention_{head}"))
 
 
 st.title("Generate")

@@ -15,7 +15,7 @@ for row in range(0, len(CARDS), 3):
         with column:
             st.subheader(f"{card.icon} {card.title}")
             st.markdown(card.text)
-            if st.button(card.button, key=card.key):
+            if st.button(card.button, key=card.key, wrap=True):  # whole on two lines in a narrow window
                 apply(card, st.session_state)
                 st.switch_page(card.page)
             st.caption(card.caption)

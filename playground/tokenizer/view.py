@@ -58,9 +58,8 @@ elif source == "uploaded file":
     )
 else:
     st.caption("Five TinyStories stories (3.8 KB) separated by <|endoftext|>.")
-vocab_col, special_col = st.columns([3, 1])
-vocab_size = vocab_col.slider("Vocabulary size", tk.MIN_VOCAB, tk.MAX_VOCAB, 400, key="tok_vocab")
-special = special_col.checkbox("<|endoftext|> is a special token", value=True, key="tok_special")
+vocab_size = st.slider("Vocabulary size", tk.MIN_VOCAB, tk.MAX_VOCAB, 400, key="tok_vocab")
+special = st.checkbox("<|endoftext|> is a special token", value=True, key="tok_special")  # whole, any width
 # the Home page's example arrives with the defaults above (story sample, 400, <|endoftext|>) and trains at once
 if st.button("Train", icon=":material/model_training:", key="tok_train") or st.session_state.pop("tok_autotrain", 0):
     bar = st.progress(0.0, text="reading the corpus")

@@ -1,5 +1,5 @@
 """The Generate page headless with Streamlit's AppTest: one view for every model. It opens on the bundled
-Shakespeare model (token chips, top-k bars, every layer's and head's attention; a character it has never
+Shakespeare model (token chips, top-k bars, the attention of every head of the layer picked; a character it has never
 seen is an error element); the classic word model continues 'the red' and stops at the sentence's end,
 with heatmaps of the right shapes and the KV cache compared; an unknown word, a bad or hostile upload are
 messages shown literally; an uploaded checkpoint generates.
@@ -112,7 +112,7 @@ def test_user_text_in_messages_is_shown_literally_not_as_markdown() -> None:
 # ---------------------------------------------------------------- the bundled Shakespeare model and uploads
 
 
-def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head() -> None:
+def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head_of_a_layer() -> None:
     at = open_page("generate")
     at.number_input(key="gen_text_max_new").set_value(8).run()
     assert not at.exception and not at.error
@@ -121,12 +121,16 @@ def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head()
     assert chips.count("#ffe0b2") == 8  # eight new tokens as chips
     figs = figures(at)
     heads = [t for t in figs if t.startswith("layer")]
-    assert heads == [f"layer {layer} · head {head}" for layer in (1, 2, 3, 4) for head in (1, 2, 3)]
+    assert heads == ["layer 1 · head 1", "layer 1 · head 2", "layer 1 · head 3"]  # one layer at a time
     z = figs["layer 1 · head 1"]["data"][0]["z"]
     assert all(z[q][k] is None for q in range(len(z)) for k in range(q + 1, len(z)))  # the masked future
     assert all(abs(sum(row[: q + 1]) - 1) < 1e-5 for q, row in enumerate(z))
     assert "width" not in figs["layer 1 · head 1"]["layout"]  # fills its grid cell at any window width
     assert len(figs["Next-token distribution at every step (× = chosen)"]["data"][0]["z"]) == 8
+    assert all(figs[h]["layout"]["height"] <= 420 for h in heads)  # a heatmap stays about square, any length
+    at.segmented_control(key="gen_text_layer").set_value(3).run()  # the fourth layer
+    assert not at.exception
+    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 4 · head {h}" for h in (1, 2, 3)]
     at.text_area(key="gen_text_prompt").input("Caf\u00e9 society").run()
     assert not at.exception
     assert at.error and "not in the vocabulary: 'é'" in shown(at.error[0].value)
