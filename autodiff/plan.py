@@ -6,12 +6,12 @@ decides after which step each value can be freed, and schedules each gradient-sh
 as both values exist. Running a plan is then a plain loop (evaluator.py) or straight-line code
 (codegen.py); neither makes a decision of its own.
 
-Two choices shape the memory a run needs. The order is a depth-first walk from the outputs, except
-that a step whose value only ever leads to outputs (a weight's gradient: `transpose(x) @ g`) runs as
-soon as the backward value it waits for exists, so what it reads is freed early, as torch's autograd
-does. And `remat` (activation checkpointing, a plan transformation): given checkpoint nodes (e.g. each
-transformer block's input), the forward values between two checkpoints are not kept for the backward
-pass; each is computed again, from the checkpoint before it, just before a backward step first reads it.
+Two choices shape the memory a run needs. The forward pass runs in a depth-first walk's order from
+the outputs, and each backward step as soon as the gradients it reads exist (a weight's gradient right
+after the gradient it reads, as torch's autograd does), so what it reads is freed early. And `remat`
+(activation checkpointing, a plan transformation): given checkpoint nodes (e.g. each transformer
+block's input), the forward values between two checkpoints are not kept for the backward pass; each
+is computed again, from the checkpoint before it, just before a backward step first reads it.
 """
 
 from __future__ import annotations
@@ -98,10 +98,10 @@ def make_plan(outputs: Sequence[Node], fed_nodes: Iterable[Node], remat: Sequenc
 
     recomputed: dict[int, int] = {}
     if remat:
-        points = {shared.get(slot[id(n)], slot[id(n)]) for n in remat if id(n) in slot and id(n) not in fed}
+        points = {shared.get(slot[id(n)], slot[id(n)]) for n in remat if id(n) in slot}
         recomputed = _rematerialize(order, reads, computed, forward, sorted(points), set(output_slots))
         forward |= set(recomputed)
-    sequence = _schedule(reads, computed, set(recomputed), forward, set(output_slots))
+    sequence = _schedule(reads, computed, set(recomputed), forward)
     position = {s: p for p, s in enumerate(sequence)}
 
     # Gradient-shape checks run as soon as both the gradient and its input exist (a fed value exists
@@ -169,12 +169,10 @@ def _rematerialize(
     checkpoint k that checkpoint k + 1 depends on) get a recomputing copy, with a slot of its own
     appended to `order`, and every backward step reads the copies instead (`reads` is rewritten).
     Returns {copy's slot: original slot}. Values after the last checkpoint are kept, as are outputs."""
-    segment: dict[int, int] = {}  # slot -> the last checkpoint it descends from
     index = {s: k for k, s in enumerate(points)}
+    segment = dict(index)  # slot -> the last checkpoint it descends from
     for i in computed:  # in order: inputs first
-        if i in index:
-            segment[i] = index[i]
-        elif i in forward:
+        if i not in index and i in forward:
             below = [segment[r] for r in reads[i] if r in segment]
             if below:
                 segment[i] = max(below)
@@ -203,39 +201,30 @@ def _rematerialize(
     return {c: s for s, c in copy_of.items()}
 
 
-def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], forward: set[int], outputs: set[int]):
-    """The order steps run in. `computed` (a depth-first order) is followed, but a step is run early,
-    as soon as the backward value it waits for exists, when its value only leads to outputs (a weight's
-    gradient and its transposes and sums): it then frees what it reads (activations, gradients) early.
-    A recomputed copy runs when a step first needs it: a checkpointed block is computed again just
-    before its backward pass."""
+def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], forward: set[int]) -> list[int]:
+    """The order steps run in. The forward pass in `computed`'s (depth-first) order; then each backward
+    step as soon as the gradients it reads exist, as torch's autograd does: a weight's gradient right after
+    the gradient it reads, which frees that and the activation it reads early (the depth-first order made
+    every weight's gradient wait for the last layer's). A recomputed copy, and a step made from copies
+    alone (`transpose(copy)`), runs when a step first needs it: a checkpointed block is computed again
+    just before its backward pass."""
     readers: dict[int, list[int]] = {}
     for s in [*computed, *copies]:
-        for r in set(reads[s]):
+        for r in dict.fromkeys(reads[s]):
             readers.setdefault(r, []).append(s)
     steps = set(computed) | copies
-    # `tail`: steps whose value is read only by tail steps, ending at outputs; found from the last
-    # readers back (a step is decided once all its readers are).
-    waiting = {s: len(readers.get(s, ())) for s in steps}
-    ready = [s for s in steps if not waiting[s]]
-    tail: set[int] = set()
-    while ready:
-        s = ready.pop()
-        if all(r in tail for r in readers.get(s, ())) and (s in readers or s in outputs):
-            tail.add(s)
-        for r in set(reads[s]):
-            if r in steps:
-                waiting[r] -= 1
-                if not waiting[r]:
-                    ready.append(r)
+    lazy: set[int] = set()  # backward steps made from recomputed copies (and other forward values) alone
+    for s in computed:
+        made_from = [r for r in reads[s] if r in steps]
+        if s not in forward and all(r in forward or r in lazy for r in made_from):
+            if any(r in copies or r in lazy for r in made_from):
+                lazy.add(s)
     done: set[int] = set()
     sequence: list[int] = []
 
     def can_pull(s: int) -> bool:
-        """A value that is ready or can be made now without waiting for the backward pass."""
-        if s in done or s not in steps or s in forward:
-            return True
-        return s in tail and all(can_pull(r) for r in reads[s])
+        """A value that exists, or can be made now without waiting for a gradient."""
+        return s in done or s not in steps or s in forward or s in lazy
 
     def run(s: int) -> None:
         stack = [(s, False)]  # iterative: a recomputed block may be a long chain
@@ -249,10 +238,15 @@ def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], for
                 continue
             done.add(s)
             sequence.append(s)
-            if s not in forward:  # a backward value: the tail steps waiting for it may run now
-                stack.extend((t, False) for t in readers.get(s, ()) if t in tail and t not in done and can_pull(t))
+            if s not in forward and s not in lazy:  # a gradient: the backward steps waiting for it may run
+                for t in reversed(readers.get(s, ())):
+                    if t not in forward and t not in lazy and t not in done and all(map(can_pull, reads[t])):
+                        stack.append((t, False))
 
     for s in computed:
+        if s not in lazy:
+            run(s)
+    for s in computed:  # made from copies and read by no step (an output)
         run(s)
     return sequence
 
