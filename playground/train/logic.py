@@ -27,7 +27,7 @@ from playground.common.state import kept
 from playground.train.modes import LanguageModelSettings, MemorizeSettings, SettingsError
 from playground.train.runner import RunInfo, Snapshot, Update
 from playground.train.scheduler import Scheduler, server_scheduler, threads_per_trainer
-from playground.train.worker import Worker, WorkerGone
+from playground.train.worker import HEARD_LIMIT_S, Worker, WorkerGone
 
 Settings = MemorizeSettings | LanguageModelSettings
 MEMORIZE, LANGUAGE_MODEL = "Memorize sentences", "Language model"  # the page's modes, as its switch names them
@@ -142,6 +142,7 @@ class TrainingSession:
         self.progress: tuple[int, int, str] | None = None  # a BPE training's or a download's, while starting
         self._step = 0
         self._steps = 0
+        self._last_read = time.monotonic()  # when the page last read what the worker sent
         self._snapshot: Snapshot | None = None  # the model the worker last sent (paused or finished)
         self._model: LanguageModel | None = None
         self._refused = False  # the worker refused the settings (a message for Start, not a failure)
@@ -217,9 +218,12 @@ class TrainingSession:
 
     # -- the scheduler's side
     def holds_slot(self) -> bool:
-        """Whether this session trains now (a trainer slot is taken)."""
+        """Whether this session trains now (a trainer slot is taken). Not once its page has stopped reading
+        for HEARD_LIMIT_S (a closed or hidden tab): its worker pauses itself, and the slot goes to the next
+        in line meanwhile (a page that reads again queues to resume, `advance`)."""
         worker = self.worker
-        return self._state in ("starting", "running") and worker is not None and worker.alive
+        unread = time.monotonic() - self._last_read > HEARD_LIMIT_S
+        return self._state in ("starting", "running") and worker is not None and worker.alive and not unread
 
     def launch(self) -> None:
         """The session's turn has come (the scheduler calls this): resume the paused run or start the new one."""
@@ -237,6 +241,7 @@ class TrainingSession:
         max_steps = max(1, math.ceil(settings.planned / MIN_UPDATES))
         self._box[0] = Worker(settings, text, cache_dir, threads=threads, max_steps=max_steps)
         self._state = "starting"
+        self._last_read = time.monotonic()
 
     # -- controls
     def start(self, settings: Settings, text: str | None = None, cache_dir=None, progress=None) -> None:
@@ -294,6 +299,7 @@ class TrainingSession:
             return
         self._state, self._resuming = "queued", True
         self.run.status = "queued"
+        self._last_read = time.monotonic()
         if self._scheduler.request(self):
             self.launch()
 
@@ -338,6 +344,10 @@ class TrainingSession:
             return []
         if self._state not in ("starting", "running"):
             return []
+        if self._state == "running" and not self._scheduler.holds(self):  # its slot went on while unread
+            self.stop()
+            self.resume()  # at the back of the queue, or at once when a slot is free
+            return []
         return self._read(timeout=wait_s)
 
     def _read(self, timeout: float) -> list[TrainEvent]:
@@ -345,6 +355,7 @@ class TrainingSession:
         worker = self.worker
         if worker is None:
             return events
+        self._last_read = time.monotonic()
         try:
             messages = worker.messages(timeout)
         except WorkerGone as gone:
@@ -364,10 +375,11 @@ class TrainingSession:
             elif kind == "updates":
                 batches += 1
                 events += self._apply(body[0])
-            elif kind == "paused":
+            elif kind == "paused":  # asked for (Stop), or the worker's own when its page stopped reading
                 events += self._apply(body[0])
                 self._keep(body[1])
                 self._state = "stopped"
+                self._scheduler.release(self)
             elif kind == "finished":
                 self._keep(body[0])
                 self._state = "finished"

@@ -80,6 +80,12 @@ class Scheduler:
             self._waiting = [r for r in self._waiting if r() is not session]
             self._promote()
 
+    def holds(self, session) -> bool:
+        """Whether the session holds a slot now."""
+        with self._lock:
+            self._prune()
+            return any(ref() is session for ref in self._holders)
+
     def position(self, session) -> int | None:
         """The session's place in the queue (1: next), or None when it is not waiting."""
         with self._lock:

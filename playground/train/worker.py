@@ -1,15 +1,16 @@
 """A Train page run in its own process, so the Streamlit server's interpreter stays free for pages.
 
 `Worker` is the parent's handle: it starts the child (multiprocessing's "forkserver" context, whose
-server imports torch and lm once, so a start costs a fork, not an import; never a fork of the threaded
-Streamlit server), sends it commands (pause, resume, end) and hands back what the child said. `main` is
+server imports torch and lm once, child.py, so a start costs a fork, not an import; never a fork of the
+threaded Streamlit server), sends it commands (pause, resume, end) and hands back what the child said. `main` is
 the child: it builds a `Runner` (runner.py), then trains in batches of a fraction of a second and sends
 each batch's updates through a pipe; a paused run sends its model (`Snapshot`).
 
 The child never gets more than MAX_IN_FLIGHT batches ahead of the page that reads them (each read sends
-an "ack"): a page that stopped reading (a closed tab) stops the run within a second, and a child that
-hears nothing from its page for HEARD_LIMIT_S while running, or PAUSED_LIMIT_S while paused, ends
-itself. It also ends when the server's end of the pipe closes (the server stopped or died).
+an "ack"): a page that stopped reading (a closed or hidden tab) stops the run within a second; a child
+that hears nothing from its page for HEARD_LIMIT_S while running pauses itself (the page shows it
+stopped, and the session gives its trainer slot to the next in line meanwhile), and one paused for
+PAUSED_LIMIT_S ends. It also ends when the server's end of the pipe closes (the server stopped or died).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from playground.train.runner import Runner, Settings
 
 BUDGET_S = 0.25  # a batch of steps trains this long (or its max_steps), then is sent
 MAX_IN_FLIGHT = 4  # batches sent and not yet read by the page (about a second of training)
-HEARD_LIMIT_S = 120.0  # a running child that has heard nothing from its page this long ends
+HEARD_LIMIT_S = 30.0  # a running child that has heard nothing from its page this long pauses itself
 PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
 PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
 
@@ -35,7 +36,7 @@ def _context() -> mp.context.BaseContext:
     """forkserver where the platform has it (Linux), else spawn: never fork a threaded server."""
     if "forkserver" in mp.get_all_start_methods():
         context = mp.get_context("forkserver")
-        context.set_forkserver_preload(["playground.train.worker"])  # torch and lm, imported once
+        context.set_forkserver_preload(["playground.train.child"])  # torch and lm imported once; see child.py
         return context
     return mp.get_context("spawn")
 
@@ -101,8 +102,12 @@ def _loop(conn: Connection, runner: Runner, max_steps: int) -> None:
             elif command == "end":
                 return
             continue
-        if not can_train:
-            return  # nothing heard for the limit: the page is gone
+        if not can_train:  # nothing heard for the limit: the page is gone (closed, hidden, left)
+            if not running:
+                return
+            running, heard = False, time.monotonic()
+            conn.send(("paused", runner.pause(), runner.snapshot()))
+            continue
         updates = runner.advance(BUDGET_S, max_steps)
         conn.send(("updates", updates))
         in_flight += 1

@@ -1,9 +1,9 @@
 """Tests of the Train page's worker processes and their scheduler (playground/train/worker.py and
 scheduler.py, through logic.py's TrainingSession): a worker's updates equal an in-process run's (same
 seed, the same losses, exactly), across pauses too; a killed worker is a message on the session and on
-the page, never a dead server; the queue starts the next run when a slot frees, first come first served;
-ending a session (closed, collected) ends its worker; the server setting is validated; AppTest shows a
-queued learner their place.
+the page, never a dead server; the queue starts the next run when a slot frees, first come first served,
+and a page that stops reading gives its slot on; ending a session (closed, collected) ends its worker;
+the server setting is validated; AppTest shows a queued learner their place.
 """
 
 from __future__ import annotations
@@ -188,6 +188,30 @@ def test_a_session_that_is_gone_gives_its_slot_back() -> None:
     assert waiting.status == "running"
     wait_gone(pid)
     waiting.reset()
+
+
+def test_a_page_that_stops_reading_gives_its_slot_to_the_next_and_queues_to_go_on(monkeypatch) -> None:
+    """A closed or hidden tab reads nothing: after HEARD_LIMIT_S its slot goes to the next in line (its
+    worker pauses itself, worker.py); when the page reads again, its run queues to go on."""
+    monkeypatch.setattr("playground.train.logic.HEARD_LIMIT_S", 3.0)  # the server's side of the limit
+    one = Scheduler(1)
+    unread, waiting = TrainingSession(one), TrainingSession(one)
+    unread.start(LONG)
+    wait_for(unread, lambda: unread.step >= 1, "a first epoch")
+    waiting.start(LONG)
+    assert waiting.status == "queued"
+    deadline = time.monotonic() + WAIT_S
+    while waiting.status == "queued":  # nobody reads `unread` now
+        assert time.monotonic() < deadline, "the slot was not given on"
+        waiting.advance(wait_s=0.1)
+    assert waiting.status == "running" and not unread.holds_slot()
+    unread.advance()  # its page reads again: paused, and queued behind the run that took its slot
+    assert unread.status == "queued" and unread.queue_position() == 1 and unread.trained_model is None
+    waiting.reset()
+    assert unread.status == "running"
+    stopped_at = unread.step
+    wait_for(unread, lambda: unread.step > stopped_at, "the run going on")
+    unread.reset()
 
 
 def test_the_server_setting_is_validated() -> None:
