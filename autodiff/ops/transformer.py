@@ -132,6 +132,13 @@ class NormGainBackwardOp(FusedBackward):
         return [*local_vjp(self.primitive(node), [g, a], output_grad), None]  # `like` only gives a shape
 
 
+def _layer_norm_statistics(a, gain, eps):
+    """torch's native_layer_norm of `a` with its gain: (output, mean, rstd). The gain changes only the
+    output, not the statistics (the same bits); given, it takes torch's faster kernel (at 768 x 128, one
+    thread: 58 us, against 97 us for the statistics alone with no gain)."""
+    return torch.ops.aten.native_layer_norm(a, [a.shape[-1]], gain, None, eps)
+
+
 class LayerNormGainOp(OpBase):
     """(a - mean) / sqrt(var + eps) * gain over the last dim (GPT-2's LayerNorm, without bias)."""
 
@@ -156,7 +163,7 @@ class LayerNormGainBackwardOp(FusedBackward):
     def forward(g, a, gain, eps):
         # torch's fused kernels: the statistics of a, then the formula above in one pass
         shape = [a.shape[-1]]
-        _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
+        _, mu, rstd = _layer_norm_statistics(a, gain, eps)
         return torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, gain, None, [True, False, False])[0]
 
     def primitive(self, node):
@@ -179,7 +186,7 @@ class LayerNormGainGradsOp(OpBase):
     @staticmethod
     def forward(g, a, gain, eps):
         shape = [a.shape[-1]]
-        _, mu, rstd = torch.ops.aten.native_layer_norm(a, shape, None, None, eps)
+        _, mu, rstd = _layer_norm_statistics(a, gain, eps)
         dx, dgain, _ = torch.ops.aten.native_layer_norm_backward(g, a, shape, mu, rstd, gain, None, [True, True, False])
         return dx, dgain.reshape(gain.shape)
 
