@@ -143,10 +143,24 @@ def test_attention_at_1024_px(narrow):
     assert_readable(narrow, "attention-step-4")
 
 
-def test_train_at_1024_px(narrow):
+def test_train_at_1024_px_paused_and_in_both_modes(narrow):
+    page = narrow.page
     narrow.open("train")
-    narrow.page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     assert_readable(narrow, "train")
+    narrow.open("")  # Home's example starts the default run; leaving the Train page pauses it
+    page.get_by_role("button", name="Try: train the default model").click()
+    page.get_by_text("epoch", exact=False).first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Home").click()
+    page.locator('[data-testid="stSidebarNav"] a', has_text="Train").click()
+    page.get_by_role("button", name="▶ Resume").wait_for(timeout=60_000)  # it was "▶ Resu…" (finding 8)
+    narrow.wait_idle()
+    assert_no_error(narrow)
+    assert_readable(narrow, "train-paused")
+    page.locator('[data-testid="stButtonGroup"]').get_by_text("Language model").click()
+    page.get_by_role("button", name="Start", exact=True).wait_for()
+    narrow.wait_idle()
+    assert_readable(narrow, "train-language-model")
 
 
 def test_generate_at_1024_px(narrow):
