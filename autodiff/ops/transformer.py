@@ -269,8 +269,8 @@ class CrossEntropyBackwardOp(OpBase):
     def forward(g, logits, targets, ignore_index):
         weights = _row_weights(targets, ignore_index, logits.dtype)  # (N,)
         grad = torch.softmax(logits, -1)
-        rows = torch.arange(len(targets), device=logits.device)
-        grad[rows, targets.clamp(min=0) * (targets != ignore_index)] -= 1.0  # ignored rows zeroed below
+        columns = (targets.clamp(min=0) * (targets != ignore_index))[:, None]  # ignored rows: 0, zeroed below
+        grad.scatter_add_(1, columns, torch.full_like(columns, -1.0, dtype=grad.dtype))  # p - 1 at each target
         return grad.mul_((weights * g)[:, None])
 
     def gradient(self, node, output_grad):
