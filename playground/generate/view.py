@@ -170,9 +170,21 @@ def options_ui(model: LanguageModel, profile: Profile) -> dict:
     }
 
 
-def generation_ui(model: LanguageModel, profile: Profile, options: dict) -> Generation | None:
-    """Generate once per model and options, showing the text as it comes; inspecting another step reuses
-    it. None (with lm's or the page's message) when the prompt or a setting cannot be used."""
+BUNDLED = {SHAKESPEARE: shakespeare_model, DEFAULT: default_model}  # the models every session shares
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def bundled_generation(name: str, options: tuple[tuple[str, object], ...]) -> Generation:
+    """A bundled model's generation is the same for every session (the settings seed it): it is made once per
+    settings for the whole server, so a new session's first heatmap needs no generation. It runs on a model
+    of its own: a model's compiled graphs serve one run at a time, and sessions run in parallel threads."""
+    return run_generation(BUNDLED[name](), **dict(options))
+
+
+def generation_ui(name: str, model: LanguageModel, profile: Profile, options: dict) -> Generation | None:
+    """Generate once per model and options, showing the text as it comes (a bundled model's is shared, made
+    once); inspecting another step reuses it. None (with lm's or the page's message) when the prompt or a
+    setting cannot be used."""
     last = profile.widget("last")
     request = (fingerprint(model), tuple(sorted(options.items())))
     if st.session_state.get(last, (None,))[0] != request:
@@ -184,7 +196,11 @@ def generation_ui(model: LanguageModel, profile: Profile, options: dict) -> Gene
 
         try:
             with st.spinner("Generating..."):
-                st.session_state[last] = (request, run_generation(model, **options, on_step=show))
+                if name in BUNDLED:
+                    generation = bundled_generation(name, request[1])
+                else:
+                    generation = run_generation(model, **options, on_step=show)
+            st.session_state[last] = (request, generation)
         except GenerateError as err:
             st.session_state.pop(last, None)
             st.error(literal(err), icon=":material/error:")
@@ -306,7 +322,7 @@ if model is None:
 profile = profile_of(model)
 st.caption(model_caption(name, model))
 options = options_ui(model, profile)
-generation = generation_ui(model, profile, options)
+generation = generation_ui(name, model, profile, options)
 if generation is None:
     st.stop()
 text_ui(generation, profile)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from lm.checkpoint import DEFAULT_WEIGHTS, load
 from lm.data import DEFAULT_CORPUS
 from playground.common.markdown import shown
-from playground.generate.logic import DEFAULT, SHAKESPEARE_MODEL
+from playground.generate.logic import DEFAULT, FREE_TEXT, SHAKESPEARE_MODEL
 
 DEFAULT_VOCAB = load(DEFAULT_WEIGHTS).model.config.vocab_size
 DEFAULT_WORDS = len({w for s in DEFAULT_CORPUS for w in s.split()})  # 45
@@ -145,3 +145,14 @@ def test_an_uploaded_checkpoint_generates_and_a_broken_one_is_a_message() -> Non
     assert any(c.value.startswith("Upload a weights file: 1,808,448 parameters") for c in at.caption)
     at.file_uploader(key="gen_upload").upload("cut.safetensors", data[:-50], "application/octet-stream").run()
     assert not at.exception and at.error and "'cut.safetensors'" in shown(at.error[0].value)
+
+
+def test_a_bundled_models_generation_is_made_once_for_every_session() -> None:
+    """A new session's first view reuses the generation any session made with the same settings (issue 21,
+    item 3: the Generate page's first heatmap), while other settings generate anew."""
+    first, second = open_page("generate"), open_page("generate")
+    assert first.session_state["gen_text_last"][1] is second.session_state["gen_text_last"][1]
+    second.number_input(key="gen_text_max_new").set_value(20).run()
+    assert not second.exception
+    assert len(second.session_state["gen_text_last"][1].trace.steps) == 20
+    assert len(first.session_state["gen_text_last"][1].trace.steps) == FREE_TEXT.new_tokens  # the other keeps its own
