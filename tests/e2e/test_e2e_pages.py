@@ -74,8 +74,8 @@ def test_graph_page_shows_a_bad_expression_as_an_error(app):
 
 
 def test_graph_labels_stay_readable_at_1400_px(app):
-    """The drawing is scaled to the page's width: its 10 pt labels must stay readable (they were
-    4-6 px tall when the backward graph sat beside the forward one)."""
+    """Each section is drawn at its natural size: its 10 pt labels stay readable (they were 4-6 px tall
+    when the sections were one drawing shrunk to the page's width). 1,024 px: test_e2e_narrow.py."""
     app.open("graph")  # the fixture's window is 1400 px wide
     app.page.get_by_role("button", name="attention head").click()
     app.wait_idle()
