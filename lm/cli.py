@@ -31,7 +31,7 @@ TRAIN_FIELDS = {
     "d_model": "d_model", "d_ff": "d_ff", "context": "context", "batch": "batch_size", "grad_accum": "grad_accum",
     "steps": "steps", "optimizer": "optimizer", "lr": "lr", "min_lr": "min_lr", "warmup": "warmup",
     "schedule": "schedule", "weight_decay": "weight_decay", "clip": "clip", "eval_every": "eval_every",
-    "eval_batches": "eval_batches", "seed": "seed", "dtype": "dtype", "n_stories": "n_stories",
+    "eval_batches": "eval_batches", "seed": "seed", "dtype": "dtype", "n_stories": "n_stories", "remat": "remat",
 }  # fmt: skip
 
 
@@ -199,7 +199,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     toggles = dict(packed=packed, fused=not args.unfused, compiled=not args.interpreted,
-                   keep_freed=not args.no_keep_freed)  # fmt: skip
+                   keep_freed=not args.no_keep_freed, remat=args.remat)  # fmt: skip
     result = profile.profile_training(**sizes, **toggles)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
@@ -250,6 +250,8 @@ def print_profile(result, top: int | None = None) -> None:
         f"step is {result.floor_ratio:.2f}x its matmul floor (its matmuls as plain torch.matmul calls: "
         f"{result.probe_ms:.2f} ms)"
     )
+    if result.memory is not None:
+        print_memory(result.memory, bool(s.get("remat")), top or 8)
     if not result.side_by_side:
         return
     print(
@@ -261,6 +263,21 @@ def print_profile(result, top: int | None = None) -> None:
         ops = row.kind not in (profile.OUTSIDE, profile.FRAMEWORK)  # the last two rows are not op calls
         ours, theirs = (row.ours_calls, row.torch_calls) if ops else ("", "")
         print(f"{row.kind:<26}{row.ours_ms:>9.2f}{ours:>7}{row.torch_ms:>10.2f}{theirs:>7}")
+
+
+def print_memory(timeline, remat: bool, top: int) -> None:
+    """The step graph's memory timeline (autodiff/timeline.py): its peak by category, the largest values there."""
+    mb = 2**20
+    print(
+        f"\nmemory of the graph (from its plan, before it runs; not AdamW's state), activation checkpointing "
+        f"{'on' if remat else 'off'}: peak {timeline.peak / mb:.1f} MB while step {timeline.peak_step + 1} of "
+        f"{len(timeline.names)} runs ({timeline.names[timeline.peak_step][:40]}); activations kept for the "
+        f"backward pass at their most {timeline.peak_of('activations') / mb:.1f} MB"
+    )
+    print("  at the peak: " + ", ".join(f"{c} {b / mb:.1f} MB" for c, b in timeline.at_peak.items()))
+    print(f"{'largest values alive at the peak':<42}{'op':<22}{'shape':<18}{'MB':>8}  what")
+    for v in timeline.alive_at_peak[:top]:
+        print(f"{v.name[:40]:<42}{v.op[:20]:<22}{str(tuple(v.shape)):<18}{v.bytes / mb:>8.2f}  {v.category}")
 
 
 def _ms(values: list[float]) -> str:
@@ -300,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help=f"initialization and batches (classic 0, nanogpt {nano.seed})")
     t.add_argument("--dtype", choices=["float32", "float64"], help="(classic float64, nanogpt float32)")
     t.add_argument("--n-stories", type=int, help=f"stories for --data tinystories (default: {nano.n_stories})")
+    t.add_argument("--remat", action="store_true", default=None, help="recompute blocks in the backward: less memory")
     t.add_argument("--out", default="runs/run", help="a run folder or a .safetensors file (default: %(default)s)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -350,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--unfused", action="store_true", help="fused backward nodes written out in primitive ops")
     p.add_argument("--interpreted", action="store_true", help="the plan's interpreted loop, not generated code")
+    p.add_argument("--remat", action="store_true", help="activation checkpointing: blocks recomputed for the backward")
     p.add_argument(
         "--no-keep-freed", action="store_true",
         help="glibc's malloc defaults (freed memory returned to the system), in a fresh process",

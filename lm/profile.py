@@ -10,7 +10,9 @@ tests and benchmarks, never to lm), the same step under `torch.profiler`, groupe
 
 Toggles change the plan or how it runs, defaults as training runs it: `packed` attention (None: the
 model's choice), `fused` backward nodes, `compiled` code (False: the interpreted loop) and `keep_freed`
-memory (False: glibc's defaults, in a fresh process, since the setting cannot be undone in one).
+memory (False: glibc's defaults, in a fresh process, since the setting cannot be undone in one), and
+`remat` (activation checkpointing: each block's forward recomputed in the backward pass). The graph's
+memory timeline comes from its plan (`step_memory`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 
 from autodiff.memory import keep_freed_memory
 from autodiff.profile import probe_matmuls, summarize
+from autodiff.timeline import Timeline, memory_timeline
 from lm.config import ModelConfig, preset_config
 from lm.model import use_packed
 from lm.train import TrainConfig, Trainer
@@ -188,6 +191,7 @@ class TrainingProfile:
     torch_step_ms: list[float]  # the PyTorch step, profiler off (empty without a peer)
     torch_profiled_ms: float | None  # the PyTorch step under torch.profiler (mean); None without a peer
     side_by_side: list[SideRow]
+    memory: Timeline | None = None  # the graph's bytes alive along its plan (step_memory)
 
     @property
     def step(self) -> float:
@@ -214,6 +218,7 @@ def profile_training(
     preset: str = "gpt", n_layers: int = 4, n_heads: int = 4, d_model: int = 128, context: int = 64, batch: int = 12,
     steps: int = 5, cache_dir=None, probe_seconds: float = 0.02, peer: Callable[[Trainer], Callable] | None = None,
     packed: bool | None = None, fused: bool = True, compiled: bool = True, keep_freed: bool = True,
+    remat: bool = False,
 ) -> TrainingProfile:  # fmt: skip
     """Profile `steps` training steps after a warm-up: ours with the profile off and on, and the peer's when
     given, alternated (so a busy moment on a shared machine hits all of them), then the peer's under
@@ -225,11 +230,11 @@ def profile_training(
         return _in_fresh_process(dict(
             preset=preset, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context, batch=batch,
             steps=steps, cache_dir=cache_dir, probe_seconds=probe_seconds, peer=peer, packed=packed, fused=fused,
-            compiled=compiled, keep_freed=False,
+            compiled=compiled, keep_freed=False, remat=remat,
         ))  # fmt: skip
     trainer = Trainer(config, cache_dir=cache_dir)
     B, T = trainer.source.batch_shape(config.batch_size, trainer.context)
-    trainer.graph = trainer.model.loss_graph(B, T, packed, fused)  # the trainer's own unless a toggle says
+    trainer.graph = trainer.model.loss_graph(B, T, packed, fused, remat)  # the trainer's own unless a toggle says
     trainer.graph.evaluator.compiled = compiled
     evaluator, optimizer = trainer.graph.evaluator, trainer.optimizer
     torch_step = None if peer is None else peer(trainer)  # from the trainer's initial weights
@@ -298,6 +303,7 @@ def profile_training(
             preset=preset, n_layers=n_layers, n_heads=n_heads, d_model=d_model, context=context, batch=batch,
             steps=steps, warmup=WARMUP, dtype=config.dtype, threads=torch.get_num_threads(), torch=torch.__version__,
             packed=trainer.graph.forward.packed, fused=fused, compiled=compiled, keep_freed=keep_freed_memory(),
+            remat=remat,
         ),
         parameters=trainer.model.num_parameters(),
         step_ms=[t / 1e6 for t in plain], profiled_step_ms=[t / 1e6 for t in profiled],
@@ -308,7 +314,20 @@ def profile_training(
         floor_ms=matmul_flops / peak / 1e6, probe_ms=probe_ns / 1e6,  # FLOP / (GFLOP/s) = ns
         torch_step_ms=[t / 1e6 for t in theirs], side_by_side=side,
         torch_profiled_ms=None if torch_profiled_ns is None else torch_profiled_ns / 1e6,
+        memory=step_memory(trainer),
     )  # fmt: skip
+
+
+def step_memory(trainer: Trainer) -> Timeline:
+    """The memory timeline of the trainer's step graph (its loss and gradients, forward and backward; not
+    AdamW's state), read from its plan and the shapes of one batch before anything runs (autodiff/timeline.py):
+    bytes alive after each step by parameters, inputs, outputs (the gradients), activations kept for the
+    backward pass and temporaries; the peak and the values alive there."""
+    graph = trainer.graph
+    B, T = trainer.source.batch_shape(trainer.config.batch_size, trainer.context)
+    ids, targets = torch.zeros(B, T, dtype=torch.long), torch.zeros(B * T, dtype=torch.long)
+    feed = {**trainer.model.param_feed(), **graph.forward.inputs(ids), graph.targets: targets}
+    return memory_timeline(graph.evaluator.plan(feed), feed, trainer.model.vars.by_name.values())
 
 
 def _timed(fn) -> int:

@@ -61,6 +61,7 @@ class TrainConfig:
     dtype: str = "float32"
     n_stories: int = 20_000  # for data=tinystories: how many stories to download
     parts: dict | None = None  # the preset's parts overridden (lm.config.PART_FIELDS), e.g. {"positions": "rope"}
+    remat: bool = False  # activation checkpointing: each block's forward recomputed in the backward pass (less memory)
 
     @classmethod
     def recipe(cls, name: str, **overrides) -> TrainConfig:
@@ -108,6 +109,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         if self.optimizer == "adamw" and self.lr * self.weight_decay >= 1:  # p <- p (1 - lr wd) would flip signs
             raise ValueError(f"weight_decay x lr must be below 1, got {self.weight_decay!r} x {self.lr!r}")
+        if not isinstance(self.remat, bool):
+            raise ValueError(f"remat must be true or false, got {self.remat!r}")
         if self.is_sentences and self.tokenizer != "word":
             raise ValueError(f"the sentences source is words: use tokenizer 'word', not {self.tokenizer!r}")
         return self
@@ -297,7 +300,7 @@ class Trainer:
         self.step = 0
         self.batches = torch.Generator().manual_seed(config.seed)  # the training windows
         self.val_batches = source.validation(config.batch_size, context, config.eval_batches, config.seed + 1)
-        self.graph = self.model.loss_graph(B, T)
+        self.graph = self.model.loss_graph(B, T, remat=config.remat)
         self._feed = self.model.param_feed()  # parameters are updated in place: fed once
         self._eval: Evaluator | None = None
         self.last_loss = self.last_grad_norm = math.nan
