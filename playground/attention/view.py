@@ -65,7 +65,10 @@ def step_ui(step: att.Step) -> None:
     for fact in step.facts:
         st.caption(f":material/check_circle: {fact}")
     title = f"Autodiff graph of step {step.number}" + (", with its backward pass" if step.backward else "")
-    with st.expander(title, expanded=step.number <= 3):
+    # laid out only while open (the browser's Graphviz takes a while on the larger steps)
+    with st.expander(title, expanded=step.number <= 3, key=f"att_graph_open_{step.number}", on_change="rerun") as graph:
+        if not graph.open:
+            return
         if step.backward is None:
             graph_chart(step.dot)
             return

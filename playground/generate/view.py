@@ -215,8 +215,9 @@ def text_ui(gen: Generation, profile: Profile) -> None:
     trace = gen.trace
     if profile.chips:
         st.markdown(chips_html(trace.prompt_tokens, trace.new_tokens), unsafe_allow_html=True)  # escaped there
-        with st.expander("As plain text"):
-            st.code(trace.text, language=None, wrap_lines=True)  # never cut off on a phone
+        with st.expander("As plain text", key=profile.widget("plain_open"), on_change="rerun") as plain:
+            if plain.open:  # made only while open: a new session loads no code highlighter for it
+                st.code(trace.text, language=None, wrap_lines=True)  # never cut off on a phone
     else:
         st.markdown("#### " + highlighted_markdown(trace))
     reason = STOP_REASONS.get(trace.stop_reason, trace.stop_reason)

@@ -28,7 +28,6 @@ MAX_GRAPH_MACS = 1_000_000_000
 # Graphviz (WASM, in the browser) lays out a few hundred nodes in about a second on a shared CPU;
 # past this many the page draws the forward graph only unless asked (the text form has it all).
 DRAW_LIMIT = 200
-TEXT_EXPANDED_LINES = 60  # the text form opens expanded only when it is about a screen long
 # SVG export runs the `dot` program on the server: bounded in size and time, one at a time. Measured
 # here (a loaded 2-core machine): 838 nodes lay out in 2.7 s; the issue's 2,396-node and 145,161-edge
 # graphs ran for minutes.
@@ -189,11 +188,6 @@ def error_display(err: ExprError, expression: str, declarations: str) -> tuple[s
     if err.in_declarations:
         return message, declarations
     return message, err.caret(expression) if err.column else None
-
-
-def text_expanded(text: str) -> bool:
-    """Whether the text form opens expanded: only when it is about a screen long."""
-    return text.count("\n") <= TEXT_EXPANDED_LINES
 
 
 class SvgExportError(RuntimeError):

@@ -25,7 +25,6 @@ from playground.graph.logic import (
     explore,
     render_svg,
     svg_refusal,
-    text_expanded,
 )
 
 NO_SECOND = "—"
@@ -158,12 +157,13 @@ if evaluate:  # one under the other: side by side, a 1,024 px window squeezed bo
     st.subheader("Values and gradients")
     st.table(values_table(ex), hide_index=True)
     check_ui(ex)
-text = ex.text()
-with st.expander("Text form (jaxpr-like) and generated code", expanded=text_expanded(text)):
-    # the whole width for each, long lines wrapped: in half a narrow window they were cut off
-    text_tab, code_tab = st.tabs(["Text form", "Generated code"])
-    text_tab.caption("One line per node, ids as in the drawing; `#` says what a node is the gradient of")
-    text_tab.code(text, language=None, wrap_lines=True)
-    code_tab.caption("The straight-line Python `Evaluator.run` calls (the same ids)")
-    code_tab.code(ex.generated_code(), language="python", wrap_lines=True)
+# Made only while open: a new session's page then loads no code highlighter before its drawing shows.
+with st.expander("Text form (jaxpr-like) and generated code", key="graph_text_open", on_change="rerun") as text_form:
+    if text_form.open:
+        # the whole width for each, long lines wrapped: in half a narrow window they were cut off
+        text_tab, code_tab = st.tabs(["Text form", "Generated code"])
+        text_tab.caption("One line per node, ids as in the drawing; `#` says what a node is the gradient of")
+        text_tab.code(ex.text(), language=None, wrap_lines=True)
+        code_tab.caption("The straight-line Python `Evaluator.run` calls (the same ids)")
+        code_tab.code(ex.generated_code(), language="python", wrap_lines=True)
 export_ui(ex, ex.dot())

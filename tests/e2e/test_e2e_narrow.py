@@ -116,6 +116,10 @@ def test_graph_at_1024_px_with_differentiate_again(narrow):
     assert svg.count() == 3  # forward, backward, second order: each laid out on its own
     assert_no_error(narrow)
     assert_readable(narrow, "graph-second-order")
+    page.get_by_text("Text form (jaxpr-like) and generated code").click()  # made when opened
+    page.get_by_text("second order (gradients of ∂out/∂q):").wait_for(timeout=60_000)
+    narrow.wait_idle()
+    assert_readable(narrow, "graph-text-form")
     page.get_by_role("tab", name="Generated code").click()  # the other tab's code block, wrapped too
     page.get_by_text("def graph(q, k, v):").wait_for()
     assert_readable(narrow, "graph-generated-code")

@@ -32,9 +32,10 @@ def heatmaps(at: AppTest) -> list[dict]:
 
 
 def every_step(at: AppTest) -> list[dict]:
-    """Each step as the page shows it when picked: its header, graphs, heatmaps and captions."""
+    """Each step as the page shows it when picked, its graph opened: its header, graphs, heatmaps and captions."""
     shown_steps = []
     for number in att.STEP_NAMES:
+        at.session_state[f"att_graph_open_{number}"] = True  # steps 4-6 open with their graph collapsed
         at.segmented_control(key="att_step").set_value(number).run()
         assert not at.exception
         shown_steps.append(
@@ -101,6 +102,9 @@ def test_a_new_sentence_sizes_and_heads_redraw_it():
     assert list(at.dataframe[0].value.columns) == ["e1", "e2", "e3", "e4", "e5"]
     assert list(at.dataframe[0].value.index) == ["0:the", "1:␣cat", "2:␣and", "3:␣the", "4:␣dog"]
     at.segmented_control(key="att_step").set_value(6).run()
+    assert not at.get("graphviz_chart")  # its graph is collapsed, and laid out only once opened
+    at.session_state["att_graph_open_6"] = True
+    at.run()
     charts = heatmaps(at)
     assert [c["title"] for c in charts if c["title"].startswith("head ")] == ["head 1: α", "head 2: α", "head 3: α"]
     out = next(c for c in charts if c["title"] == "out = concat · W_o")

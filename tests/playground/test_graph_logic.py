@@ -31,7 +31,6 @@ from playground.graph.logic import (
     explore,
     render_svg,
     svg_refusal,
-    text_expanded,
 )
 
 
@@ -283,12 +282,6 @@ def test_messages_are_shown_literally_and_the_code_box_shows_what_is_wrong():
     with pytest.raises(ExprError) as info:  # no column, not the declarations: no code box
         explore("x * 2", second_of="z")
     assert error_display(info.value, "x * 2", "")[1] is None
-
-
-def test_a_long_text_form_opens_collapsed():
-    assert text_expanded(explore(*EXAMPLES["attention head"]).text())
-    long = explore(" + ".join(["relu(x @ W) * y"] * 30), "x: 4x4, W: 4x4, y: 4x4")
-    assert long.node_count() > 500 and not text_expanded(long.text())
 
 
 def test_generated_code_reads_beside_the_text_form():

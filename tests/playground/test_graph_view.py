@@ -54,7 +54,9 @@ def test_graph_page_draws_x1_times_x2_plus_x1():
     for expected in ['"x1\\nf64[] = ', '"x2\\nf64[] = ', "t0 = mul\\n(x1*x2)", "t1 = add\\n((x1*x2)+x1)"]:
         assert expected in dot
     assert 'label="backward (gradients)"' in dot and "∂out/∂x1" in dot and "∂out/∂x2" in dot
-    assert "t0: f64[] = mul(x1, x2)" in at.code[0].value  # the text form
+    at.session_state["graph_text_open"] = True  # open the text form
+    at.run()
+    assert "t0: f64[] = mul(x1, x2)" in at.code[0].value
     check = at.table[1].value  # values table, then the gradient check
     assert list(check["compared"]) == ["out", "∂out/∂x1", "∂out/∂x2"] and all(check[""] == "✓")
 
@@ -162,17 +164,18 @@ def test_errors_show_literally_with_the_argument_and_its_caret():
     assert at.code[0].value == "x: 2y3"
 
 
-def test_the_text_form_and_the_generated_code_wrap_and_open_collapsed_when_long():
+def test_the_text_form_and_the_generated_code_are_made_when_opened_and_wrap():
     at = open_page("graph")
+    assert not at.expander[0].proto.expanded and not at.code  # collapsed, and nothing made for it
+    at.session_state["graph_text_open"] = True  # the learner opens it
+    at.run()
     text, code = at.code[0].value, at.code[1].value
     assert at.code[0].proto.wrap_lines and at.code[1].proto.wrap_lines  # never cut off in a narrow window
     assert "t0: f64[] = mul(x1, x2)" in text
     assert code.startswith("def graph(x1, x2):") and "t0 = mul(x1, x2)" in code
-    assert at.expander[0].proto.expanded
     at.text_input(key="graph_declarations").set_value("x: 4x4, W: 4x4, y: 4x4").run()
     at.text_input(key="graph_expression").set_value(" + ".join(["relu(x @ W) * y"] * 30)).run()
-    assert not at.exception and at.code[0].value.count("\n") > 400
-    assert not at.expander[0].proto.expanded
+    assert not at.exception and at.code[0].value.count("\n") > 400  # it stays open, with every node
 
 
 def test_the_project_config_turns_off_usage_statistics_and_the_deploy_button() -> None:
