@@ -1,6 +1,7 @@
 """Benchmark: how long a page of the app takes to show its drawing in Chromium, from navigation until the
-drawing is visible: the Graph page's SVG (laid out in the browser) and the Generate page's first heatmap.
-Each load is a fresh browser context, so a new Streamlit session, as a learner opening the page.
+drawing is visible: the Graph page's SVG (laid out in the browser) and the Generate page's first heatmap,
+beside the Home page's title (the floor: Streamlit's own page load). Each load is a fresh browser context,
+so a new Streamlit session with nothing cached, as a learner opening the page.
 
 With `--ref REV` a second server runs that git revision (archived to a temporary folder) and the two
 sides alternate load by load, so both see the same machine load; the ratio is ours / ref.
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 # page url path -> what "drawn" means there (a CSS selector that becomes visible)
 PAGES = {
+    "home": '[data-testid="stMain"] h1',  # the floor: Streamlit's own load and a first script run, no chart
     "graph": '[data-testid="stGraphVizChart"] svg text',  # the laid-out SVG has its labels
     "generate": ".js-plotly-plot .hm",  # plotly drew the first heatmap's image
 }
