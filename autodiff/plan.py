@@ -16,6 +16,7 @@ is computed again, from the checkpoint before it, just before a backward step fi
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -205,22 +206,43 @@ def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], for
     """The order steps run in. The forward pass in `computed`'s (depth-first) order; then each backward
     step as soon as the gradients it reads exist, as torch's autograd does: a weight's gradient right after
     the gradient it reads, which frees that and the activation it reads early (the depth-first order made
-    every weight's gradient wait for the last layer's). A recomputed copy, and a step made from copies
-    alone (`transpose(copy)`), runs when a step first needs it: a checkpointed block is computed again
-    just before its backward pass."""
+    every weight's gradient wait for the last layer's). A recomputed copy, and a backward step that needs
+    no gradient (`transpose(x)`, `transpose(copy)`), runs when a step first needs it: a checkpointed block
+    is computed again just before its backward pass."""
     readers: dict[int, list[int]] = {}
     for s in [*computed, *copies]:
         for r in dict.fromkeys(reads[s]):
             readers.setdefault(r, []).append(s)
     steps = set(computed) | copies
-    lazy: set[int] = set()  # backward steps made from recomputed copies (and other forward values) alone
+    # `lazy`: backward steps that need no gradient, made from forward (and fed) values alone (`transpose(x)`,
+    # the seed `ones_like(loss)`) or from recomputed copies through other such steps (`1 - copy ** 2`).
+    lazy: set[int] = set()
+    from_copies: set[int] = set()
     for s in computed:
         made_from = [r for r in reads[s] if r in steps]
-        if s not in forward and all(r in forward or r in lazy for r in made_from):
-            if any(r in copies or r in lazy for r in made_from):
-                lazy.add(s)
+        if s in forward or not all(r in forward or r in from_copies for r in made_from):
+            continue
+        if any(r in copies or r in from_copies for r in made_from):
+            from_copies.add(s)
+        lazy.add(s)
+    # `height`: the longest path from a step to a step no other reads. Of the backward steps ready at once,
+    # the lowest runs first: a weight's gradient (a product and a sum, then an output) before the long
+    # chain of gradients flowing on to the layers below.
+    height: dict[int, int] = {}
+    waiting = {s: len(readers.get(s, ())) for s in steps}
+    last = [s for s in steps if not waiting[s]]
+    while last:
+        s = last.pop()
+        height[s] = 1 + max((height[r] for r in readers.get(s, ())), default=-1)
+        for r in dict.fromkeys(reads[s]):
+            if r in steps:
+                waiting[r] -= 1
+                if not waiting[r]:
+                    last.append(r)
+    rank = {s: k for k, s in enumerate(computed)}
     done: set[int] = set()
     sequence: list[int] = []
+    ready: list[tuple[int, int, int]] = []  # a heap of (height, rank, step) of gradient steps that can run
 
     def can_pull(s: int) -> bool:
         """A value that exists, or can be made now without waiting for a gradient."""
@@ -239,13 +261,15 @@ def _schedule(reads: list[list[int]], computed: list[int], copies: set[int], for
             done.add(s)
             sequence.append(s)
             if s not in forward and s not in lazy:  # a gradient: the backward steps waiting for it may run
-                for t in reversed(readers.get(s, ())):
+                for t in readers.get(s, ()):
                     if t not in forward and t not in lazy and t not in done and all(map(can_pull, reads[t])):
-                        stack.append((t, False))
+                        heapq.heappush(ready, (height[t], rank[t], t))
 
     for s in computed:
         if s not in lazy:
             run(s)
+        while ready:
+            run(heapq.heappop(ready)[2])
     for s in computed:  # made from copies and read by no step (an output)
         run(s)
     return sequence

@@ -90,3 +90,17 @@ def test_running_a_plan_is_a_plain_loop():
     y_v, g_v = run_interpreted(plan, [value])
     torch.testing.assert_close(y_v, (value.exp() * value).sum())
     torch.testing.assert_close(g_v, value.exp() * (value + 1))
+
+
+def test_a_weights_gradient_runs_as_soon_as_the_gradient_it_reads_exists():
+    """As torch's autograd does: the last layer's weight gradient is computed before the backward pass goes
+    on to the first layer (a depth-first walk from the outputs [y, g1, g2] made it wait for g1's whole
+    chain), so the activation and the gradient it reads are freed early."""
+    x, w1, w2 = ad.Variable("x"), ad.Variable("w1"), ad.Variable("w2")
+    a1 = x @ w1
+    y = ops.sum_op(ops.tanh(ops.tanh(a1) @ w2))
+    g1, g2 = ad.gradients(y, [w1, w2])
+    plan = make_plan([y, g1, g2], [x, w1, w2])
+    position = {step.node: p for p, step in enumerate(plan.steps)}
+    grad_a1 = next(step.node for step in plan.steps if any(wrt is a1 for wrt, _ in step.node.gradient_of))
+    assert position[g2] < position[grad_a1] < position[g1]
