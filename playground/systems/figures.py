@@ -1,6 +1,7 @@
 """The Systems page's charts (Plotly, no st.*): time and FLOPs per op, each matmul shape's throughput
-against this machine's peak (a roofline), the step against its matmul floor, and the previous profile
-against this one. Each takes what playground/systems/logic.py reads from a profile.
+against this machine's peak (a roofline), the step against its matmul floor, the memory timeline of the
+step's plan, and the previous profile against this one. Each takes what playground/systems/logic.py reads
+from a profile.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import plotly.graph_objects as go
 
 from lm.profile import TrainingProfile
 from playground.common.charts import HEIGHT, LINE, OTHER, layout
-from playground.systems.logic import Delta, bytes_per_value, intensity
+from playground.systems.logic import MEMORY_KINDS, Delta, bytes_per_value, intensity
 
 BEFORE = "#9db4d0"  # the previous profile, everywhere
 AFTER = LINE  # this one
@@ -88,6 +89,31 @@ def floor_figure(parts: dict[str, float], floor_ms: float) -> go.Figure:
     fig.update_layout(
         barmode="stack", title="The step against its matmul floor (ms)", xaxis_title="ms per step",
         height=HEIGHT, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.35),
+    )  # fmt: skip
+    return fig
+
+
+MEMORY_COLORS = {"parameters": "#7f7f7f", "inputs": "#bcbd22", "activations": LINE, "temporaries": "#ff7f0e",
+                 "outputs": "#2ca02c"}  # fmt: skip
+
+
+def memory_figure(series: dict[str, list[float]], names: list[str], peak_step: int, peak_mib: float) -> go.Figure:
+    """Stacked areas: MiB alive after each step of the plan, by category, with the peak step marked."""
+    steps = list(range(1, len(names) + 1))
+    fig = go.Figure()
+    for kind in MEMORY_KINDS:
+        fig.add_trace(go.Scatter(
+            x=steps, y=series[kind], name=kind, stackgroup="memory", mode="lines", line=dict(width=0.5),
+            fillcolor=MEMORY_COLORS[kind], marker_color=MEMORY_COLORS[kind], customdata=names,
+            hovertemplate=f"{kind}: %{{y:.2f}} MiB<br>after step %{{x}} (%{{customdata}})<extra></extra>",
+        ))  # fmt: skip
+    fig.add_vline(x=peak_step + 1, line=dict(color=PEAK, dash="dash"))
+    fig.add_annotation(x=peak_step + 1, y=1, yref="paper", text=f"peak {peak_mib:.2f} MiB", showarrow=False,
+                       xanchor="left", yanchor="top", font=dict(color=PEAK))  # fmt: skip
+    fig.update_layout(
+        title="Memory alive along the plan (MiB)", xaxis_title="step of the plan (forward, then backward)",
+        yaxis_title="MiB", height=HEIGHT + 60, margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.3),
     )  # fmt: skip
     return fig
 

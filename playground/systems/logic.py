@@ -1,7 +1,7 @@
 """The Systems page's logic (no st.* here): the settings a learner picks, one profiled run of the one trainer's
 step (lm.profile, which owns the size bound and every check), and what the charts and the delta view read
 from it: time per kind of work, the step split against its matmul floor, each matmul shape's arithmetic
-intensity, and what changed between the previous profile and this one.
+intensity, the memory timeline of the step's plan, and what changed between the previous profile and this one.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import math
 import threading
 from dataclasses import dataclass, fields
 
+from autodiff.timeline import Timeline
 from lm.config import PRESETS
 from lm.profile import (
     FRAMEWORK,
@@ -49,6 +50,7 @@ class Settings:
     fused: bool = True  # fused backward nodes (one torch kernel for a norm's or softmax's gradient)
     compiled: bool = True  # generated straight-line code; False: the plan's interpreted loop
     keep_freed: bool = True  # malloc keeps freed memory for the next step; False: a fresh process
+    remat: bool = False  # activation checkpointing: each block's forward recomputed in the backward pass
 
     def describe(self) -> str:
         """One line naming the model and every toggle, for a chart's legend."""
@@ -57,6 +59,7 @@ class Settings:
             "fused" if self.fused else "unfused",
             "compiled" if self.compiled else "interpreted",
             "memory kept" if self.keep_freed else "memory returned",
+            "checkpointed blocks" if self.remat else "activations kept",
         ]
         sizes = f"{self.preset}, {self.n_layers}L, {self.n_heads}H, d {self.d_model}, T {self.context}, B {self.batch}"
         return f"{sizes} · {' · '.join(toggles)}"
@@ -86,7 +89,7 @@ def run(settings: Settings, cache_dir=None) -> Run:
         with _ONE_AT_A_TIME:
             profile = profile_training(
                 **_sizes(settings), cache_dir=cache_dir, packed=LAYOUTS[settings.layout], fused=settings.fused,
-                compiled=settings.compiled, keep_freed=settings.keep_freed,
+                compiled=settings.compiled, keep_freed=settings.keep_freed, remat=settings.remat,
             )  # fmt: skip
     except (ValueError, RuntimeError) as err:
         raise ProfileError(str(err)) from err
@@ -163,6 +166,45 @@ def bytes_per_value(profile: TrainingProfile) -> int:
     return 8 if profile.settings["dtype"] == "float64" else 4
 
 
+# ------------------------------------------------------------------------------ the memory timeline
+
+MIB = 2**20
+MEMORY_KINDS = ("parameters", "inputs", "activations", "temporaries", "outputs")  # stacked bottom to top
+TOP_ALIVE = 15  # values listed as alive at the peak
+
+
+def memory_series(timeline: Timeline) -> dict[str, list[float]]:
+    """MiB alive after each step of the plan, by category (the stacked areas of the timeline chart)."""
+    return {kind: [after[kind] / MIB for after in timeline.after] for kind in MEMORY_KINDS}
+
+
+def memory_peak(timeline: Timeline) -> dict[str, float]:
+    """MiB by category while the peak step runs (its op's scratch counted in temporaries)."""
+    return {kind: timeline.at_peak[kind] / MIB for kind in MEMORY_KINDS}
+
+
+def alive_table(timeline: Timeline, top: int = TOP_ALIVE) -> list[dict]:
+    """The largest values alive at the peak, as table rows (each storage once: a view is not listed)."""
+    return [
+        {"value": v.name, "op": v.op, "shape": " × ".join(map(str, v.shape)) or "scalar", "dtype": v.dtype,
+         "KiB": round(v.bytes / 1024, 1), "what it is": v.category}
+        for v in timeline.alive_at_peak[:top]
+    ]  # fmt: skip
+
+
+def memory_summary(run: Run) -> str:
+    """A sentence on the step's peak: how large, where in the plan, and what fills it."""
+    t = run.profile.memory
+    peak = memory_peak(t)
+    largest = max(peak, key=peak.get)
+    return (
+        f"The step's graph holds at most **{t.peak / MIB:.2f} MiB**, while step {t.peak_step + 1:,} of "
+        f"{len(t.names):,} (`{t.names[t.peak_step]}`) runs; the largest part is {largest} "
+        f"({peak[largest]:.2f} MiB). Activations kept for the backward pass peak at "
+        f"{t.peak_of('activations') / MIB:.2f} MiB."
+    )
+
+
 # ------------------------------------------------------------------------------ the delta view
 
 
@@ -182,6 +224,10 @@ class Delta:
     kinds: list[tuple[str, float, float]]  # (kind, before ms, after ms), the largest change first
     step_before: float
     step_after: float
+    peak_before: float  # MiB: the timeline's peak
+    peak_after: float
+    activations_before: float  # MiB: activations kept for the backward pass, at their most
+    activations_after: float
     changed: list[str]
 
     @property
@@ -193,7 +239,12 @@ def delta(before: Run, after: Run) -> Delta:
     old, new = kind_times(before.profile), kind_times(after.profile)
     kinds = [(k, old.get(k, 0.0), new.get(k, 0.0)) for k in dict.fromkeys([*old, *new])]
     kinds.sort(key=lambda row: -abs(row[2] - row[1]))
-    return Delta(kinds, before.profile.step, after.profile.step, changes(before.settings, after.settings))
+    old_memory, new_memory = before.profile.memory, after.profile.memory
+    return Delta(
+        kinds, before.profile.step, after.profile.step, old_memory.peak / MIB, new_memory.peak / MIB,
+        old_memory.peak_of("activations") / MIB, new_memory.peak_of("activations") / MIB,
+        changes(before.settings, after.settings),
+    )  # fmt: skip
 
 
 def summary(run: Run) -> str:

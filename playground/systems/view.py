@@ -12,7 +12,14 @@ import streamlit as st
 from playground.common.markdown import literal
 from playground.common.view import persistent
 from playground.systems import logic as sy
-from playground.systems.figures import delta_figure, floor_figure, flops_figure, op_time_figure, roofline_figure
+from playground.systems.figures import (
+    delta_figure,
+    floor_figure,
+    flops_figure,
+    memory_figure,
+    op_time_figure,
+    roofline_figure,
+)
 
 RUNS = "sys_runs"  # this session's last two profiles: [previous, this]
 DEFAULTS = sy.Settings()
@@ -43,7 +50,7 @@ def settings_ui() -> sy.Settings:
             label, min_value=low, max_value=high, step=1, **persistent(f"sys_{name}", getattr(DEFAULTS, name))
         )
     st.markdown("**Plan toggles** — each changes how the same step is computed, not what it computes.")
-    layout_col, fused_col, compiled_col, memory_col = st.columns(4)
+    layout_col, fused_col, compiled_col, memory_col, remat_col = st.columns(5)
     layout = layout_col.radio(
         "Attention layout", list(sy.LAYOUTS), horizontal=True, **persistent("sys_layout", DEFAULTS.layout),
         help="auto: the model's choice (packed when the batch has at most 64 rows). Packed: every row of the batch "
@@ -65,9 +72,15 @@ def settings_ui() -> sy.Settings:
         "defaults hand large blocks back to the system, and the next step faults its pages in again. Off runs "
         "in a fresh process (a few seconds more), since the setting cannot be undone in one.",
     )  # fmt: skip
+    remat = remat_col.toggle(
+        "Activation checkpointing", **persistent("sys_remat", DEFAULTS.remat),
+        help="Off (as training runs by default): every forward value the backward pass reads is kept until it is "
+        "read. On: only each block's input is kept, and the block's forward is computed again just before its "
+        "backward needs it: less memory for more arithmetic (the same gradients, bit for bit).",
+    )  # fmt: skip
     sizes = {name: int(value) for name, value in numbers.items()}
     return sy.Settings(preset, **sizes, steps=DEFAULTS.steps, layout=layout, fused=fused, compiled=compiled,
-                       keep_freed=keep_freed)  # fmt: skip
+                       keep_freed=keep_freed, remat=remat)  # fmt: skip
 
 
 settings = settings_ui()
@@ -151,6 +164,26 @@ if runs:
         "says how much of the step is everything else."
     )
 
+    st.header("Memory")
+    timeline = p.memory
+    st.markdown(sy.memory_summary(this))
+    chart, text = st.columns([3, 2])
+    chart.plotly_chart(
+        memory_figure(sy.memory_series(timeline), timeline.names, timeline.peak_step, timeline.peak / sy.MIB),
+        key="sys_memory",
+    )
+    text.markdown(
+        "**Memory along the plan, known before it runs.** The plan says when each value is made and when its "
+        "last reader frees it, and one pass over shapes (no arithmetic) says each value's size, so this chart "
+        "is read from the plan, not sampled. Parameters and the batch stay all along; the forward pass piles up "
+        "*activations* (values the backward pass will read again) until the loss; the backward pass frees them "
+        "as it consumes them, while gradients and other temporaries come and go. Turn on activation "
+        "checkpointing and profile again: the activations' hill flattens, and the time chart shows the "
+        "recomputed forward ops."
+    )
+    with st.expander(f"The {min(sy.TOP_ALIVE, len(timeline.alive_at_peak))} largest values alive at the peak"):
+        st.dataframe(sy.alive_table(timeline), hide_index=True)
+
     st.header("Previous vs this profile")
     if previous is None:
         st.markdown("Flip a toggle (or change a size) and profile again: the two profiles are compared here.")
@@ -159,7 +192,8 @@ if runs:
         changed = ", ".join(change.changed) if change.changed else "nothing (the same settings again: noise)"
         st.markdown(
             f"Changed: {literal(changed)}. Step: {change.step_before:.2f} → {change.step_after:.2f} ms "
-            f"(**{change.step_ratio:.2f}×**)."
+            f"(**{change.step_ratio:.2f}×**). Memory peak: {change.peak_before:.2f} → {change.peak_after:.2f} MiB; "
+            f"activations kept at their most: {change.activations_before:.2f} → {change.activations_after:.2f} MiB."
         )
         chart, text = st.columns([3, 2])
         chart.plotly_chart(delta_figure(change), key="sys_delta")

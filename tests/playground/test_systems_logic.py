@@ -13,7 +13,14 @@ import torch
 
 from lm.profile import FRAMEWORK, OUTSIDE
 from playground.systems import logic as sy
-from playground.systems.figures import delta_figure, floor_figure, flops_figure, op_time_figure, roofline_figure
+from playground.systems.figures import (
+    delta_figure,
+    floor_figure,
+    flops_figure,
+    memory_figure,
+    op_time_figure,
+    roofline_figure,
+)
 
 TINY = sy.Settings(preset="gpt", n_layers=1, n_heads=2, d_model=32, context=8, batch=2, steps=1)
 
@@ -101,6 +108,39 @@ def test_summary_and_figures_carry_the_profiles_numbers(runs):
     assert floor.data[-1].x[0] == p.floor_ms and len(floor.data) == 5
     delta = delta_figure(sy.delta(*runs))
     assert [trace.name for trace in delta.data] == ["previous", "this profile"]
+
+
+def test_memory_views_read_the_plans_timeline(runs):
+    t = runs[0].profile.memory
+    series = sy.memory_series(t)
+    assert set(series) == set(sy.MEMORY_KINDS) and all(len(ys) == len(t.names) for ys in series.values())
+    for i in (0, t.peak_step, len(t.names) - 1):  # the stacked areas add up to the bytes alive after each step
+        assert sum(ys[i] for ys in series.values()) * sy.MIB == pytest.approx(t.total_after(i))
+    assert sum(sy.memory_peak(t).values()) * sy.MIB == pytest.approx(t.peak)
+    rows = sy.alive_table(t, top=3)
+    assert [row["value"] for row in rows] == [v.name for v in t.alive_at_peak[:3]]
+    assert rows[0]["KiB"] == round(t.alive_at_peak[0].bytes / 1024, 1)
+    assert f"{t.peak / sy.MIB:.2f} MiB" in sy.memory_summary(runs[0]) and t.names[t.peak_step] in sy.memory_summary(
+        runs[0]
+    )
+    figure = memory_figure(series, t.names, t.peak_step, t.peak / sy.MIB)
+    assert [trace.name for trace in figure.data] == list(sy.MEMORY_KINDS)
+    assert figure.layout.shapes[0].x0 == t.peak_step + 1
+
+
+def test_remat_lowers_the_activations_the_delta_shows(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        two = dataclasses.replace(TINY, n_layers=2)
+        kept, remat = sy.run(two, cache_dir=tmp_path), sy.run(dataclasses.replace(two, remat=True), cache_dir=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    change = sy.delta(kept, remat)
+    assert change.changed == ["remat: False → True"]
+    assert change.activations_after < change.activations_before
+    assert change.activations_before == kept.profile.memory.peak_of("activations") / sy.MIB
+    assert "checkpointed blocks" in remat.settings.describe()
 
 
 def test_one_profile_at_a_time_per_server(monkeypatch):

@@ -1,6 +1,7 @@
 """The Systems page under Streamlit's AppTest: it opens without a profile, lm's refusals show as messages
-(nothing runs), a tiny profile draws its metrics and the four charts, a second one with a toggle flipped
-draws the delta view naming the toggle, and the Home page's example profiles at once."""
+(nothing runs), a tiny profile draws its metrics and the five charts, a second one with a toggle flipped
+draws the delta view naming the toggle, activation checkpointing lowers the memory the page shows, and the
+Home page's example profiles at once."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ CHARTS = [
     "FLOPs per op kind (MFLOP per step)",
     "Matmul throughput against this machine's peak",
     "The step against its matmul floor (ms)",
+    "Memory alive along the plan (MiB)",
 ]
 DELTA = "Time per kind of work: previous vs this profile (ms per step)"
 TINY = dict(n_layers=1, n_heads=2, d_model=32, context=8, batch=2)
@@ -39,7 +41,7 @@ def test_the_page_opens_ready_to_profile():
     assert not at.exception and at.title[0].value == "Systems"
     assert not at.get("plotly_chart") and not at.error
     assert at.button(key="sys_run").label == "Profile"
-    assert [t.value for t in at.toggle] == [True, True, True]  # fused, generated code, memory kept
+    assert [t.value for t in at.toggle] == [True, True, True, False]  # fused, generated code, memory kept; remat
     assert at.radio(key="sys_layout").value == "auto"
 
 
@@ -66,6 +68,9 @@ def test_a_profile_draws_its_charts_and_a_toggle_draws_the_delta():
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Step (median)"].endswith(" ms") and float(metrics["× matmul floor"]) > 1
     assert "Flip a toggle" in " ".join(m.value for m in at.markdown)
+    alive = at.dataframe[1].value  # the values alive at the memory peak, largest first
+    assert list(alive["KiB"]) == sorted(alive["KiB"], reverse=True) and "activations" in set(alive["what it is"])
+    assert "holds at most" in " ".join(m.value for m in at.markdown)
     table = at.dataframe[0].value
     assert list(table["op"])[0] == ops[-1] and "matmul" in set(table["op"])  # the time chart's top bar first
 
@@ -80,6 +85,20 @@ def test_a_profile_draws_its_charts_and_a_toggle_draws_the_delta():
     assert "Changed: fused: True → False" in shown(text)
     assert [trace["name"] for trace in charts[DELTA]["data"]] == ["previous", "this profile"]
     assert {m.label: m.delta for m in at.metric}["Nodes in the plan"].startswith("+")  # more, smaller nodes
+
+
+def test_activation_checkpointing_lowers_the_memory_shown():
+    at = open_page("systems")
+    set_sizes(at, **{**TINY, "n_layers": 2})
+    at.button(key="sys_run").click().run()
+    at.toggle(key="sys_remat").set_value(True)
+    at.button(key="sys_run").click().run()
+    assert not at.exception and not at.error
+    text = shown(" ".join(m.value for m in at.markdown))
+    assert "Changed: remat: False → True" in text
+    before, after = (float(x) for x in text.split("activations kept at their most: ")[1].split(" MiB")[0].split(" → "))
+    assert after < before
+    assert "checkpointed blocks" in at.caption[0].value
 
 
 def test_the_home_pages_example_profiles_at_once():
