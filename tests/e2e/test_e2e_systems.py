@@ -1,6 +1,6 @@
 """End to end in a real headless chromium (marker `browser`, fixtures in conftest.py): on the Systems page,
-pick a tiny model, profile its training step and wait for the four charts and the step's metrics; flip the
-fused-backward toggle, profile again and wait for the delta chart. Screenshot: `test-output/systems-page.png`.
+pick a tiny model, profile its training step and wait for the five charts (the memory timeline too) and the
+step's metrics; flip the fused-backward toggle, profile again and wait for the delta chart. Screenshot: `test-output/systems-page.png`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def test_profile_a_tiny_step_then_see_a_toggles_delta(app):
         app.wait_idle()
     page.get_by_role("button", name="Profile").click()
     charts = page.locator(".js-plotly-plot")
-    expect(charts).to_have_count(4, timeout=120_000)  # time, FLOPs, roofline, the floor
+    expect(charts).to_have_count(5, timeout=120_000)  # time, FLOPs, roofline, the floor, memory
     expect(page.get_by_text("Time per op kind (ms per step)")).to_be_visible()
     expect(page.get_by_text("× matmul floor", exact=True)).to_be_visible()
     assert_no_error(app)
@@ -38,7 +38,7 @@ def test_profile_a_tiny_step_then_see_a_toggles_delta(app):
     page.get_by_text("Fused backward nodes", exact=True).click()  # off
     app.wait_idle()
     page.get_by_role("button", name="Profile").click()
-    expect(charts).to_have_count(5, timeout=120_000)  # and the previous profile against this one
+    expect(charts).to_have_count(6, timeout=120_000)  # and the previous profile against this one
     expect(page.get_by_text("Changed: fused: True → False")).to_be_visible()
     assert_no_error(app)
     app.screenshot("systems-page")
