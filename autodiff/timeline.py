@@ -37,6 +37,7 @@ class LiveValue:
     dtype: str
     bytes: int  # of the whole storage
     category: str
+    holders: int = 1  # values alive holding this storage (the one named, its views, other fed values viewing it)
 
 
 @dataclass
@@ -107,9 +108,12 @@ def memory_timeline(plan: Plan, feed: dict[Node, Tensor], parameters: Iterable[N
             if not holders[key]:
                 del holders[key]
 
-    def alive(p: float) -> dict[int, str]:
-        """storage identity -> its category, for every storage alive at position p."""
-        return {key: min((category(s, p) for s in slots), key=rank.__getitem__) for key, slots in holders.items()}
+    def alive(p: float) -> dict[int, tuple[str, int]]:
+        """storage identity -> (its category, how many values hold it), for every storage alive at position p."""
+        return {
+            key: (min((category(s, p) for s in slots), key=rank.__getitem__), len(slots))
+            for key, slots in holders.items()
+        }
 
     for s in fed_slots:
         hold(s)
@@ -125,17 +129,17 @@ def memory_timeline(plan: Plan, feed: dict[Node, Tensor], parameters: Iterable[N
             if s not in fed_slots:  # the caller holds what it fed
                 release(s)
         totals = dict.fromkeys(CATEGORIES, 0)
-        for key, c in alive(p + 0.5).items():
+        for key, (c, _) in alive(p + 0.5).items():
             totals[c] += made_by[key][1]
         after.append(totals)
 
     at_peak = dict.fromkeys(CATEGORIES, 0)
     listed = []
-    for key, c in peak_alive.items():
+    for key, (c, holding) in peak_alive.items():
         s, nbytes, t = made_by[key]
         at_peak[c] += nbytes
         node, dtype = plan.order[s], str(t.dtype).removeprefix("torch.")
-        listed.append(LiveValue(s, node.name, node.op.name, tuple(t.shape), dtype, nbytes, c))
+        listed.append(LiveValue(s, node.name, node.op.name, tuple(t.shape), dtype, nbytes, c, holding))
     if steps:
         at_peak["temporaries"] += scratch[peak_step]
     listed.sort(key=lambda v: -v.bytes)
