@@ -36,7 +36,7 @@ def step(model: LanguageModel, batch: int, context: int, remat: bool):
 
 
 def mb(n: int) -> str:
-    return f"{n / 2**20:7.1f} MB"
+    return f"{n / 2**20:6.1f} MiB"
 
 
 def main() -> None:

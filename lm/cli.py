@@ -270,12 +270,12 @@ def print_memory(timeline, remat: bool, top: int) -> None:
     mb = 2**20
     print(
         f"\nmemory of the graph (from its plan, before it runs; not AdamW's state), activation checkpointing "
-        f"{'on' if remat else 'off'}: peak {timeline.peak / mb:.1f} MB\n  while step {timeline.peak_step + 1} of "
+        f"{'on' if remat else 'off'}: peak {timeline.peak / mb:.1f} MiB\n  while step {timeline.peak_step + 1} of "
         f"{len(timeline.names)} runs ({timeline.names[timeline.peak_step][:40]}); activations kept for the "
-        f"backward pass at their most {timeline.peak_of('activations') / mb:.1f} MB"
+        f"backward pass at their most {timeline.peak_of('activations') / mb:.1f} MiB"
     )
-    print("  at the peak: " + ", ".join(f"{c} {b / mb:.1f} MB" for c, b in timeline.at_peak.items()))
-    print(f"{'largest values alive at the peak':<42}{'op':<22}{'shape':<18}{'MB':>8}  what")
+    print("  at the peak: " + ", ".join(f"{c} {b / mb:.1f} MiB" for c, b in timeline.at_peak.items()))
+    print(f"{'largest values alive at the peak':<42}{'op':<22}{'shape':<18}{'MiB':>8}  what")
     for v in timeline.alive_at_peak[:top]:
         shared = f" ({v.holders} values share its storage)" if v.holders > 1 else ""
         print(f"{v.name[:40]:<42}{v.op[:20]:<22}{str(tuple(v.shape)):<18}{v.bytes / mb:>8.2f}  {v.category}{shared}")
