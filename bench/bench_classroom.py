@@ -1,12 +1,15 @@
 """Benchmark: the app serving a classroom. One `streamlit run` server (started here on a free port) and
 Chromium sessions: how long the Graph page takes to show its SVG and the Generate page its first heatmap
-(bench_pages.time_page: a fresh browser session per load) alone, then while 2 and 4 other sessions train
-on the Train page (alternately Memorize sentences at 5,000 epochs and the Language model defaults with
-20,000 steps, so no run ends during the measurement), then alone again. Prints each page's median and
-spread, the ratio to alone, each trainer's throughput (steps per second of wall time; 0 while it waits in
-the queue), and the CPU the server process used (its own, not its workers') beside the whole machine's.
+(bench_pages.time_page: a fresh browser session per load) while 2, then 4, other sessions train on the
+Train page (alternately Memorize sentences at 5,000 epochs and the Language model defaults with 20,000
+steps, so no run ends during the measurement), against the same pages while those runs are paused: the
+two sides alternate repeat by repeat, so both see the same machine (shared: other work comes and goes).
+Prints each page's median and spread on both sides and the ratio loaded / alone of each repeat, each
+trainer's throughput (steps per second of loaded wall time; 0 while it waits in the queue), and the CPU
+used by the server process itself, by its training workers, by this script's Chromium, and by the whole
+machine, on each side.
 
-    .venv/bin/python bench/bench_classroom.py [--repeats 5] [--trainers 2,4] [--max-trainers N]
+    .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N]
 
 --max-trainers sets the server's PLAYGROUND_MAX_TRAINERS (default: the server's own, cores - 1).
 """
@@ -25,19 +28,50 @@ from bench.bench_pages import CHROMIUM, PAGES, ROOT, start_server, time_page
 
 PROGRESS = re.compile(r"(epoch|step) (\d+) / (\d+)")
 START_LABEL = {"memorize": "▶ Start", "lm": "Start"}
+STOP_LABEL = {"memorize": "■ Stop", "lm": "Stop"}
+RESUME_LABEL = {"memorize": "▶ Resume", "lm": "Resume"}
 RESET_LABEL = {"memorize": "↺ Reset", "lm": "Reset"}
+SIDES = ("alone", "loaded")
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU seconds used so far by a process (user + system), or by the whole machine (pid None, all cores)."""
-    if pid is None:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        return (sum(fields) - fields[3] - fields[4]) / TICKS  # all but idle and iowait
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+def _stat(pid: int | str) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds: user + system) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has used (all cores, all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / TICKS
+
+
+def cpu_by_part(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of the server process, its descendants (the forkserver and the training
+    workers alive now), this script's other descendants (Chromium), and the machine."""
+    stats = {int(pid): stat for pid in os.listdir("/proc") if pid.isdigit() and (stat := _stat(pid))}
+
+    def below(root: int) -> set[int]:
+        found, frontier = set(), {root}
+        while frontier:
+            frontier = {pid for pid, (parent, _) in stats.items() if parent in frontier} - found
+            found |= frontier
+        return found
+
+    workers = below(server_pid)
+    browser = below(os.getpid()) - workers - {server_pid}
+    return {
+        "server": stats.get(server_pid, (0, 0.0))[1],
+        "workers": sum(stats[pid][1] for pid in workers),
+        "browser": sum(stats[pid][1] for pid in browser),
+        "machine": machine_cpu(),
+    }
 
 
 def wait_idle(page, timeout_s: float = 60) -> None:
@@ -55,10 +89,11 @@ def wait_idle(page, timeout_s: float = 60) -> None:
 
 
 class Learner:
-    """One browser session training on the Train page, its steps counted as it goes."""
+    """One browser session training on the Train page, its steps counted while it trains."""
 
     def __init__(self, browser, url: str, mode: str, number: int) -> None:
         self.mode, self.name = mode, f"{'Memorize' if mode == 'memorize' else 'Language model'} #{number}"
+        self.unit = "epochs" if mode == "memorize" else "steps"
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
         self.page = page = self.context.new_page()
         page.goto(f"{url}/train")
@@ -70,8 +105,8 @@ class Learner:
             self._set("Steps", 20_000)
         else:
             self._set("Epochs", 5_000)
-        page.get_by_role("button", name=START_LABEL[mode], exact=True).click()
-        self.steps = self.last = 0
+        self._click(START_LABEL[mode])
+        self.steps = self.last = self.restarts = 0
 
     def _set(self, label: str, value: int) -> None:
         box = self.page.get_by_label(label, exact=True)
@@ -79,14 +114,27 @@ class Learner:
         box.press("Enter")
         wait_idle(self.page)
 
+    def _click(self, label: str) -> None:
+        self.page.get_by_role("button", name=label, exact=True).click(timeout=60_000)
+
     def state(self) -> tuple[str, int]:
-        """('training', step), ('queued', 0) or ('finished', step), from what the page shows."""
+        """('queued', 0) or (what the page says, step): 'finished', 'stopped' or 'training'."""
         text = self.page.locator('[data-testid="stMain"]').inner_text()
         if "in the queue" in text:
             return "queued", 0
         found = PROGRESS.search(text)
-        step = int(found.group(2)) if found else 0
-        return ("finished" if "Finished at" in text else "training"), step
+        if found is None:
+            return "idle", 0
+        step = int(found.group(2))
+        return ("finished" if "Finished at" in text else "stopped" if "Stopped at" in text else "training"), step
+
+    def wait_for(self, condition, what: str, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition(*self.state()):
+            if time.monotonic() > deadline:
+                self.page.screenshot(path=f"/tmp/classroom-{self.mode}.png", full_page=True)
+                raise TimeoutError(f"{self.name}: {what} did not happen within {timeout_s} s")
+            self.page.wait_for_timeout(200)
 
     def poll(self) -> str:
         """Count the steps done since the last poll (a run that finished is started again)."""
@@ -94,50 +142,81 @@ class Learner:
         self.steps += max(0, step - self.last)
         self.last = step
         if state == "finished":
-            self.page.get_by_role("button", name=START_LABEL[self.mode], exact=True).click()
+            self._click(START_LABEL[self.mode])
             self.last = 0
         return state
+
+    def pause(self) -> None:
+        self.poll()
+        self._click(STOP_LABEL[self.mode])
+        self.wait_for(lambda state, step: state in ("stopped", "finished", "idle"), "Stop")
+        self.poll()
+
+    def resume(self) -> None:
+        """Resume the paused run (a run that is gone, idle, starts again: counted in `restarts`)."""
+        state, _ = self.state()
+        if state == "idle":
+            self.restarts += 1
+            self.last = 0
+            self._click(START_LABEL[self.mode])
+        else:
+            self._click(RESUME_LABEL[self.mode])
 
     def leave(self) -> None:
         """Reset the run (its worker ends) and close the tab."""
         try:
-            self.page.get_by_role("button", name=RESET_LABEL[self.mode], exact=True).click(timeout=10_000)
+            self._click(RESET_LABEL[self.mode])
             wait_idle(self.page)
         finally:
             self.context.close()
 
 
 def spread(xs: list[float]) -> str:
-    return f"{statistics.median(xs):5.2f} s ({min(xs):.2f}-{max(xs):.2f}, n={len(xs)})"
+    return f"{statistics.median(xs):5.2f} s ({min(xs):.2f}-{max(xs):.2f})"
 
 
 def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int) -> dict:
-    """One phase: `n_trainers` learners training while each page is loaded `repeats` times."""
-    learners = [Learner(browser, url, "memorize" if i % 2 == 0 else "lm", i // 2 + 1) for i in range(n_trainers)]
-    deadline = time.monotonic() + 120
-    while learners and time.monotonic() < deadline:  # every run has started (or queued)
-        states = [learner.state() for learner in learners]
-        if all(state == "queued" or step > 0 for state, step in states):
-            break
-        learners[0].page.wait_for_timeout(200)
-    for learner in learners:
-        learner.poll()
-        learner.steps = 0
-    wall0, server0, machine0 = time.perf_counter(), cpu_seconds(server_pid), cpu_seconds()
-    times: dict[str, list[float]] = {page: [] for page in PAGES}
+    """One phase: `n_trainers` learners, whose runs are paused (alone) or going (loaded) in alternation,
+    while each page is loaded `repeats` times on each side."""
+    learners = []
+    for i in range(n_trainers):  # each run started, trained a step, then paused: every learner has a run
+        learner = Learner(browser, url, "memorize" if i % 2 == 0 else "lm", i // 2 + 1)
+        learner.wait_for(lambda state, step: step > 0, "a first step")
+        learner.pause()
+        learners.append(learner)
+    times = {side: {page: [] for page in PAGES} for side in SIDES}
+    cpu = {side: dict.fromkeys(("server", "workers", "browser", "machine", "wall"), 0.0) for side in SIDES}
     queued = {learner.name: 0 for learner in learners}
+    for learner in learners:
+        learner.steps = 0
     for repeat in range(repeats):
-        for page in PAGES if repeat % 2 == 0 else reversed(PAGES):  # alternate which page goes first
-            times[page].append(time_page(browser, url, page, PAGES[page]))
-            for learner in learners:
-                queued[learner.name] += learner.poll() == "queued"
-    wall = time.perf_counter() - wall0
+        for side in SIDES if repeat % 2 == 0 else reversed(SIDES):  # alternate which side goes first
+            if side == "loaded":
+                for learner in learners:
+                    learner.resume()
+                for learner in learners:  # going again, or waiting its turn
+                    learner.wait_for(lambda state, step: state in ("training", "queued", "finished"), "Resume")
+            before, wall = cpu_by_part(server_pid), time.perf_counter()
+            for page in PAGES if repeat % 2 == 0 else reversed(PAGES):
+                times[side][page].append(time_page(browser, url, page, PAGES[page]))
+                if side == "loaded":
+                    for learner in learners:
+                        queued[learner.name] += learner.poll() == "queued"
+            after = cpu_by_part(server_pid)
+            for part in after:
+                cpu[side][part] += after[part] - before[part]
+            cpu[side]["wall"] += time.perf_counter() - wall
+            if side == "loaded":
+                for learner in learners:
+                    learner.pause()
     result = {
         "times": times,
-        "server_cpu": 100 * (cpu_seconds(server_pid) - server0) / wall,
-        "machine_cpu": 100 * (cpu_seconds() - machine0) / wall,
-        "throughput": {learner.name: learner.steps / wall for learner in learners},
-        "queued": {name: polls / (2 * repeats) for name, polls in queued.items()},
+        "cpu": {
+            side: {part: 100 * v / c["wall"] for part, v in c.items() if part != "wall"} for side, c in cpu.items()
+        },
+        "throughput": {learner.name: (learner.steps / cpu["loaded"]["wall"], learner.unit) for learner in learners},
+        "queued": {name: polls / (len(PAGES) * repeats) for name, polls in queued.items()},
+        "restarts": {learner.name: learner.restarts for learner in learners},
     }
     for learner in learners:
         learner.leave()
@@ -152,9 +231,10 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    os.environ["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"  # the app as served, not reloaded on an edit
     if args.max_trainers is not None:
         os.environ["PLAYGROUND_MAX_TRAINERS"] = str(args.max_trainers)
-    phases = [0, *(int(n) for n in args.trainers.split(",")), 0]
+    phases = [int(n) for n in args.trainers.split(",")]
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         server, url = start_server(ROOT, Path(tmp) / "server.log")
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
@@ -167,23 +247,30 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     bound = os.environ.get("PLAYGROUND_MAX_TRAINERS", f"default ({max(1, (os.cpu_count() or 1) - 1)})")
-    print(f"{os.cpu_count()} cores; PLAYGROUND_MAX_TRAINERS {bound}; {args.repeats} loads per page and phase")
-    alone = {page: [t for n, r in results if n == 0 for t in r["times"][page]] for page in PAGES}
+    print(f"{os.cpu_count()} cores; PLAYGROUND_MAX_TRAINERS {bound}; {args.repeats} loads per page and side")
     for n, result in results:
-        title = "alone" if n == 0 else f"{n} training"
+        print(f"-- {n} other sessions training (loaded) or paused (alone)")
         for page in PAGES:
-            xs = result["times"][page]
-            base = statistics.median(alone[page])
-            ratios = [x / base for x in xs]
+            alone, loaded = result["times"]["alone"][page], result["times"]["loaded"][page]
+            ratios = [b / a for a, b in zip(alone, loaded)]
             print(
-                f"{title:<12} {page:<9} {spread(xs)}  x alone: median {statistics.median(ratios):.2f} "
-                f"({min(ratios):.2f}-{max(ratios):.2f})"
+                f"{page:<9} alone {spread(alone)}  loaded {spread(loaded)}  loaded / alone: median "
+                f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
-        print(f"{'':<12} server process CPU {result['server_cpu']:.0f}%, machine {result['machine_cpu']:.0f}%")
-        for name, rate in result["throughput"].items():
-            unit = "epochs" if name.startswith("Memorize") else "steps"
+        for side in SIDES:
+            c = result["cpu"][side]
+            print(
+                f"CPU {side:<6}: server process {c['server']:.0f}%, its workers {c['workers']:.0f}%, "
+                f"Chromium {c['browser']:.0f}%, machine {c['machine']:.0f}% (of {100 * (os.cpu_count() or 1)}%)"
+            )
+        for name, (rate, unit) in result["throughput"].items():
             waited = result["queued"][name]
-            print(f"{'':<12} {name}: {rate:.1f} {unit}/s" + (f" (queued at {waited:.0%} of polls)" if waited else ""))
+            restarts = result["restarts"][name]
+            print(
+                f"{name}: {rate:.1f} {unit}/s"
+                + (f" (queued at {waited:.0%} of polls)" if waited else "")
+                + (f" (its run was gone after a pause {restarts} time(s): started again)" if restarts else "")
+            )
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def lr_figure(run: Run | None, planned: int | None = None) -> go.Figure:
         margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
     )  # fmt: skip
     if not x:
-        return waiting(fig, planned, "the learning rate of each step")
+        return waiting(fig, planned, "the learning rate")  # short: the chart is narrow at 1,024 px
     if planned:
         fig.update_xaxes(range=[0, planned])
     return fig

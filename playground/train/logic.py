@@ -230,6 +230,7 @@ class TrainingSession:
         if self._state != "queued":
             return
         threads = threads_per_trainer(self._scheduler.limit)
+        self._last_read = time.monotonic()  # its page may not have read while it waited
         if self._resuming:
             self._resuming = False
             self._state = "running"
@@ -241,7 +242,6 @@ class TrainingSession:
         max_steps = max(1, math.ceil(settings.planned / MIN_UPDATES))
         self._box[0] = Worker(settings, text, cache_dir, threads=threads, max_steps=max_steps)
         self._state = "starting"
-        self._last_read = time.monotonic()
 
     # -- controls
     def start(self, settings: Settings, text: str | None = None, cache_dir=None, progress=None) -> None:

@@ -169,7 +169,7 @@ def model_ui(disabled: bool) -> tuple[str, dict]:
     )  # fmt: skip
     base = PRESETS[preset]
     parts = {}
-    cols = st.columns(len(PART_CHOICES) + 1)
+    cols = [*st.columns(3), *st.columns(3)]  # two rows of three: "layernorm" whole at a 1,024 px window
     for col, (name, choices) in zip(cols, PART_CHOICES.items()):
         value = col.selectbox(
             name.replace("_", " "), choices, index=choices.index(base[name]), disabled=disabled,
@@ -177,7 +177,9 @@ def model_ui(disabled: bool) -> tuple[str, dict]:
         )  # fmt: skip
         if value != base[name]:
             parts[name] = value
-    tied = cols[-1].toggle("tied head", value=base["tie_embeddings"], disabled=disabled, key=f"train_lm_tie_{preset}")
+    tied = cols[len(PART_CHOICES)].toggle(
+        "tied head", value=base["tie_embeddings"], disabled=disabled, key=f"train_lm_tie_{preset}"
+    )
     if tied != base["tie_embeddings"]:
         parts["tie_embeddings"] = tied
     return preset, parts

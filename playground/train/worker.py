@@ -16,6 +16,8 @@ PAUSED_LIMIT_S ends. It also ends when the server's end of the pipe closes (the 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import sys
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -30,6 +32,7 @@ MAX_IN_FLIGHT = 4  # batches sent and not yet read by the page (about a second o
 HEARD_LIMIT_S = 30.0  # a running child that has heard nothing from its page this long pauses itself
 PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
 PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
+NICENESS = 10  # trainers yield the CPU to the server (and its pages) when both want it
 
 
 def _context() -> mp.context.BaseContext:
@@ -60,6 +63,7 @@ def warm_up() -> None:
 def main(conn: Connection, settings: Settings, text: str | None, cache_dir, threads: int, max_steps: int) -> None:
     """The child process: build the run, then train and report until it ends, is ended, or is left."""
     torch.set_num_threads(threads)
+    os.nice(NICENESS)  # a page that loads must not wait for someone's training
     last_progress = [0.0]
 
     def progress(done: int, total: int, stage: str) -> None:
@@ -132,7 +136,8 @@ class Worker:
     ) -> None:
         self.conn, child = CONTEXT.Pipe()
         self.process = CONTEXT.Process(
-            target=main, args=(child, settings, text, cache_dir, threads, max_steps), daemon=True,
+            target=sys.modules[__name__].main,  # the loaded module's: Streamlit reloads an edited module
+            args=(child, settings, text, cache_dir, threads, max_steps), daemon=True,
             name="playground-trainer",
         )  # fmt: skip
         self.process.start()

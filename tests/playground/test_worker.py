@@ -205,6 +205,7 @@ def test_a_page_that_stops_reading_gives_its_slot_to_the_next_and_queues_to_go_o
         assert time.monotonic() < deadline, "the slot was not given on"
         waiting.advance(wait_s=0.1)
     assert waiting.status == "running" and not unread.holds_slot()
+    monkeypatch.setattr("playground.train.logic.HEARD_LIMIT_S", 3600.0)  # `waiting` is not read below either
     unread.advance()  # its page reads again: paused, and queued behind the run that took its slot
     assert unread.status == "queued" and unread.queue_position() == 1 and unread.trained_model is None
     waiting.reset()
