@@ -73,9 +73,10 @@ def small_model(preset: str, dtype: str = "float32") -> LanguageModel:
     return LanguageModel(preset_config(preset, 50, 16, d_model=32, n_layers=2, n_heads=2, dtype=dtype))
 
 
-def training_step(model: LanguageModel, remat: bool) -> tuple[Evaluator, dict]:
-    """The model's loss graph's evaluator (with or without remat) and a feed of one batch (3 x 16)."""
-    graph = model.loss_graph(3, 16, remat=remat)
+def training_step(model: LanguageModel, remat: bool, packed: bool | None = None, fused: bool = True):
+    """The model's loss graph's evaluator (with or without remat) and a feed of one batch (3 x 16; the model
+    packs its 48 rows in one attention unless `packed=False`)."""
+    graph = model.loss_graph(3, 16, packed=packed, fused=fused, remat=remat)
     ids = torch.randint(0, 50, (3, 16), generator=torch.Generator().manual_seed(0))
     feed = model.param_feed()
     feed.update(graph.forward.inputs(ids))
@@ -84,10 +85,11 @@ def training_step(model: LanguageModel, remat: bool) -> tuple[Evaluator, dict]:
 
 
 @pytest.mark.parametrize("remat", [False, True], ids=["plain", "remat"])
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_the_timeline_peak_is_the_live_bytes_of_a_real_training_step(preset, remat):
+def test_the_timeline_peak_is_the_live_bytes_of_a_real_training_step(preset, packed, remat):
     model = small_model(preset)
-    evaluator, feed = training_step(model, remat)
+    evaluator, feed = training_step(model, remat, packed)
     timeline = memory_timeline(evaluator.plan(feed), feed, model.vars.by_name.values())
     measured = measured_peak(evaluator, feed)
     assert abs(timeline.peak - measured) <= 0.01 * measured, (timeline.peak, measured)
@@ -139,12 +141,13 @@ def test_the_timeline_tells_activations_from_temporaries():
     assert end["parameters"] == storage_bytes(model.params.values())
 
 
+@pytest.mark.parametrize(("packed", "fused"), [(True, True), (False, True), (False, False)])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_remat_gives_the_same_gradients_with_less_memory(preset):
-    """Every output bit-identical to the plain plan's, compiled and interpreted; the activations kept at
-    their most, and the peak, lower."""
+def test_remat_gives_the_same_gradients_with_less_memory(preset, packed, fused):
+    """Every output bit-identical to the plain plan's, compiled and interpreted (either attention layout,
+    fused backward nodes or not); the activations kept at their most, and the peak, lower."""
     model = small_model(preset, "float64")
-    (plain, feed), (remat, remat_feed) = training_step(model, False), training_step(model, True)
+    (plain, feed), (remat, remat_feed) = (training_step(model, r, packed, fused) for r in (False, True))
     expected = plain.run(feed)
     for _ in range(3):  # checked code, then the code made for these shapes
         assert all(torch.equal(a, b) for a, b in zip(expected, remat.run(remat_feed)))
