@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lm.profile as lm_profile
-from lm.cli import main
+from lm.cli import build_parser, main, train_config
 from lm.train import TrainConfig, Trainer
 
 SIZES = dict(n_layers=2, n_heads=2, d_model=16, context=8, batch_size=3, eval_every=0)
@@ -40,10 +40,13 @@ def test_training_with_remat_takes_the_very_same_steps_in_less_memory(tmp_path):
     assert before.at_peak["parameters"] == after.at_peak["parameters"] == parameters
 
 
-def test_remat_is_a_yes_or_no_setting():
+def test_remat_is_a_yes_or_no_setting_of_training():
     with pytest.raises(ValueError, match="remat must be true or false"):
         TrainConfig(remat="yes").validate()
     assert TrainConfig.from_dict({k: v for k, v in TrainConfig().to_dict().items() if k != "remat"}).remat is False
+    parser = build_parser()
+    assert train_config(parser.parse_args(["train", "--data", "shakespeare", "--remat"])).remat is True
+    assert train_config(parser.parse_args(["train", "--data", "shakespeare"])).remat is False
 
 
 def test_the_profile_command_prints_the_memory_and_takes_remat(tmp_path, monkeypatch, capsys, one_thread):
