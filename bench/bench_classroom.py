@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import sync_playwright
+
 from bench.bench_pages import CHROMIUM, PAGES, ROOT, start_server, time_page
 
 PROGRESS = re.compile(r"(epoch|step) (\d+) / (\d+)")
@@ -119,7 +122,10 @@ class Learner:
 
     def state(self) -> tuple[str, int]:
         """('queued', 0) or (what the page says, step): 'finished', 'stopped' or 'training'."""
-        text = self.page.locator('[data-testid="stMain"]').inner_text()
+        try:
+            text = self.page.locator('[data-testid="stMain"]').inner_text(timeout=120_000)
+        except PlaywrightError:  # the page is being redrawn (a loaded machine can take long): ask again later
+            return "unknown", self.last
         if "in the queue" in text:
             return "queued", 0
         found = PROGRESS.search(text)
@@ -229,7 +235,6 @@ def main() -> None:
     parser.add_argument("--trainers", default="2,4", help="trainer sessions of the loaded phases (default 2,4)")
     parser.add_argument("--max-trainers", type=int, help="the server's PLAYGROUND_MAX_TRAINERS")
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
 
     os.environ["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"  # the app as served, not reloaded on an edit
     if args.max_trainers is not None:
