@@ -29,8 +29,7 @@ class NodeRecord:
     """One step of the plan: its node, op and input shapes (None: not a tensor, or unknown), its FLOPs
     (None: no rule, or shapes unknown) and its mean time per run (its call, checks and frees). `passed`:
     at these shapes the op returns an input unchanged (an identity `sum_to_shape`), so the code made for
-    them has an assignment there, not a call. `products`: the matrix products it stands for (a matmul's
-    own; a fused attention node's), as (a, b) shapes."""
+    them has an assignment there, not a call."""
 
     slot: int
     name: str
@@ -39,7 +38,6 @@ class NodeRecord:
     flops: int | None
     ns: float
     passed: bool = False
-    products: tuple[tuple[Shape, Shape], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,15 +120,6 @@ class Profile:
         ]
         return sorted(shapes, key=lambda s: -s.ns)
 
-    def products(self) -> dict[tuple[Shape, Shape], int]:
-        """Every matrix product of a run, matmul nodes and those inside fused nodes (attention): how many of
-        each pair of shapes (what the step's matmul floor is made of)."""
-        counts: dict[tuple[Shape, Shape], int] = {}
-        for n in self.nodes:
-            for pair in n.products:
-                counts[pair] = counts.get(pair, 0) + 1
-        return counts
-
 
 def value_shapes(plan: Plan, fed: list[Tensor]) -> list[Shape | None] | None:
     """The shape of every slot's value, from running the plan once on `meta` tensors (no memory, no
@@ -171,11 +160,8 @@ def summarize(runs: list[RunTimes]) -> Profile:
         ns = statistics.fmean(times[i] for times in step_ns)
         passed = inputs is not None and node.op.passes_through(node, list(inputs)) is not None
         flops = node_flops(node, inputs)
-        products = tuple(node.op.products(node, list(inputs))) if inputs is not None and flops is not None else ()
         nodes.append(
-            NodeRecord(
-                step.slot, node.name, node.op.name, inputs or (None,) * len(step.inputs), flops, ns, passed, products
-            )
+            NodeRecord(step.slot, node.name, node.op.name, inputs or (None,) * len(step.inputs), flops, ns, passed)
         )
     return Profile(len(runs), [r.call_ns for r in runs], nodes)
 

@@ -10,8 +10,7 @@ the per-node times of the profiled runs come to the call measured around them, a
 
 With `--floor`: how far a training step of nanoGPT's CPU recipe (the one trainer's `train_step`: batch,
 loss and gradients, clipping, AdamW) is from its matmul floor, the same step's matrix products alone as
-plain `torch.matmul` calls at the step's shapes, in the plan's order, each on its own contiguous inputs
-(a fused attention node counts as the six products of the attention it replaces).
+plain `torch.matmul` calls at the step's shapes, in the plan's order, each on its own contiguous inputs.
 Each round times `--runs` steps and `--runs` floors interleaved (alternating which goes first); printed:
 the ratio of their medians, min / median / max over the rounds (issue 20's goal: at most 1.3).
 
@@ -66,7 +65,7 @@ def matmul_floor(trainer: Trainer):
     x, y = trainer.source.batch(trainer.config.batch_size, trainer.context, trainer.batches)
     feed = {**trainer.model.param_feed(), **trainer.graph.forward.inputs(x), trainer.graph.targets: y.reshape(-1)}
     nodes = profile_runs(trainer.graph.evaluator, feed, runs=1).nodes
-    shapes = [pair for node in nodes for pair in node.products]  # a fused attention node's six too
+    shapes = [node.input_shapes for node in nodes if node.op == "matmul"]
     dtype = trainer.model.config.torch_dtype
     pairs = [(torch.randn(a, dtype=dtype), torch.randn(b, dtype=dtype)) for a, b in shapes]
 

@@ -90,17 +90,12 @@ def packed_mask(batch: int, T: int, dtype: torch.dtype = torch.float64) -> Tenso
     return mask
 
 
-def attention_weights(q: Node, k: Node, d_head: int, mask: Node | None = None) -> Node:
-    """softmax(q k^T / sqrt(d_head) + mask) over the last dim: q (..., Tq, dh), k (..., Tk, dh), an additive
-    mask broadcasting to (..., Tq, Tk) (None: every key is seen) -> (..., Tq, Tk); rows are queries."""
-    scores = ad.matmul(q * (1.0 / math.sqrt(d_head)), ad.transpose(k, -1, -2))  # (..., Tq, Tk)
-    return ad.softmax(scores if mask is None else scores + mask, -1)
-
-
 def scaled_dot_product_attention(q: Node, k: Node, v: Node, d_head: int, mask: Node | None = None) -> tuple[Node, Node]:
-    """softmax(q k^T / sqrt(d_head) + mask) v over the last two dims, in primitive ops: q (..., Tq, dh), k
-    and v (..., Tk, dh). Returns (output (..., Tq, dh), weights (..., Tq, Tk)); a KV-cached step shows both."""
-    weights = attention_weights(q, k, d_head, mask)
+    """softmax(q k^T / sqrt(d_head) + mask) v over the last two dims: q (..., Tq, dh), k and v
+    (..., Tk, dh), an additive mask broadcasting to (..., Tq, Tk) (None: every key is seen).
+    Returns (output (..., Tq, dh), weights (..., Tq, Tk)); the rows of the weights are queries."""
+    scores = ad.matmul(q * (1.0 / math.sqrt(d_head)), ad.transpose(k, -1, -2))  # (..., Tq, Tk)
+    weights = ad.softmax(scores if mask is None else scores + mask, -1)
     return ad.matmul(weights, v), weights
 
 
@@ -132,20 +127,12 @@ def merge_heads(x: Node, n_heads: int, d_model: int, packed: bool) -> Node:
 def full_attention(
     batch: int, n_heads: int, d_head: int, mask: Node, packed: bool, record: list | None = None
 ) -> Attend:
-    """The attend of a whole sequence: every head over the (masked) positions of its own sequence. Batched,
-    one fused `attention` node (torch's scaled-dot-product kernels forward and backward; the (T, T) weights
-    are not kept for the backward pass); packed, the composed ops, which the tiny batches that layout is
-    for run faster than the fused kernels' calls. `record`, when given, receives (weights, keys, values) of
-    each call in the layout's shapes (the fused layout's weights are nodes of their own, run only when
-    asked for)."""
+    """The attend of a whole sequence: every head over the (masked) positions of its own sequence.
+    `record`, when given, receives (weights, keys, values) of each call in the layout's shapes."""
 
     def attend(q: Node, k: Node, v: Node) -> Node:
         q, k, v = (split_heads(t, batch, n_heads, d_head, packed) for t in (q, k, v))  # (H, N, dh) | (B, H, T, dh)
-        if packed:
-            out, weights = scaled_dot_product_attention(q, k, v, d_head, mask)  # (H, N, dh), (H, N, N)
-        else:
-            out = ad.attention(q, k, v, mask, 1.0 / math.sqrt(d_head))  # (B, H, T, dh)
-            weights = attention_weights(q, k, d_head, mask)  # (B, H, T, T)
+        out, weights = scaled_dot_product_attention(q, k, v, d_head, mask)
         if record is not None:
             record.append((weights, k, v))
         return merge_heads(out, n_heads, n_heads * d_head, packed)  # (N, D)

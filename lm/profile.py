@@ -45,9 +45,6 @@ CHAR_VOCAB = 128  # a bound on the characters of the text (Tiny Shakespeare: 65,
 # Kinds of work, the same for both sides: our op names and torch's aten op names map onto them.
 KINDS = {
     "matmul": {"matmul", "mm", "bmm", "addmm", "linear"},
-    "attention (fused)": {"attention", "attention_forward", "attention_grads", "attention_grad",
-                          "_scaled_dot_product_flash_attention_for_cpu",
-                          "_scaled_dot_product_flash_attention_for_cpu_backward"},
     "norms": {"layernorm", "layernorm_backward", "layernorm_gain", "layernorm_gain_backward", "layernorm_gain_grads",
               "pick_grad", "rmsnorm", "rmsnorm_backward", "norm_gain_backward", "native_layer_norm",
               "native_layer_norm_backward", "layer_norm", "rms_norm", "_fused_rms_norm", "_fused_rms_norm_backward"},
@@ -281,15 +278,15 @@ def profile_training(
             times.append(run())
 
     result = summarize(runs)
-    products = result.products()  # the matmul nodes' and those a fused attention node stands for
-    probes = probe_matmuls(list(products), trainer.model.config.torch_dtype, trainer.device, probe_seconds)
+    probes = probe_matmuls([(m.a, m.b) for m in result.matmuls()], trainer.model.config.torch_dtype,
+                           trainer.device, probe_seconds)  # fmt: skip
     probe_of = {(p.a, p.b): p for p in probes}
     matmuls = [
         MatmulRow(m.a, m.b, m.calls, m.ns / 1e6, m.flops, m.gflops_per_s, probe_of[m.a, m.b].gflops_per_s)
         for m in result.matmuls()
     ]
-    matmul_flops = sum(calls * probe_of[pair].flops for pair, calls in products.items())
-    probe_ns = sum(calls * probe_of[pair].ns for pair, calls in products.items())
+    matmul_flops = sum(m.flops for m in matmuls)
+    probe_ns = sum(m.calls * probe_of[m.a, m.b].ns for m in result.matmuls())
     peak = max((p.gflops_per_s for p in probes), default=math.nan)
     step_ns = statistics.median(plain)
     ops = [OpRow(k.op, k.calls, k.ns / 1e6, k.ns / step_ns, k.flops, k.gflops_per_s) for k in result.by_op()]

@@ -6,7 +6,7 @@ and `compute` calls `forward(*input_values, *attrs)` (attrs in `params` order). 
 `NoGradient` and `Reduction` are the common shapes (`Binary` needs `sum_to_shape`: elementwise.py).
 Each op also counts its floating-point operations from its input shapes (`flops`): the common shapes
 have a default (one per element, one per reduced element), and `per_element(n)` / `no_flops` state the
-rest in one line beside the op's math; `products` lists the matrix products of a matmul or a fused op.
+rest in one line beside the op's math.
 """
 
 from __future__ import annotations
@@ -129,11 +129,6 @@ class OpBase(Op):
         """Floating-point operations of one call on inputs of these shapes (None for an input that is not
         a tensor). A transcendental (exp, erf) counts as one, like an add; a per-row scalar is not counted."""
         raise NotImplementedError(f"op '{self.name}' has no FLOP rule: give it a flops(node, input_shapes)")
-
-    def products(self, node: Node, input_shapes: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], ...]]:
-        """The matrix products one call stands for, as (a, b) shape pairs: what a step's matmul floor counts.
-        None but for matmul and the ops that fuse matmuls (attention)."""
-        return []
 
     def tensor_call(self, node: Node):
         # Generated code calls `forward` itself, unless a subclass computes some other way.

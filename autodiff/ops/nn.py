@@ -32,9 +32,6 @@ class MatMulOp(Binary):
         (*batch_a, m, k), (*batch_b, _, n) = input_shapes
         return 2 * m * n * k * math.prod(torch.broadcast_shapes(tuple(batch_a), tuple(batch_b)))
 
-    def products(self, node, input_shapes):
-        return [tuple(input_shapes)]
-
     def grads(self, node, g):
         a, b = node.inputs
         # da = g b^T, db = a^T g (Binary sums each over the batch dims it was broadcast along)

@@ -1,6 +1,5 @@
 """Ops the text language models need: sin and cos, RMSNorm and LayerNorm with a gain (fused forward
-and backward), rotary position embedding, cross-entropy over integer targets with an ignore index, and
-attention as one fused node over torch's scaled-dot-product kernels.
+and backward), rotary position embedding, and cross-entropy over integer targets with an ignore index.
 
 Each fused backward op runs one torch computation; `primitive` writes the same formula in primitive ops,
 which its own gradient (second order) differentiates. Norms work over the last dim, with a
@@ -19,20 +18,17 @@ from autodiff.graph import Node
 from autodiff.ops.base import REQUIRED, NoGradient, OpBase, Unary, no_flops, per_element
 from autodiff.ops.elementwise import (
     FusedBackward,
-    add,
     add_by_const,
     local_vjp,
     mul,
-    mul_by_const,
     neg,
     ones_like,
     power,
     sub,
     sum_to_shape,
 )
-from autodiff.ops.nn import matmul, softmax, softmax_backward
+from autodiff.ops.nn import softmax, softmax_backward
 from autodiff.ops.reductions import mean, sum_op
-from autodiff.ops.shape import transpose
 
 
 class SinOp(Unary):
@@ -298,146 +294,6 @@ class CrossEntropyWeightsOp(NoGradient):
     forward = staticmethod(lambda targets, like, ignore_index: _row_weights(targets, ignore_index, like.dtype)[:, None])
 
 
-# --- attention: one fused node over torch's scaled-dot-product kernels --------------------------------
-# `attention(q, k, v, mask, scale)` is item 0 of an `attention_forward` pair (the output and each score
-# row's log-sum-exp, which the backward kernel reads instead of keeping the (Tq, Tk) weights); its
-# gradient is one `attention_grads` triple (dq, dk, dv) taken apart by `attention_grad` nodes, as
-# layernorm_gain's is. On the CPU (and `meta`) both run torch's flash-attention kernels; elsewhere the
-# same math in plain torch calls. The mask is additive, a constant like RoPE's tables: no gradient.
-
-
-def _as_4d(x: torch.Tensor) -> torch.Tensor:
-    """(..., T, d) of 2 to 4 dims as (B, H, T, d), the kernels' layout: a view with leading 1s."""
-    if not 2 <= x.ndim <= 4:
-        raise ValueError(f"attention takes q, k, v of 2 to 4 dims (..., T, d_head), got shape {tuple(x.shape)}")
-    return x.reshape((1,) * (4 - x.ndim) + tuple(x.shape))
-
-
-def _fused_kernels(q: torch.Tensor) -> bool:
-    return q.device.type in ("cpu", "meta")
-
-
-def _attention_forward(q, k, v, mask, scale):
-    """(softmax(q k^T scale + mask) v, the log-sum-exp of each row of q k^T scale + mask)."""
-    if _fused_kernels(q):
-        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            _as_4d(q), _as_4d(k), _as_4d(v), 0.0, False, attn_mask=mask, scale=scale
-        )
-        return out.reshape(*q.shape[:-1], v.shape[-1]), lse
-    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(mask)  # (..., Tq, Tk)
-    lse = torch.logsumexp(scores, -1)
-    return torch.matmul(scores.sub_(lse[..., None]).exp_(), v), lse
-
-
-def _attention_backward(g, pair, q, k, v, mask, scale):
-    """(dq, dk, dv) from upstream g, the forward's output and log-sum-exp (pair)."""
-    out, lse = pair
-    if _fused_kernels(q):
-        grads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            _as_4d(g), _as_4d(q), _as_4d(k), _as_4d(v), _as_4d(out), lse, 0.0, False, attn_mask=mask, scale=scale
-        )
-        return tuple(d.reshape(x.shape) for d, x in zip(grads, (q, k, v)))
-    p = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).add_(mask).sub_(lse[..., None]).exp_()  # the weights
-    dv = torch.matmul(p.transpose(-1, -2), g)
-    # softmax's backward: dS = P * (dP - sum(dP * P)), and sum(dP * P) over a row = sum(g * out)
-    ds = p.mul_(torch.matmul(g, v.transpose(-1, -2)).sub_((g * out).sum(-1, keepdim=True)))
-    return torch.matmul(ds, k).mul_(scale), torch.matmul(ds.transpose(-1, -2), q).mul_(scale), dv
-
-
-def _attention_flops(products: int, per_score: int):
-    """A FLOP rule: `products` matmuls of 2 Tq Tk dh each and `per_score` operations per score."""
-
-    def flops(self, node, input_shapes):
-        (*batch, tq, dh), (*_, tk, _) = input_shapes[-4:-2]
-        return (products * 2 * dh + per_score) * tq * tk * math.prod(batch)
-
-    return flops
-
-
-def _attention_products(input_shapes, backward: bool) -> list[tuple[tuple[int, ...], ...]]:
-    """The matrix products of the composed attention a fused node stands for (a matmul floor counts these):
-    forward q k^T and P v; backward dP = g v^T, dV = P^T g, dQ = dS k, dK = dS^T q."""
-    (*batch, tq, dh), (*_, tk, _) = input_shapes[-4:-2]
-    scores = ((*batch, tq, dh), (*batch, dh, tk))
-    weighted = ((*batch, tq, tk), (*batch, tk, dh))
-    transposed = ((*batch, tk, tq), (*batch, tq, dh))
-    return [scores, transposed, weighted, transposed] if backward else [scores, weighted]
-
-
-class AttentionForwardOp(OpBase):
-    """The pair (softmax(q k^T scale + mask) v, each score row's log-sum-exp). Internal: its value is a
-    pair, read by `attention` and `attention_grads` nodes; it takes no gradient itself."""
-
-    name, inputs, params = "attention_forward", ("q", "k", "v", "mask"), {"scale": REQUIRED}
-    flops = _attention_flops(2, 5)  # q k^T and weights @ v; softmax's 5 per score
-    forward = staticmethod(_attention_forward)
-
-    def products(self, node, input_shapes):
-        return _attention_products(input_shapes, backward=False)
-
-    def gradient(self, node, output_grad):
-        raise RuntimeError("attention_forward is differentiated through its attention node")
-
-
-class AttentionOp(OpBase):
-    """softmax(q k^T * scale + mask) v over the last two dims: q (..., Tq, dh), k and v (..., Tk, dh) of 2
-    to 4 dims, an additive mask broadcasting to (..., Tq, Tk); one fused node forward and one backward.
-    Built as `attention(q, k, v, mask, scale)`: item 0 of its attention_forward pair."""
-
-    name, inputs, params = "attention", ("pair", "q", "k", "v", "mask"), {"scale": REQUIRED}
-    flops = no_flops  # counted by the pair's node
-    forward = staticmethod(lambda pair, q, k, v, mask, scale: pair[0])
-
-    def __call__(self, q: Node, k: Node, v: Node, mask: Node, scale: float) -> Node:
-        return super().__call__(attention_forward(q, k, v, mask, scale), q, k, v, mask, scale)
-
-    def gradient(self, node, output_grad):
-        pair, q, k, v, mask = node.inputs
-        grads = attention_grads(output_grad, pair, q, k, v, mask, node.scale)
-        return [None, *(attention_grad(grads, output_grad, q, k, v, mask, i, node.scale) for i in range(3)), None]
-
-
-class AttentionGradsOp(OpBase):
-    """The triple (dq, dk, dv) of attention under upstream g, in one backward kernel that recomputes the
-    weights from the pair's log-sum-exp. Internal: `attention_grad` nodes take it apart."""
-
-    name, inputs, params = "attention_grads", ("g", "pair", "q", "k", "v", "mask"), {"scale": REQUIRED}
-    flops = _attention_flops(5, 4)  # the scores again, then dv, dP, dq, dk; exp, subtract, times P per score
-    forward = staticmethod(_attention_backward)
-
-    def products(self, node, input_shapes):
-        return _attention_products(input_shapes, backward=True)  # the kernel's recomputed scores not counted
-
-    def gradient(self, node, output_grad):
-        raise RuntimeError("attention_grads is differentiated through its attention_grad nodes")
-
-
-class AttentionGradOp(FusedBackward):
-    """Item `index` of an attention_grads triple (0: dq, 1: dk, 2: dv). It reads g, q, k, v and the mask
-    too: `primitive` writes that gradient out in primitive ops, which its own gradient differentiates."""
-
-    name, inputs = "attention_grad", ("grads", "g", "q", "k", "v", "mask")
-    params = {"index": REQUIRED, "scale": REQUIRED}
-    flops = no_flops
-    forward = staticmethod(lambda grads, g, q, k, v, mask, index, scale: grads[index])
-
-    def primitive(self, node):
-        _, g, q, k, v, mask = node.inputs
-        q_scaled = mul_by_const(q, node.scale)
-        p = softmax(add(matmul(q_scaled, transpose(k, -1, -2)), mask), -1)  # the weights (..., Tq, Tk)
-        if node.index == 2:
-            return matmul(transpose(p, -1, -2), g)  # dv = P^T g
-        dp = matmul(g, transpose(v, -1, -2))
-        ds = mul(p, sub(dp, sum_op(mul(dp, p), -1, keepdim=True)))  # softmax's backward, written out
-        if node.index == 0:
-            return mul_by_const(matmul(ds, k), node.scale)  # dq = dS k scale
-        return matmul(transpose(ds, -1, -2), q_scaled)  # dk = dS^T (q scale)
-
-    def gradient(self, node, output_grad):
-        _, g, q, k, v, _ = node.inputs
-        return [None, *local_vjp(self.primitive(node), [g, q, k, v], output_grad), None]
-
-
 sin, cos = SinOp(), CosOp()
 rmsnorm, rmsnorm_backward, norm_gain_backward = RMSNormOp(), RMSNormBackwardOp(), NormGainBackwardOp()
 layernorm_gain, layernorm_gain_backward = LayerNormGainOp(), LayerNormGainBackwardOp()
@@ -445,11 +301,8 @@ layernorm_gain_grads, pick_grad = LayerNormGainGradsOp(), PickGradOp()  # intern
 rope = RopeOp()
 cross_entropy, cross_entropy_backward = CrossEntropyOp(), CrossEntropyBackwardOp()
 cross_entropy_weights = CrossEntropyWeightsOp()
-attention, attention_forward = AttentionOp(), AttentionForwardOp()
-attention_grads, attention_grad = AttentionGradsOp(), AttentionGradOp()  # internal: not in __all__
 
 __all__ = [
     "sin", "cos", "rmsnorm", "rmsnorm_backward", "norm_gain_backward", "layernorm_gain",
     "layernorm_gain_backward", "rope", "cross_entropy", "cross_entropy_backward", "cross_entropy_weights",
-    "attention",
 ]  # fmt: skip

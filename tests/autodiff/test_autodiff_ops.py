@@ -23,7 +23,7 @@ class In:
     """An input of a case: its shape and what kind of values it takes."""
 
     shape: tuple
-    kind: str = "float"  # float | pos | nonzero | big | ids | mask | causal | ref | ties
+    kind: str = "float"  # float | pos | nonzero | big | ids | mask | ref | ties
     high: int = 5  # upper bound for ids
 
     @property
@@ -46,8 +46,6 @@ def make_value(spec: In, gen: torch.Generator) -> torch.Tensor:
         return torch.randint(0, spec.high, spec.shape, generator=gen)
     if spec.kind == "mask":
         return torch.rand(spec.shape, generator=gen, dtype=torch.float64) > 0.5
-    if spec.kind == "causal":  # an additive causal mask (T, T): -1e9 above the diagonal, as lm.nn's
-        return torch.full(spec.shape, -1e9, dtype=torch.float64).triu(1)
     x = torch.randn(spec.shape, generator=gen, dtype=torch.float64)
     if spec.kind == "pos":
         return x.abs() + 0.5
@@ -76,11 +74,6 @@ def layernorm_vjp(g: torch.Tensor, a: torch.Tensor, shape, eps) -> torch.Tensor:
     rstd = ((centered * centered).mean(dims, keepdim=True) + eps) ** -0.5
     y = centered * rstd
     return rstd * (g - g.mean(dims, keepdim=True) - y * (g * y).mean(dims, keepdim=True))
-
-
-def softmax_attention(q, k, v, mask, scale):
-    """Torch reference for attention, written out: softmax(q k^T scale + mask) v."""
-    return torch.softmax(q @ k.transpose(-1, -2) * scale + mask, -1) @ v
 
 
 def rms(a: torch.Tensor, eps: float) -> torch.Tensor:
@@ -458,29 +451,6 @@ CASES = [
         True,
     ),
     Case(
-        "attention_batched_causal",
-        ops.attention,
-        lambda q, k, v, m: ops.attention(q, k, v, m, 0.5),
-        lambda q, k, v, m: softmax_attention(q, k, v, m, 0.5),
-        [In((2, 3, 5, 4)), In((2, 3, 5, 4)), In((2, 3, 5, 4)), In((5, 5), "causal")],
-        True,
-    ),
-    Case(  # one query over more keys, a dense additive mask (a bias)
-        "attention_more_keys",
-        ops.attention,
-        lambda q, k, v, m: ops.attention(q, k, v, m, 0.3),
-        lambda q, k, v, m: softmax_attention(q, k, v, m, 0.3),
-        [In((2, 1, 3)), In((2, 6, 3)), In((2, 6, 3)), In((1, 6), "ref")],
-        True,
-    ),
-    Case(  # lm.nn's packed layout with one head: (N, D) rows
-        "attention_2d",
-        ops.attention,
-        lambda q, k, v, m: ops.attention(q, k, v, m, 1.0),
-        lambda q, k, v, m: softmax_attention(q, k, v, m, 1.0),
-        [In((6, 4)), In((6, 4)), In((6, 4)), In((6, 6), "causal")],
-    ),
-    Case(
         "cross_entropy_weights",
         ops.cross_entropy_weights,
         lambda t, like: ops.cross_entropy_weights(t, like, 2),
@@ -607,20 +577,3 @@ def test_unfused_gradients_have_no_fused_node_and_equal_torch():
     theirs = torch.autograd.grad(F.cross_entropy(F.gelu(th) @ t[w], t[targets]), [t[x], t[gain], t[w]])
     for name, a, b in zip("x gain w".split(), ours, theirs):
         assert_close(a, b, f"unfused gradient of {name}")
-
-
-def test_attention_off_the_cpu_kernels_is_the_same_math(monkeypatch):
-    """On a device without torch's CPU flash kernels (CUDA), attention runs its forward and backward as plain
-    torch math: the same values and first-order gradients as the kernels', here forced on the CPU."""
-    gen = torch.Generator().manual_seed(0)
-    q, k, v, g = (torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64) for _ in range(4))
-    mask = torch.full((5, 5), -1e9, dtype=torch.float64).triu(1)
-    names = [ad.Variable(n) for n in ("q", "k", "v", "mask", "g")]
-    out = ops.attention(*names[:4], 0.5)
-    nodes = [out, *ad.gradients(ops.sum_op(ops.mul(out, names[4])), names[:3])]
-    feed = dict(zip(names, (q, k, v, mask, g)))
-    kernels = ad.Evaluator(nodes).run(feed)
-    monkeypatch.setattr(ops.transformer, "_fused_kernels", lambda q: False)
-    plain = ad.Evaluator(nodes).run(feed)
-    for what, a, b in zip(("output", "dq", "dk", "dv"), plain, kernels):
-        assert_close(a, b, what)

@@ -239,22 +239,6 @@ def test_one_head_attention_in_both_layouts(packed: bool):
     check(ours, inputs, theirs, ["x", "wq", "wk", "wv", "wo"])
 
 
-@pytest.mark.parametrize("packed", [True, False], ids=["packed", "batched"])
-def test_batched_attention_is_one_fused_node_forward_and_backward(packed: bool):
-    """Batched, the heads attend in one `attention` node and its gradient reads no (T, T) weights (torch's
-    scaled-dot-product kernels; values checked above); packed (tiny batches), the composed ops."""
-    x, wq, wk, wv, wo, mask = (ad.Variable(n) for n in ("x", "wq", "wk", "wv", "wo", "mask"))
-    attend = nn.full_attention(B, H, DH, mask, packed)
-    out = nn.multihead_self_attention(x, {"wq": wq, "wk": wk, "wv": wv, "wo": wo}, H, DH, attend)
-    graph = ad.topological_sort(ad.gradients(ad.sum_op(out), [x, wq, wk, wv, wo]))
-    ops = [n.op.name for n in graph]
-    if packed:
-        assert "attention" not in ops and ops.count("softmax") == 1 and "softmax_backward" in ops
-    else:
-        assert ops.count("attention") == 1 and ops.count("attention_grads") == 1
-        assert "softmax" not in ops and "softmax_backward" not in ops
-
-
 def test_full_attention_records_each_layers_weights_keys_and_values():
     record: list = []
     inputs = attention_inputs()
