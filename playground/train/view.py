@@ -35,8 +35,12 @@ from playground.train.modes import (
     check_text_upload,
 )
 
-TICK_S = 0.4  # a fragment rerun every TICK_S seconds draws what the run's worker sent since
-DRAWN_RUNNING = "train_drawn_running"  # whether the controls were last drawn for a running run
+# A fragment rerun every TICK_S seconds draws what the run's worker sent since (the worker runs at most
+# about a second ahead of the page: worker.py); each draw costs the server and the browser the charts'
+# JSON, so a classroom's pages stay quick when it is not more often. A queued run only checks its place.
+TICK_S = 1.0
+QUEUED_TICK_S = 2.0
+DRAWN_RUNNING = "train_drawn_running"  # what the controls (and the tick) were last drawn for: `drawn_for`
 DEFAULTS = {MEMORIZE: MemorizeSettings(), LANGUAGE_MODEL: LanguageModelSettings()}
 # What differs between the modes' controls: their widget keys, and whether Start doubles as Resume (the
 # Memorize mode) or a run is resumed by its own button (the Language model mode starts a new run to compare).
@@ -278,7 +282,12 @@ def controls_ui(session: TrainingSession, mode: str, settings, text: str | None,
     if error_key in st.session_state:
         st.error(literal(st.session_state.pop(error_key)), icon=":material/error:")
     # What the controls were drawn for: a tick that finds the run in another state reruns the page.
-    st.session_state[DRAWN_RUNNING] = session.running
+    st.session_state[DRAWN_RUNNING] = drawn_for(session)
+
+
+def drawn_for(session: TrainingSession) -> bool | str:
+    """What the page's controls and tick depend on: running or not, and queued (a slower tick)."""
+    return "queued" if session.status == "queued" else session.running
 
 
 def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
@@ -304,7 +313,7 @@ def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
         )
     LIVE[mode](session, planned)
     outcome_ui(session, mode)
-    if st.session_state.get(DRAWN_RUNNING, False) != session.running:
+    if st.session_state.get(DRAWN_RUNNING, False) != drawn_for(session):
         st.rerun(scope="app")  # the run ended (or began) since the controls were drawn: redraw them
 
 
@@ -458,5 +467,6 @@ session = session_of(st.session_state, mode)
 settings, text, refused = SETTINGS_UI[mode](disabled=session.running)
 controls_ui(session, mode, settings, text, refused)
 planned = session.steps or settings.planned  # before a run: the steps the settings plan
-st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session, mode, planned)
+tick = (QUEUED_TICK_S if session.status == "queued" else TICK_S) if session.running else None
+st.fragment(run_every=tick)(live_ui)(session, mode, planned)
 RESULTS[mode](session)
