@@ -35,6 +35,7 @@ STOP_LABEL = {"memorize": "■ Stop", "lm": "Stop"}
 RESUME_LABEL = {"memorize": "▶ Resume", "lm": "Resume"}
 RESET_LABEL = {"memorize": "↺ Reset", "lm": "Reset"}
 SIDES = ("alone", "loaded")
+LOAD_TIMEOUT_S = 90  # a load that takes longer is counted as this (and reported)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -142,37 +143,42 @@ class Learner:
                 raise TimeoutError(f"{self.name}: {what} did not happen within {timeout_s} s")
             self.page.wait_for_timeout(200)
 
-    def poll(self) -> str:
-        """Count the steps done since the last poll (a run that finished is started again)."""
+    def poll(self, restart: bool = True) -> str:
+        """Count the steps done since the last poll (a run that finished is started again, if `restart`)."""
         state, step = self.state()
+        if state == "unknown":
+            return state
         self.steps += max(0, step - self.last)
         self.last = step
-        if state == "finished":
+        if state == "finished" and restart:
             self._click(START_LABEL[self.mode])
             self.last = 0
         return state
 
     def pause(self) -> None:
-        self.poll()
+        if self.poll(restart=False) in ("finished", "idle"):
+            return  # nothing to pause: Resume starts it again
         self._click(STOP_LABEL[self.mode])
         self.wait_for(lambda state, step: state in ("stopped", "finished", "idle"), "Stop")
-        self.poll()
+        self.poll(restart=False)
 
     def resume(self) -> None:
-        """Resume the paused run (a run that is gone, idle, starts again: counted in `restarts`)."""
-        state, _ = self.state()
-        if state == "idle":
-            self.restarts += 1
-            self.last = 0
-            self._click(START_LABEL[self.mode])
-        else:
-            self._click(RESUME_LABEL[self.mode])
+        """Resume the paused run; one that ended or is gone (idle: counted in `restarts`) starts again."""
+        resume = self.page.get_by_role("button", name=RESUME_LABEL[self.mode], exact=True)
+        if resume.count() and resume.is_enabled():
+            resume.click()
+            return
+        self.restarts += self.state()[0] == "idle"
+        self.last = 0
+        self._click(START_LABEL[self.mode])
 
     def leave(self) -> None:
         """Reset the run (its worker ends) and close the tab."""
         try:
-            self._click(RESET_LABEL[self.mode])
-            wait_idle(self.page)
+            reset = self.page.get_by_role("button", name=RESET_LABEL[self.mode], exact=True)
+            if reset.is_enabled():
+                reset.click()
+                wait_idle(self.page)
         finally:
             self.context.close()
 
@@ -193,6 +199,7 @@ def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int) -
     times = {side: {page: [] for page in PAGES} for side in SIDES}
     cpu = {side: dict.fromkeys(("server", "workers", "browser", "machine", "wall"), 0.0) for side in SIDES}
     queued = {learner.name: 0 for learner in learners}
+    timeouts = dict.fromkeys(SIDES, 0)
     for learner in learners:
         learner.steps = 0
     for repeat in range(repeats):
@@ -204,7 +211,14 @@ def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int) -
                     learner.wait_for(lambda state, step: state in ("training", "queued", "finished"), "Resume")
             before, wall = cpu_by_part(server_pid), time.perf_counter()
             for page in PAGES if repeat % 2 == 0 else reversed(PAGES):
-                times[side][page].append(time_page(browser, url, page, PAGES[page]))
+                try:
+                    seconds = time_page(browser, url, page, PAGES[page], timeout_s=LOAD_TIMEOUT_S)
+                except PlaywrightError:  # counted as the limit, and said
+                    seconds = LOAD_TIMEOUT_S
+                    timeouts[side] += 1
+                times[side][page].append(seconds)
+                states = [learner.state()[0] for learner in learners] if side == "loaded" else []
+                print(f"  {n_trainers} trainers, {side}, {page}: {seconds:.2f} s {states}", flush=True)
                 if side == "loaded":
                     for learner in learners:
                         queued[learner.name] += learner.poll() == "queued"
@@ -223,6 +237,7 @@ def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int) -
         "throughput": {learner.name: (learner.steps / cpu["loaded"]["wall"], learner.unit) for learner in learners},
         "queued": {name: polls / (len(PAGES) * repeats) for name, polls in queued.items()},
         "restarts": {learner.name: learner.restarts for learner in learners},
+        "timeouts": timeouts,
     }
     for learner in learners:
         learner.leave()
@@ -262,6 +277,8 @@ def main() -> None:
                 f"{page:<9} alone {spread(alone)}  loaded {spread(loaded)}  loaded / alone: median "
                 f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
+        if any(result["timeouts"].values()):
+            print(f"loads past {LOAD_TIMEOUT_S} s (counted as {LOAD_TIMEOUT_S} s): {result['timeouts']}")
         for side in SIDES:
             c = result["cpu"][side]
             print(

@@ -37,7 +37,8 @@ from playground.train.modes import (
 
 # A fragment rerun every TICK_S seconds draws what the run's worker sent since (the worker runs at most
 # about a second ahead of the page: worker.py); each draw costs the server and the browser the charts'
-# JSON, so a classroom's pages stay quick when it is not more often. A queued run only checks its place.
+# JSON, so a classroom's pages stay quick when it is not more often. A queued run's fragment only checks
+# its place (`queue_ui`).
 TICK_S = 1.0
 QUEUED_TICK_S = 2.0
 DRAWN_RUNNING = "train_drawn_running"  # what the controls (and the tick) were last drawn for: `drawn_for`
@@ -296,14 +297,7 @@ def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
     rerun the whole page (Start enabled, settings editable)."""
     session.advance()
     unit = DEFAULTS[mode].unit
-    position = session.queue_position()
-    if position is not None:
-        st.info(
-            f"Every trainer of this server is busy: your run is **number {position}** in the queue and starts by "
-            "itself when one frees (Stop leaves the queue).",
-            icon=":material/hourglass_top:",
-        )
-    elif session.progress is not None:
+    if session.progress is not None:
         done, total, stage = session.progress
         st.progress(min(1.0, done / max(1, total)), text=f"preparing the run: {stage} {done:,} / {total:,}")
     elif session.steps:
@@ -315,6 +309,21 @@ def live_ui(session: TrainingSession, mode: str, planned: int) -> None:
     outcome_ui(session, mode)
     if st.session_state.get(DRAWN_RUNNING, False) != drawn_for(session):
         st.rerun(scope="app")  # the run ended (or began) since the controls were drawn: redraw them
+
+
+def queue_ui(session: TrainingSession) -> None:
+    """A queued run's tick: its place in the queue only (its charts are drawn once, outside this fragment:
+    redrawing them for every waiting learner cost the server and the browsers); when its turn has come,
+    rerun the whole page, which draws the live fragment."""
+    position = session.queue_position()
+    if position is not None:
+        st.info(
+            f"Every trainer of this server is busy: your run is **number {position}** in the queue and starts by "
+            "itself when one frees (Stop leaves the queue).",
+            icon=":material/hourglass_top:",
+        )
+    if st.session_state.get(DRAWN_RUNNING, False) != drawn_for(session):
+        st.rerun(scope="app")
 
 
 def outcome_ui(session: TrainingSession, mode: str) -> None:
@@ -467,6 +476,9 @@ session = session_of(st.session_state, mode)
 settings, text, refused = SETTINGS_UI[mode](disabled=session.running)
 controls_ui(session, mode, settings, text, refused)
 planned = session.steps or settings.planned  # before a run: the steps the settings plan
-tick = (QUEUED_TICK_S if session.status == "queued" else TICK_S) if session.running else None
-st.fragment(run_every=tick)(live_ui)(session, mode, planned)
+if session.status == "queued":
+    st.fragment(run_every=QUEUED_TICK_S)(queue_ui)(session)
+    LIVE[mode](session, planned)  # the paused run's charts (none for a new run), drawn once
+else:
+    st.fragment(run_every=TICK_S if session.running else None)(live_ui)(session, mode, planned)
 RESULTS[mode](session)
