@@ -36,7 +36,7 @@ from playground.train.modes import (
 )
 
 # A fragment rerun every TICK_S seconds draws what the run's worker sent since (the worker runs at most
-# about a second ahead of the page: worker.py); each draw costs the server and the browser the charts'
+# about two seconds ahead of the page: worker.py); each draw costs the server and the browser the charts'
 # JSON, so a classroom's pages stay quick when it is not more often. A queued run's fragment only checks
 # its place (`queue_ui`).
 TICK_S = 1.0

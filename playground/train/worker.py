@@ -7,7 +7,7 @@ the child: it builds a `Runner` (runner.py), then trains in batches of a fractio
 each batch's updates through a pipe; a paused run sends its model (`Snapshot`).
 
 The child never gets more than MAX_IN_FLIGHT batches ahead of the page that reads them (each read sends
-an "ack"): a page that stopped reading (a closed or hidden tab) stops the run within a second; a child
+an "ack"): a page that stopped reading (a closed or hidden tab) stops the run within two seconds; a child
 that hears nothing from its page for HEARD_LIMIT_S while running pauses itself (the page shows it
 stopped, and the session gives its trainer slot to the next in line meanwhile), and one paused for
 PAUSED_LIMIT_S ends. It also ends when the server's end of the pipe closes (the server stopped or died).
@@ -28,7 +28,7 @@ from playground.train.modes import SettingsError
 from playground.train.runner import Runner, Settings
 
 BUDGET_S = 0.25  # a batch of steps trains this long (or its max_steps), then is sent
-MAX_IN_FLIGHT = 4  # batches sent and not yet read by the page (about a second of training)
+MAX_IN_FLIGHT = 8  # batches sent, not yet read by the page: about 2 s of training (it reads every second)
 HEARD_LIMIT_S = 30.0  # a running child that has heard nothing from its page this long pauses itself
 PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
 PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
