@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from playground.attention import logic as att
 from playground.tokenizer.logic import gpt2
@@ -26,10 +27,11 @@ def assert_no_error(app) -> None:
 
 
 def wait_for_step(page, number: int, heatmaps: int) -> None:
-    """Until step `number` is drawn: its header, and plotly's image in each of its heatmaps."""
+    """Until step `number` is drawn: its header, plotly's image in each of its heatmaps, and the previous
+    step's charts gone (Streamlit keeps a rerun's stale elements until the script has run to its end)."""
     page.locator("h2", has_text=f"{number}. ").first.wait_for(timeout=60_000)
     page.locator(".js-plotly-plot").nth(heatmaps - 1).locator(".hm").first.wait_for(timeout=60_000)
-    assert page.locator(".js-plotly-plot").count() == heatmaps  # this step's, none of the others'
+    expect(page.locator(".js-plotly-plot")).to_have_count(heatmaps, timeout=60_000)  # this step's, no other's
 
 
 def test_type_a_sentence_and_walk_through_the_six_steps(app):
@@ -119,4 +121,4 @@ def test_editing_an_embedding_redraws_and_an_empty_cell_is_a_message(app):
             continue
     assert_no_error(app)
     assert message.count() == 1
-    assert page.locator(".js-plotly-plot").count() == 0  # no step is drawn from a bad table
+    expect(page.locator(".js-plotly-plot")).to_have_count(0, timeout=30_000)  # no step is drawn from a bad table

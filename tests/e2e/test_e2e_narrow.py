@@ -12,6 +12,7 @@ sideways in its box is intended. Screenshots: `test-output/narrow-<page>.png`.
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
@@ -114,7 +115,7 @@ def test_graph_at_1024_px_with_differentiate_again(narrow):
     page.get_by_role("option", name="∂out/∂q").click()
     svg.locator("text", has_text="∂²out/∂q∂v").first.wait_for(timeout=60_000)  # the second-order drawing
     narrow.wait_idle()
-    assert svg.count() == 3  # forward, backward, second order: each laid out on its own
+    expect(svg).to_have_count(3, timeout=30_000)  # forward, backward, second order: each laid out on its own
     assert_no_error(narrow)
     assert_readable(narrow, "graph-second-order")
     page.get_by_text("Text form (jaxpr-like) and generated code").click()  # made when opened

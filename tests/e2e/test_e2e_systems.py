@@ -1,6 +1,7 @@
 """End to end in a real headless chromium (marker `browser`, fixtures in conftest.py): on the Systems page,
 pick a tiny model, profile its training step and wait for the five charts (the memory timeline too) and the
-step's metrics; flip the fused-backward toggle, profile again and wait for the delta chart. Screenshot: `test-output/systems-page.png`.
+step's metrics; flip the fused-backward toggle, profile again and wait for the delta chart. Screenshot:
+`test-output/systems-page.png`.
 """
 
 from __future__ import annotations
