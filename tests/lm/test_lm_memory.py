@@ -18,14 +18,6 @@ SIZES = dict(n_layers=2, n_heads=2, d_model=16, context=8, batch_size=3, eval_ev
 ARGS = ["--layers", "2", "--heads", "2", "--d-model", "16", "--context", "8", "--batch", "3", "--steps", "1"]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_training_with_remat_takes_the_very_same_steps_in_less_memory(tmp_path):
     trainers = [Trainer(TrainConfig(**SIZES, remat=remat, steps=10), cache_dir=tmp_path) for remat in (False, True)]
     plain, remat = trainers

@@ -24,15 +24,6 @@ TINY = dict(preset="gpt", n_layers=1, n_heads=2, d_model=16, context=8, batch=3,
 TINY_ARGS = ["--layers", "1", "--heads", "2", "--d-model", "16", "--context", "8", "--batch", "3", "--steps", "2"]
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two OpenMP threads stall at random (slow, not wrong)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def torch_peer(trainer):
     """The same step in plain PyTorch, the benchmark's peer (bench/nanogpt_style.py's TorchSide): autograd
     runs in tests and benchmarks, never in lm."""

@@ -4,6 +4,7 @@ figures a page sent to the browser, by title."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -26,3 +27,14 @@ def figures(at: AppTest) -> dict[str, dict]:
     """Every plotly chart on the page, by its title, as the figure JSON sent to the browser."""
     specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     return {spec["layout"]["title"]["text"]: spec for spec in specs}
+
+
+WAIT_S = 120.0  # the longest a test waits for a training worker (a shared, busy machine)
+
+
+def wait_for(session, condition, what: str) -> None:
+    """Apply what a TrainingSession's worker sends until `condition()` holds."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
+        session.advance(wait_s=0.2)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from apptest_helpers import wait_for
 
 from lm.data import DATA_DIR
 from lm.generate import generate
@@ -44,15 +45,6 @@ from playground.train.runner import Runner, sample_text
 
 SMALL = MemorizeSettings(d_model=16, d_ff=32, epochs=30)  # the default corpus, a model that trains fast
 LONG = replace(SMALL, epochs=5000)  # a run that is still training when a test pauses it
-WAIT_S = 120.0  # the longest a test waits for a worker (a shared, busy machine)
-
-
-def wait_for(session: TrainingSession, condition, what: str) -> None:
-    """Apply what the session's worker sends until `condition()` holds."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
-        session.advance(wait_s=0.2)
 
 
 def finish(session: TrainingSession) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from apptest_helpers import open_page
+from apptest_helpers import WAIT_S, open_page, wait_for
 from streamlit.testing.v1 import AppTest
 
 from playground.common.markdown import shown
@@ -30,15 +30,6 @@ from playground.train.scheduler import Scheduler, cores, max_trainers, threads_p
 SMALL = MemorizeSettings(d_model=16, d_ff=32, epochs=120)
 LONG = replace(SMALL, epochs=5000)  # still training when a test pauses, kills or queues behind it
 TEXT = LanguageModelSettings(n_layers=1, d_model=32, context=16, batch_size=4, steps=12, eval_every=4, sample_every=6)
-WAIT_S = 120.0  # the longest a test waits for a worker (a shared, busy machine)
-
-
-def wait_for(session: TrainingSession, condition, what: str) -> None:
-    """Apply what the session's worker sends until `condition()` holds."""
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {WAIT_S} s"
-        session.advance(wait_s=0.2)
 
 
 def gone(pid: int) -> bool:
