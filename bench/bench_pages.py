@@ -30,7 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 # page url path -> what "drawn" means there (a CSS selector that becomes visible)
 PAGES = {
     "home": '[data-testid="stMain"] h1',  # the floor: Streamlit's own load and a first script run, no chart
-    "graph": '[data-testid="stGraphVizChart"] svg text',  # the laid-out SVG has its labels
+    "graph": '.graph-drawing svg text, [data-testid="stGraphVizChart"] svg text',  # the SVG has its labels
     "generate": ".js-plotly-plot .hm",  # plotly drew the first heatmap's image
 }
 START_S = 90  # importing torch on a shared machine can be slow

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from playground.common import state
+from playground.common import drawing, state
 
 T = TypeVar("T")
 
@@ -34,14 +34,20 @@ def kept(key: str, make: Callable[[], T]) -> T:
 
 # Streamlit shrinks a graph's SVG to the column's width (`max-width: 100%`): a graph twice as wide as a
 # 1,024 px window's column had 6 px labels. Drawn at its own size (10 pt labels read as 13 px), a wide
-# graph scrolls sideways inside its box instead; the fullscreen button still fits it to the screen.
+# graph scrolls sideways inside its box instead.
 _NATURAL_SIZE = """<style>
 [data-testid="stGraphVizChart"] { overflow-x: auto; }
 [data-testid="stGraphVizChart"] svg { max-width: none; }
 </style>"""
 
 
-def graph_chart(dot: str) -> None:
-    """A Graphviz drawing at its natural size, scrolling sideways when wider than the page."""
+def graph_chart(dot: str, on_server: bool = True) -> None:
+    """A Graphviz drawing at its natural size, scrolling sideways when wider than the page. Laid out on
+    the server (drawing.py: no layout engine to load in the browser) unless `on_server` is False or this
+    server has no `dot`; then the browser lays it out, with a fullscreen button."""
+    svg = drawing.drawing_svg(dot) if on_server else None
+    if svg is not None:  # Graphviz's own markup: every label in it is escaped
+        st.markdown(f'<div class="graph-drawing" style="overflow-x: auto">{svg}</div>', unsafe_allow_html=True)
+        return
     st.html(_NATURAL_SIZE)  # a style alone takes no room on the page
     st.graphviz_chart(dot)

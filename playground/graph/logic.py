@@ -9,7 +9,6 @@ torch.autograd is gradcheck.py.
 from __future__ import annotations
 
 import re
-import subprocess
 import threading
 from dataclasses import dataclass, field
 
@@ -17,6 +16,7 @@ from autodiff import Evaluator, Node, gradients, ops, topological_sort
 from autodiff.expr import ExprError, Program, compile_program, infer_shapes
 from autodiff.graph import Tensor
 from autodiff.render import Section, layout, listing, to_dot
+from playground.common.drawing import GraphvizError, run_dot
 from playground.common.markdown import literal
 
 MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the text form stays readable
@@ -25,8 +25,9 @@ MAX_TOTAL_NODES = 4000  # forward + backward + second order, so the text form st
 # much again for the torch.autograd check. Measured worst cases evaluate, check and render in ~1 s.
 MAX_GRAPH_ELEMENTS = 20_000_000
 MAX_GRAPH_MACS = 1_000_000_000
-# Graphviz (WASM, in the browser) lays out a few hundred nodes in about a second on a shared CPU;
-# past this many the page draws the forward graph only unless asked (the text form has it all).
+# Past this many nodes the page draws the forward graph only unless asked (the text form has it all);
+# up to it `dot` lays drawings out on the server, past it the browser does (Graphviz in WebAssembly, with
+# its fullscreen button: a few hundred nodes take it seconds on a shared CPU).
 DRAW_LIMIT = 200
 # SVG export runs the `dot` program on the server: bounded in size and time, one at a time. Measured
 # here (a loaded 2-core machine): 838 nodes lay out in 2.7 s; the issue's 2,396-node and 145,161-edge
@@ -190,11 +191,9 @@ def error_display(err: ExprError, expression: str, declarations: str) -> tuple[s
     return message, err.caret(expression) if err.column else None
 
 
-class SvgExportError(RuntimeError):
-    """The SVG export was refused or failed; the message says why and what to do instead."""
+SvgExportError = GraphvizError  # the export's failures: refused, too slow, or Graphviz's own error
 
-
-_svg_lock = threading.Lock()  # one `dot` at a time for the whole server: each may take seconds
+_svg_lock = threading.Lock()  # one export at a time for the whole server: each may take seconds
 
 
 def svg_refusal(ex: Exploration) -> str | None:
@@ -209,23 +208,10 @@ def svg_refusal(ex: Exploration) -> str | None:
 
 
 def render_svg(dot: str, timeout_s: float = SVG_TIMEOUT_S, command: tuple[str, ...] = ("dot", "-Tsvg")) -> bytes:
-    """The SVG of `dot` from the Graphviz program, killed after `timeout_s`; one render at a time."""
+    """The SVG file of `dot` from the Graphviz program, killed after `timeout_s`; one export at a time."""
     if not _svg_lock.acquire(blocking=False):
         raise SvgExportError("another SVG export is running: try again in a few seconds")
     try:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            out, err = process.communicate(dot.encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise SvgExportError(
-                f"Graphviz took longer than {timeout_s:.0f} s and was stopped: download the DOT instead"
-            ) from None
-        finally:
-            if process.poll() is None:  # timed out, or interrupted: never leave it running
-                process.kill()
-                process.wait()
-        if process.returncode != 0:
-            raise SvgExportError(f"Graphviz failed: {err.decode(errors='replace').strip()[:200]}")
-        return out
+        return run_dot(dot, timeout_s, command)
     finally:
         _svg_lock.release()

@@ -125,7 +125,8 @@ st.markdown(
     "Type an expression: the engine builds its **forward** graph, and `gradients()` builds the **backward** "
     "graph — more nodes, evaluated by the same evaluator. Dashed nodes in the backward graph are forward "
     "values it reads. Gradients are of the sum of the output (the backward pass starts from ones), which is "
-    "why the softmax and layernorm examples multiply by a random `y`. Hover the graph for its fullscreen button."
+    "why the softmax and layernorm examples multiply by a random `y`. A wide graph scrolls sideways; the DOT "
+    "and SVG downloads are below."
 )
 expression, declarations, seed, evaluate, second_of = inputs_ui()
 start = time.perf_counter()
@@ -151,8 +152,8 @@ if not draw_all:
         "Turn on *Draw all* above, or read every node in the text form below.",
         icon=":material/info:",
     )
-for dot in dots:
-    graph_chart(dot)
+for dot in dots:  # up to DRAW_LIMIT nodes laid out on the server; a larger graph by the browser
+    graph_chart(dot, on_server=total <= DRAW_LIMIT)
 if evaluate:  # one under the other: side by side, a 1,024 px window squeezed both tables
     st.subheader("Values and gradients")
     st.table(values_table(ex), hide_index=True)

@@ -104,6 +104,11 @@ class App:
         self.page.wait_for_selector('[data-testid="stMain"] h1', timeout=60_000)
         self.wait_idle()
 
+    def drawings(self):
+        """The page's Graphviz drawings' <svg>s: inline, laid out by the server's `dot`, or laid out by the
+        browser where the server has none (playground/common/drawing.py)."""
+        return self.page.locator('.graph-drawing svg, [data-testid="stGraphVizChart"] svg')
+
     def wait_idle(self, timeout_s: float = 60) -> None:
         """Wait until Streamlit has finished running the script: its 'running' status widget has
         stayed away for a moment (it shows up a little after a rerun starts)."""

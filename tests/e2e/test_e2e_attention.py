@@ -76,8 +76,8 @@ def test_type_a_sentence_and_walk_through_the_six_steps(app):
     page.get_by_text("Draw the backward pass in the step's graph").click()  # the toggle's label
     app.wait_idle()
     assert_no_error(app)
-    svg = page.locator('[data-testid="stGraphVizChart"] svg').first
-    svg.locator("text", has_text="∂L/∂x").first.wait_for(timeout=60_000)  # laid out in the browser
+    svg = app.drawings().first
+    svg.locator("text", has_text="∂L/∂x").first.wait_for(timeout=60_000)
     assert svg.locator("text", has_text="backward (gradients)").count() == 1
 
 

@@ -105,7 +105,7 @@ def test_home_at_1024_px(narrow):
 def test_graph_at_1024_px_with_differentiate_again(narrow):
     page = narrow.page
     narrow.open("graph")
-    svg = page.locator('[data-testid="stGraphVizChart"] svg')
+    svg = narrow.drawings()
     svg.locator("text", has_text="∂out/∂x2").first.wait_for(timeout=60_000)
     assert_readable(narrow, "graph")
     page.get_by_role("button", name="attention head").click()

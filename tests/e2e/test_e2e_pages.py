@@ -49,8 +49,8 @@ def test_graph_page_renders_a_typed_expression(app):
     declarations.press("Enter")
     start = time.perf_counter()
     app.wait_idle()
-    # The SVG is laid out in the browser (Graphviz compiled to WASM): wait for a backward node.
-    svg = app.page.locator('[data-testid="stGraphVizChart"] svg')
+    # The SVG is laid out by the server's Graphviz: wait for a backward node.
+    svg = app.drawings()
     svg.locator("text", has_text="∂out/∂W").first.wait_for(timeout=60_000)
     seconds = time.perf_counter() - start
     texts = svg.locator("text").all_text_contents()
@@ -79,7 +79,7 @@ def test_graph_labels_stay_readable_at_1400_px(app):
     app.open("graph")  # the fixture's window is 1400 px wide
     app.page.get_by_role("button", name="attention head").click()
     app.wait_idle()
-    svg = app.page.locator('[data-testid="stGraphVizChart"] svg')
+    svg = app.drawings()
     svg.locator("text", has_text="∂out/∂v").first.wait_for(timeout=60_000)
     heights = sorted(box["height"] for t in svg.locator("text").all()[:60] if (box := t.bounding_box()))
     median = heights[len(heights) // 2]
