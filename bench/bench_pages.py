@@ -31,7 +31,7 @@ CHROMIUM = "/usr/bin/chromium"
 PAGES = {
     "home": '[data-testid="stMain"] h1',  # the floor: Streamlit's own load and a first script run, no chart
     "graph": '.graph-drawing svg text, [data-testid="stGraphVizChart"] svg text',  # the SVG has its labels
-    "generate": ".js-plotly-plot .hm",  # plotly drew the first heatmap's image
+    "generate": ".svg-chart svg.heatmap, .js-plotly-plot .hm",  # the first heatmap (SVG; Plotly before)
 }
 START_S = 90  # importing torch on a shared machine can be slow
 

@@ -51,3 +51,9 @@ def graph_chart(dot: str, on_server: bool = True) -> None:
         return
     st.html(_NATURAL_SIZE)  # a style alone takes no room on the page
     st.graphviz_chart(dot)
+
+
+def svg_chart(markup: str) -> None:
+    """A chart drawn on the server as SVG (playground/common/svg.py: one line, its text escaped), at its
+    natural size, scrolling sideways when wider than the page. No chart library is loaded in the browser."""
+    st.markdown(f'<div class="svg-chart" style="overflow-x: auto">{markup}</div>', unsafe_allow_html=True)

@@ -19,6 +19,7 @@ MAX_HEIGHT = 720  # px: the probability heatmap, title and labels included, what
 MAX_GRID_HEIGHT = 540  # px of rows: with the title and 14-character token labels on top, under MAX_HEIGHT
 ROW_HEIGHT = 18  # px per step while the steps fit MAX_GRID_HEIGHT; more steps share it (thinner rows)
 GRID_WIDTH = 640  # px: the tokens share this width, each column between 14 px (a 12 px label each) and 28 px
+FLOOR = 0.005  # probabilities under 0.5% are the heatmap's background (drawn, they would be as white)
 ATTENTION_GRID = 180  # px, an attention heatmap's side: two charts ~300 px wide sit side by side at 1,024 px
 ATTENTION_FONT = 11  # px: 32 positions' labels fit that width, every second or third one shown
 ATTENTION_MAX_HEIGHT = 420  # px: a long prompt's heatmap stays about square in half a 1,024 px window
@@ -74,6 +75,7 @@ def probability_svg(
         marks={step: where[token] for step, token in enumerate(chosen)},
         x_labels_on_top=True,
         y_title="step",
+        floor=FLOOR,
     )
 
 

@@ -13,7 +13,7 @@ import streamlit as st
 from lm.generate import STOP_REASONS, Step
 from lm.model import LanguageModel
 from playground.common.markdown import literal
-from playground.common.view import kept, persistent
+from playground.common.view import kept, persistent, svg_chart
 from playground.generate import figures
 from playground.generate.logic import (
     DEFAULT,
@@ -268,10 +268,10 @@ def trace_ui(gen: Generation, profile: Profile) -> None:
         chosen = st.select_slider("Step to inspect", labels, value=labels[-1], key=key("step"))
         index = labels.index(chosen) if chosen in labels else 0
     step = trace.steps[index]
-    st.plotly_chart(figures.topk_figure(gen.vocab, step.probs, step.token_id, k=10), key=key("topk"))
+    svg_chart(figures.topk_svg(gen.vocab, step.probs, step.token_id, k=10))
     attention_ui(step, index, profile)
     probs, chosen = [s.probs for s in trace.steps], [s.token_id for s in trace.steps]
-    st.plotly_chart(figures.probability_heatmap(gen.vocab, probs, chosen, labels), key=key("prob_heatmap"))
+    svg_chart(figures.probability_svg(gen.vocab, probs, chosen, labels))
 
 
 def pick(label: str, count: int, key: str) -> list[int]:
@@ -307,7 +307,7 @@ def attention_ui(step: Step, index: int, profile: Profile) -> None:
             with col:
                 weights = step.attention[layer][head][t - shown :, t - shown :]  # (shown, shown)
                 title = f"layer {layer + 1} · head {head + 1}"
-                st.plotly_chart(figures.attention_figure(weights, labels, title), key=key(f"attention_{head}"))
+                svg_chart(figures.attention_svg(weights, labels, title))
 
 
 st.title("Generate")

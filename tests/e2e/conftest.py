@@ -109,6 +109,14 @@ class App:
         browser where the server has none (playground/common/drawing.py)."""
         return self.page.locator('.graph-drawing svg, [data-testid="stGraphVizChart"] svg')
 
+    def chart_titles(self) -> list[str]:
+        """Every chart's title in page order: Plotly's (read from its own layout) and the server's SVG charts'
+        (playground/common/svg.py, their <title>)."""
+        return self.page.evaluate(
+            """() => [...document.querySelectorAll('.js-plotly-plot, .svg-chart > svg')].map(chart => chart.layout
+                   ? chart.layout.title.text.replace(/<[^>]*>/g, '') : chart.querySelector('title').textContent)"""
+        )
+
     def wait_idle(self, timeout_s: float = 60) -> None:
         """Wait until Streamlit has finished running the script: its 'running' status widget has
         stayed away for a moment (it shows up a little after a rerun starts)."""

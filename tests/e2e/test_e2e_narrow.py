@@ -30,7 +30,7 @@ PROBLEMS = r"""() => {
   const shown = el => { const r = el.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
   const text = el => el.textContent.replace(/\u200b/g, '').trim();
   const small = [], cut = [];
-  for (const t of main.querySelectorAll('svg text')) {  // graphs and plotly: font size x the SVG's scale
+  for (const t of main.querySelectorAll('svg text')) {  // graphs, SVG charts, plotly: font size x SVG scale
     if (!text(t) || !shown(t)) continue;
     const m = t.getScreenCTM();
     const px = parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b);
@@ -171,7 +171,7 @@ def test_train_at_1024_px_paused_and_in_both_modes(narrow):
 
 def test_generate_at_1024_px(narrow):
     narrow.open("generate")
-    narrow.page.locator(".js-plotly-plot .hm").last.wait_for(timeout=60_000)
+    narrow.page.locator(".svg-chart svg.heatmap").last.wait_for(timeout=60_000)
     narrow.wait_idle()
     assert_no_error(narrow)
     assert_readable(narrow, "generate")
@@ -180,7 +180,7 @@ def test_generate_at_1024_px(narrow):
 def test_generate_on_a_phone_stays_a_few_screens_tall(app):
     app.page.set_viewport_size(PHONE)
     app.open("generate")
-    app.page.locator(".js-plotly-plot .hm").last.wait_for(timeout=60_000)
+    app.page.locator(".svg-chart svg.heatmap").last.wait_for(timeout=60_000)
     app.wait_idle()
     assert_no_error(app)
     height = app.page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")

@@ -15,12 +15,6 @@ pytestmark = pytest.mark.browser
 RUN_TIMEOUT_S = 120  # 30 steps of a tiny model; a busy 2-core machine draws slowly
 
 
-def titles(app) -> list[str]:
-    return app.page.evaluate(
-        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text.replace(/<[^>]*>/g, ''))"
-    )
-
-
 def set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(str(value))
@@ -48,7 +42,7 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
     main = page.locator('[data-testid="stMain"]')
     text = main.inner_text()
     assert "step 30: " in text and "Compare runs" in text and "Exception" not in text
-    assert "Loss (cross-entropy, nats per token)" in titles(app)
+    assert "Loss (cross-entropy, nats per token)" in app.chart_titles()
     app.screenshot("train-lm-page")
 
     page.locator('[data-testid="stSidebarNav"] a', has_text="Generate").click()
@@ -57,7 +51,7 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
     app.wait_idle()
     page.get_by_text("Causal attention at step").wait_for(timeout=60_000)
     app.wait_idle()
-    shown = titles(app)
+    shown = app.chart_titles()
     assert [t for t in shown if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3)]  # one layer
     assert "Exception" not in main.inner_text()
     app.screenshot("generate-text-page")

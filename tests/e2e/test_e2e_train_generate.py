@@ -101,9 +101,7 @@ def test_train_live_then_generate_with_the_trained_model(app):
     assert_no_error(app)
     main = page.locator('[data-testid="stMain"]')
     assert "a small" in main.inner_text() and "bird sings softly" in main.inner_text().replace("\n", " ")
-    heatmaps = page.evaluate(
-        "() => [...document.querySelectorAll('.js-plotly-plot')].map(p => p.layout.title.text.replace(/<[^>]*>/g, ''))"
-    )
+    heatmaps = app.chart_titles()
     assert "layer 1 · head 1" in heatmaps and any(t.startswith("Next-token distribution") for t in heatmaps)
     timing = page.locator('[data-testid="stMetric"]').all_inner_texts()
     print("KV cache metrics:", [" ".join(t.split()) for t in timing])

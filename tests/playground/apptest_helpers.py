@@ -1,10 +1,12 @@
 """Shared by the AppTest page tests: the app's entry point, a page opened headlessly, and the Plotly
-figures a page sent to the browser, by title."""
+figures and SVG charts a page sent to the browser, by title."""
 
 from __future__ import annotations
 
 import json
 import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -27,6 +29,52 @@ def figures(at: AppTest) -> dict[str, dict]:
     """Every plotly chart on the page, by its title, as the figure JSON sent to the browser."""
     specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
     return {spec["layout"]["title"]["text"]: spec for spec in specs}
+
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@dataclass
+class SvgChart:
+    """A chart the page drew on the server as SVG (playground/common/svg.py), read back from its markup."""
+
+    root: ET.Element
+    title: str
+    x: list[str]  # the column labels shown (rotated), in order
+    y: list[str]  # the row labels shown, top to bottom
+    cells: dict[tuple[int, int], str]  # (row, column) of each drawn cell or bar -> its hover text
+    marks: list[tuple[int, int]]  # (row, column) under each × mark
+    width: int
+    height: int
+
+
+def svg_charts(at: AppTest) -> dict[str, SvgChart]:
+    """Every SVG chart on the page, by its title."""
+    charts = {}
+    for block in (m.value for m in at.markdown if 'class="svg-chart"' in m.value):
+        root = ET.fromstring(block).find(f"{SVG}svg")
+        rects = [r for r in root.iter(f"{SVG}rect") if r.find(f"{SVG}title") is not None and r.get("class") != "floor"]
+        texts = [t for t in root.iter(f"{SVG}text") if t.get("class") != "mark"]
+        rotated = [t.text for t in texts if "rotate(-60" in (t.get("transform") or "")]
+        rows = [t.text for t in texts if t.get("text-anchor") == "end" and t.get("transform") is None]
+        if root.get("class") == "bars":  # one bar a row, top to bottom
+            rects.sort(key=lambda r: float(r.get("y")))
+            cells = {(i, 0): r.find(f"{SVG}title").text for i, r in enumerate(rects)}
+            width = height = 1.0
+        else:  # cells of one size, from the grid's corner
+            width, height = (float(rects[0].get(a)) for a in ("width", "height")) if rects else (1.0, 1.0)
+            cells = {
+                (round(float(r.get("y")) / height), round(float(r.get("x")) / width)): r.find(f"{SVG}title").text
+                for r in rects
+            }
+        marks = [
+            (int(float(m.get("y")) // height), int(float(m.get("x")) // width))
+            for m in root.iter(f"{SVG}text")
+            if m.get("class") == "mark"
+        ]
+        title, size = root.find(f"{SVG}title").text, (int(root.get("width")), int(root.get("height")))
+        charts[title] = SvgChart(root, title, rotated, rows, cells, marks, *size)
+    return charts
 
 
 WAIT_S = 120.0  # the longest a test waits for a training worker (a shared, busy machine)

@@ -24,8 +24,19 @@ def parsed(out: str) -> ET.Element:
 
 
 def hover(root: ET.Element) -> dict[str, ET.Element]:
-    """Every cell or bar by its hover text."""
-    return {e.find(f"{NS}title").text: e for e in root.iter(f"{NS}rect") if e.find(f"{NS}title") is not None}
+    """Every cell or bar by its hover text (not the background of the cells under the floor)."""
+    return {
+        e.find(f"{NS}title").text: e
+        for e in root.iter(f"{NS}rect")
+        if e.find(f"{NS}title") is not None and e.get("class") != "floor"
+    }
+
+
+def floor_of(root: ET.Element) -> ET.Element:
+    """The background standing for every cell under figures.FLOOR."""
+    (background,) = [e for e in root.iter(f"{NS}rect") if e.get("class") == "floor"]
+    assert background.get("fill") == svg.blues(0.0) and background.find(f"{NS}title").text == "under 0.005"
+    return background
 
 
 def axis_labels(root: ET.Element, rotated: bool) -> list[ET.Element]:
@@ -56,7 +67,7 @@ def test_topk_adds_a_sampled_token_outside_the_top_k() -> None:
 
 
 def test_probability_heatmap_is_steps_by_vocab_with_chosen_marks() -> None:
-    probs = [torch.softmax(torch.randn(5, dtype=torch.float64), 0) for _ in range(3)]
+    probs = [torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15], dtype=torch.float64).roll(i) for i in range(3)]
     steps = ["1 → fox", "2 → jumps", "3 → <pad>"]
     root = parsed(figures.probability_svg(VOCAB, probs, chosen=[3, 4, 0], step_labels=steps))
     cells = hover(root)
@@ -89,10 +100,13 @@ def test_a_large_vocabulary_shows_its_likeliest_tokens_and_every_chosen_one() ->
     chosen = [int(probs[0].argmin()), 7]  # a sampled unlikely token is still shown
     root = parsed(figures.probability_svg(vocab, probs, chosen, ["1", "2"], max_columns=20))
     cells = hover(root)
-    assert len(cells) == 2 * 20
-    shown = [re.search(r"'(w\d+)'", text)[1] for text in cells if text.startswith("step 1 ")]
-    shown.sort(key=lambda tok: float(cells[next(t for t in cells if f"'{tok}'" in t)].get("x")))
-    assert [int(tok[1:]) for tok in shown] == sorted(int(tok[1:]) for tok in shown)  # in vocabulary order
+    columns = {re.search(r"'(w\d+)'", text)[1] for text in cells} | {e.text for e in axis_labels(root, rotated=True)}
+    assert len(columns) == 20
+    drawn = {(i, f"w{j}") for i in range(2) for j in range(500) if f"w{j}" in columns and probs[i][j] >= figures.FLOOR}
+    assert len(cells) == len(drawn) < 2 * 20  # the others are the background
+    floor_of(root)
+    shown = [e.text for e in axis_labels(root, rotated=True)]  # every column labelled at this width
+    assert len(shown) == 20 and [int(tok[1:]) for tok in shown] == sorted(int(tok[1:]) for tok in shown)
     assert {f"w{c}" for c in chosen} <= set(shown)
     assert f"w{int(probs[1].argmax())}" in shown and f"w{int(probs[0].argmax())}" in shown
     assert root.find(f"{NS}title").text.endswith(": the 20 likeliest of 500 tokens")
@@ -107,7 +121,9 @@ def test_a_long_generation_keeps_the_heatmap_a_screen_tall_with_labels_on_top(to
     labels = [f"{i} → {token}" for i in range(1, steps + 1)]
     root = parsed(figures.probability_svg(vocab, probs, [0] * steps, labels))
     assert int(root.get("height")) <= figures.MAX_HEIGHT == 720
-    assert len(hover(root)) == steps * 5  # every step still drawn
+    drawn = sum(int((p >= figures.FLOOR).sum()) for p in probs)
+    assert len(hover(root)) == drawn and drawn > steps  # every step still drawn (its cells over the floor)
+    assert {e.find(f"{NS}title").text.split(" · ")[0] for e in hover(root).values()} == {f"step {x}" for x in labels}
     assert all(float(e.get("y")) < 0 for e in axis_labels(root, rotated=True))  # the token labels on top
     rows = [float(e.get("y")) for e in axis_labels(root, rotated=False)]
     assert 10 <= len(rows) < steps and all(b - a >= svg.FONT_SIZE - 0.1 for a, b in zip(rows, rows[1:]))

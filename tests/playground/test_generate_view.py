@@ -7,7 +7,7 @@ messages shown literally; an uploaded checkpoint generates.
 
 from __future__ import annotations
 
-from apptest_helpers import figures, open_page
+from apptest_helpers import open_page, svg_charts
 from streamlit.testing.v1 import AppTest
 
 from lm.checkpoint import DEFAULT_WEIGHTS, load
@@ -17,6 +17,11 @@ from playground.generate.logic import DEFAULT, FREE_TEXT, SHAKESPEARE_MODEL
 
 DEFAULT_VOCAB = load(DEFAULT_WEIGHTS).model.config.vocab_size
 DEFAULT_WORDS = len({w for s in DEFAULT_CORPUS for w in s.split()})  # 45
+
+
+def weight(hover: str) -> float:
+    """An attention cell's weight from its hover text ('query 2:fox · key 0:the · weight 0.20')."""
+    return float(hover.rsplit(" ", 1)[1])
 
 
 def open_classic() -> AppTest:
@@ -39,19 +44,18 @@ def test_generate_continues_a_sentence_with_the_default_model() -> None:
         "#### the red :orange-background[**fox**] :orange-background[**jumps**] :orange-background[**high**]"
     ]
     assert any("predicted the end of the sentence" in c.value for c in at.caption)  # it stopped by itself
-    figs = figures(at)
-    probs = figs["Next-token distribution at every step (× = chosen)"]["data"]
-    assert len(probs[0]["z"]) == 4 and all(len(row) == DEFAULT_VOCAB for row in probs[0]["z"])  # steps x vocab
-    assert probs[1]["x"] == ["fox", "jumps", "high", "&lt;eos&gt;"]  # the chosen-token markers
+    charts = svg_charts(at)
+    probs = charts["Next-token distribution at every step (× = chosen)"]
+    assert len(probs.y) == 4 and len(probs.x) == DEFAULT_VOCAB  # steps x vocabulary, every label shown
+    assert [probs.x[column] for _, column in sorted(probs.marks)] == ["fox", "jumps", "high", "<eos>"]  # chosen
     # The last step is shown first: its query positions are the prompt and the three words generated before it.
-    assert figs["Next-token probabilities (top 10); chosen: &lt;eos&gt;"]["data"][0]["y"][-1] == "&lt;eos&gt;"
-    attention = figs["layer 1 · head 1"]["data"][0]
-    z = attention["z"]
-    assert attention["y"] == ["0:the", "1:red", "2:fox", "3:jumps", "4:high"] and attention["x"] == attention["y"]
-    assert len(z) == 5 and all(len(row) == 5 for row in z)
-    assert all(z[q][k] is None for q in range(5) for k in range(q + 1, 5))  # NaN: the masked future, drawn empty
-    assert all(abs(sum(row[: q + 1]) - 1) < 1e-9 for q, row in enumerate(z))  # each query's weights sum to 1
-    assert "width" not in figs["layer 1 · head 1"]["layout"]  # it fills its grid cell at any window width
+    assert charts["Next-token probabilities (top 10); chosen: <eos>"].cells[0, 0].startswith("<eos>: ")  # on top
+    attention = charts["layer 1 · head 1"]
+    assert attention.y == ["0:the", "1:red", "2:fox", "3:jumps", "4:high"] and attention.x == attention.y
+    assert set(attention.cells) == {(q, k) for q in range(5) for k in range(q + 1)}  # the masked future: empty
+    for q in range(5):  # each query's weights sum to 1 (hover text: two decimals each)
+        assert abs(sum(weight(attention.cells[q, k]) for k in range(q + 1)) - 1) <= 0.005 * (q + 1)
+    assert attention.width <= 320  # two side by side in a 1,024 px window
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Same tokens?"] == "yes" and float(metrics["KV cache: ms per token"]) > 0
     caption = next(c.value for c in at.caption if "parameters" in c.value)
@@ -63,14 +67,14 @@ def test_choosing_a_step_shows_its_distribution_and_attention() -> None:
     generated = at.session_state["gen_last"][1]
     at.select_slider(key="gen_step").set_value("1 → fox").run()
     assert at.session_state["gen_last"][1] is generated  # inspecting a step does not generate again
-    figs = figures(at)
-    assert figs["Next-token probabilities (top 10); chosen: fox"]["data"][0]["y"][-1] == "fox"
-    attention = figs["layer 1 · head 1"]["data"][0]
-    assert attention["x"] == ["0:the", "1:red"] and len(attention["z"]) == 2  # step 1 reads the prompt only
+    charts = svg_charts(at)
+    assert charts["Next-token probabilities (top 10); chosen: fox"].cells[0, 0].startswith("fox: ")
+    attention = charts["layer 1 · head 1"]
+    assert attention.x == ["0:the", "1:red"] and len(attention.y) == 2  # step 1 reads the prompt only
     at.text_input(key="gen_prompt").input("my old").run()  # new steps: the choice goes back to the last step
     assert not at.exception
-    assert "Next-token probabilities (top 10); chosen: &lt;eos&gt;" in figures(at)
-    assert figures(at)["layer 1 · head 1"]["data"][0]["x"][-1] == "4:often"
+    assert "Next-token probabilities (top 10); chosen: <eos>" in svg_charts(at)
+    assert svg_charts(at)["layer 1 · head 1"].x[-1] == "4:often"
 
 
 def test_an_unknown_word_shows_an_error_with_the_vocabulary() -> None:
@@ -89,7 +93,7 @@ def test_a_bad_uploaded_file_shows_an_error() -> None:
     at.file_uploader(key="gen_upload").upload("model.safetensors", b"\x00" * 100, "application/octet-stream").run()
     assert not at.exception
     assert at.error and "Cannot use this weights file" in shown(at.error[0].value)
-    assert not at.get("plotly_chart")
+    assert not svg_charts(at)
 
 
 def test_user_text_in_messages_is_shown_literally_not_as_markdown() -> None:
@@ -119,18 +123,18 @@ def test_generate_opens_on_the_shakespeare_model_with_attention_for_every_head_o
     assert any(c.value.startswith("Shakespeare (characters): 1,808,448 parameters") for c in at.caption)
     chips = next(m.value for m in at.markdown if m.value.startswith("<span"))
     assert chips.count("#ffe0b2") == 8  # eight new tokens as chips
-    figs = figures(at)
-    heads = [t for t in figs if t.startswith("layer")]
+    charts = svg_charts(at)
+    heads = [t for t in charts if t.startswith("layer")]
     assert heads == ["layer 1 · head 1", "layer 1 · head 2", "layer 1 · head 3"]  # one layer at a time
-    z = figs["layer 1 · head 1"]["data"][0]["z"]
-    assert all(z[q][k] is None for q in range(len(z)) for k in range(q + 1, len(z)))  # the masked future
-    assert all(abs(sum(row[: q + 1]) - 1) < 1e-5 for q, row in enumerate(z))
-    assert "width" not in figs["layer 1 · head 1"]["layout"]  # fills its grid cell at any window width
-    assert len(figs["Next-token distribution at every step (× = chosen)"]["data"][0]["z"]) == 8
-    assert all(figs[h]["layout"]["height"] <= 420 for h in heads)  # a heatmap stays about square, any length
+    attention = charts["layer 1 · head 1"]
+    t = len(attention.cells) and max(q for q, _ in attention.cells) + 1
+    assert set(attention.cells) == {(q, k) for q in range(t) for k in range(q + 1)}  # the masked future: empty
+    assert all(abs(sum(weight(attention.cells[q, k]) for k in range(q + 1)) - 1) <= 0.005 * (q + 1) for q in range(t))
+    assert all(charts[h].width <= 320 and charts[h].height <= 420 for h in heads)  # two a row, about square
+    assert len(charts["Next-token distribution at every step (× = chosen)"].marks) == 8  # a row a step
     at.segmented_control(key="gen_text_layer").set_value(3).run()  # the fourth layer
     assert not at.exception
-    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 4 · head {h}" for h in (1, 2, 3)]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == [f"layer 4 · head {h}" for h in (1, 2, 3)]
     at.text_area(key="gen_text_prompt").input("Caf\u00e9 society").run()
     assert not at.exception
     assert at.error and "not in the vocabulary: 'é'" in shown(at.error[0].value)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from apptest_helpers import figures, open_page
+import torch
+from apptest_helpers import figures, open_page, svg_charts
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.testing.v1 import AppTest
 
@@ -202,7 +203,7 @@ def test_language_model_mode_trains_live_and_feeds_generate() -> None:
     at.radio(key="gen_model").set_value("Trained in this session").run()
     assert not at.exception
     assert any("language-model run (finished, step 6)" in c.value for c in at.caption)
-    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
 
     # A second run: "Compare runs" overlays the last two by default (issue 18, finding 2: it kept run 1 only).
     at.switch_page("train/view.py").run()
@@ -255,10 +256,10 @@ def test_more_heads_and_layers_draw_one_heatmap_each() -> None:
     at.switch_page("generate/view.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
     assert not at.exception
-    assert [t for t in figures(at) if t.startswith("layer")] == ["layer 1 · head 1", "layer 1 · head 2"]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == ["layer 1 · head 1", "layer 1 · head 2"]
     at.segmented_control(key="gen_layer").set_value(1).run()  # the Generate page draws one layer at a time
     assert not at.exception
-    assert [t for t in figures(at) if t.startswith("layer")] == ["layer 2 · head 1", "layer 2 · head 2"]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == ["layer 2 · head 1", "layer 2 · head 2"]
 
 
 def test_beyond_four_heads_the_page_draws_the_chosen_ones() -> None:
@@ -268,10 +269,10 @@ def test_beyond_four_heads_the_page_draws_the_chosen_ones() -> None:
     train_until_done(at)
     at.switch_page("generate/view.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
-    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3, 4)]
     at.multiselect(key="gen_heads").set_value(["2", "7", "8"]).run()
     assert not at.exception
-    assert [t for t in figures(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (2, 7, 8)]
+    assert [t for t in svg_charts(at) if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (2, 7, 8)]
 
 
 def test_leaving_a_running_training_pauses_it_and_generate_uses_its_model() -> None:
@@ -313,12 +314,18 @@ def test_the_downloaded_weights_upload_back_and_generate_the_same(monkeypatch) -
     assert not at.exception and not at.error
     assert any("d_model 16" in c.value for c in at.caption)  # the session's small model, not the default one
     trained_text = [m.value for m in at.markdown if m.value.startswith("####")]
-    trained_figures = figures(at)
+    trained_figures = svg_charts(at)
+    trained_steps = at.session_state["gen_last"][1].trace.steps
     at.radio(key="gen_model").set_value("Upload a weights file").run()
     at.file_uploader(key="gen_upload").upload("trained.safetensors", downloaded, "application/octet-stream").run()
     assert not at.exception and not at.error
     assert any("d_model 16" in c.value for c in at.caption)
     assert [m.value for m in at.markdown if m.value.startswith("####")] == trained_text
-    uploaded_figures = figures(at)
+    uploaded_figures = svg_charts(at)
     for title in ("Next-token distribution at every step (× = chosen)", "layer 1 · head 1"):
-        assert uploaded_figures[title]["data"][0]["z"] == trained_figures[title]["data"][0]["z"]
+        assert uploaded_figures[title].cells == trained_figures[title].cells  # every value, in its hover text
+    uploaded_steps = at.session_state["gen_last"][1].trace.steps  # and to the bit, behind the charts
+    assert len(uploaded_steps) == len(trained_steps)
+    for up, trained in zip(uploaded_steps, trained_steps, strict=True):
+        assert torch.equal(up.probs, trained.probs)
+        assert all(torch.equal(a, b) for a, b in zip(up.attention, trained.attention, strict=True))
