@@ -18,7 +18,12 @@ MAX_COLUMNS = 80  # the probability heatmap shows at most this many tokens of a 
 MAX_HEIGHT = 720  # px: the probability heatmap, title and labels included, whatever the number of steps
 MAX_GRID_HEIGHT = 540  # px of rows: with the title and 14-character token labels on top, under MAX_HEIGHT
 ROW_HEIGHT = 18  # px per step while the steps fit MAX_GRID_HEIGHT; more steps share it (thinner rows)
-GRID_WIDTH = 640  # px: the tokens share this width, each column between 14 px (a 12 px label each) and 28 px
+# px: the tokens share this width, so the heatmap and its colour bar fit the page's column at a 1,024 px
+# window (~560 px): 66 characters are 6 px each, every second one labelled (hover names each cell).
+# Scrolling sideways hid most of the tokens a model picks (a-z come after the capitals and punctuation).
+GRID_WIDTH = 440
+MIN_COLUMN = 5  # px: at MAX_COLUMNS tokens
+# Cells are whole pixels: at fractional sizes crisp edges left white seams between some rows.
 FLOOR = 0.005  # probabilities under 0.5% are the heatmap's background (drawn, they would be as white)
 ATTENTION_GRID = 180  # px, an attention heatmap's side: two charts ~300 px wide sit side by side at 1,024 px
 ATTENTION_FONT = 11  # px: 32 positions' labels fit that width, every second or third one shown
@@ -70,8 +75,8 @@ def probability_svg(
         title=title,
         colors=svg.blues,
         tooltip=lambda i, j, v: f"step {step_labels[i]} · '{vocab[columns[j]]}': {v:.2%}",
-        cell_width=min(28.0, max(14.0, GRID_WIDTH / len(columns))),
-        cell_height=min(ROW_HEIGHT, MAX_GRID_HEIGHT / max(1, steps)),
+        cell_width=min(28, max(MIN_COLUMN, GRID_WIDTH // len(columns))),
+        cell_height=max(1, min(ROW_HEIGHT, MAX_GRID_HEIGHT // max(1, steps))),
         marks={step: where[token] for step, token in enumerate(chosen)},
         x_labels_on_top=True,
         y_title="step",
@@ -99,8 +104,8 @@ def attention_svg(weights: torch.Tensor, labels: Sequence[str], title: str) -> s
         title=title,
         colors=svg.viridis,
         tooltip=lambda i, j, v: f"query {ticks[i]} · key {ticks[j]} · weight {v:.2f}",
-        cell_width=min(24.0, ATTENTION_GRID / max(1, len(ticks))),
-        cell_height=min(24.0, ATTENTION_GRID / max(1, len(ticks))),
+        cell_width=max(1, min(24, ATTENTION_GRID // max(1, len(ticks)))),
+        cell_height=max(1, min(24, ATTENTION_GRID // max(1, len(ticks)))),
         x_title="key (attended to)",
         y_title="query",
         color_bar=False,  # the page says once what the colours mean, and the cells keep the width
