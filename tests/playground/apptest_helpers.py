@@ -46,6 +46,11 @@ class SvgChart:
     marks: list[tuple[int, int]]  # (row, column) under each × mark
     width: int
     height: int
+    grid: tuple[int, int]  # (rows, columns) of a heatmap, drawn cells or not
+
+    def marked(self) -> list[str]:
+        """The hover text of the cell under each × mark, top row first."""
+        return [self.cells[mark] for mark in sorted(self.marks)]
 
 
 def svg_charts(at: AppTest) -> dict[str, SvgChart]:
@@ -72,8 +77,13 @@ def svg_charts(at: AppTest) -> dict[str, SvgChart]:
             for m in root.iter(f"{SVG}text")
             if m.get("class") == "mark"
         ]
+        floor = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "floor"]  # the whole grid, when drawn
+        if floor:
+            grid = (round(float(floor[0].get("height")) / height), round(float(floor[0].get("width")) / width))
+        else:
+            grid = (max((i for i, _ in cells), default=-1) + 1, max((j for _, j in cells), default=-1) + 1)
         title, size = root.find(f"{SVG}title").text, (int(root.get("width")), int(root.get("height")))
-        charts[title] = SvgChart(root, title, rotated, rows, cells, marks, *size)
+        charts[title] = SvgChart(root, title, rotated, rows, cells, marks, *size, grid)
     return charts
 
 

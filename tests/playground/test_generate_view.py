@@ -46,8 +46,9 @@ def test_generate_continues_a_sentence_with_the_default_model() -> None:
     assert any("predicted the end of the sentence" in c.value for c in at.caption)  # it stopped by itself
     charts = svg_charts(at)
     probs = charts["Next-token distribution at every step (× = chosen)"]
-    assert len(probs.y) == 4 and len(probs.x) == DEFAULT_VOCAB  # steps x vocabulary, every label shown
-    assert [probs.x[column] for _, column in sorted(probs.marks)] == ["fox", "jumps", "high", "<eos>"]  # chosen
+    assert probs.grid == (4, DEFAULT_VOCAB) and len(probs.y) == 4  # steps x vocabulary
+    chosen = [hover.split("'")[1] for hover in probs.marked()]  # "step 1 → fox · 'fox': 97.10%"
+    assert chosen == ["fox", "jumps", "high", "<eos>"]
     # The last step is shown first: its query positions are the prompt and the three words generated before it.
     assert charts["Next-token probabilities (top 10); chosen: <eos>"].cells[0, 0].startswith("<eos>: ")  # on top
     attention = charts["layer 1 · head 1"]
