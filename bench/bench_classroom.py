@@ -9,9 +9,12 @@ trainer's throughput (steps per second of loaded wall time; 0 while it waits in 
 used by the server process itself, by its training workers, by this script's Chromium, and by the whole
 machine, on each side.
 
-    .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N]
+    .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N] [--learners-elsewhere]
 
 --max-trainers sets the server's PLAYGROUND_MAX_TRAINERS (default: the server's own, cores - 1).
+--learners-elsewhere puts the training learners' tabs in a second Chromium run at SCHED_IDLE: in a classroom
+their browsers run on their own laptops, and here their live charts would otherwise take the cores the timed
+page needs (the server still does each of their reruns).
 """
 
 from __future__ import annotations
@@ -187,12 +190,13 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):5.2f} s ({min(xs):.2f}-{max(xs):.2f})"
 
 
-def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int) -> dict:
+def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int, learners_browser=None) -> dict:
     """One phase: `n_trainers` learners, whose runs are paused (alone) or going (loaded) in alternation,
-    while each page is loaded `repeats` times on each side."""
+    while each page is loaded `repeats` times on each side. The learners' tabs are in `learners_browser`
+    (default: the same browser as the timed pages)."""
     learners = []
     for i in range(n_trainers):  # each run started, trained a step, then paused: every learner has a run
-        learner = Learner(browser, url, "memorize" if i % 2 == 0 else "lm", i // 2 + 1)
+        learner = Learner(learners_browser or browser, url, "memorize" if i % 2 == 0 else "lm", i // 2 + 1)
         learner.wait_for(lambda state, step: step > 0, "a first step")
         learner.pause()
         learners.append(learner)
@@ -249,6 +253,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed loads per page and phase (default 5)")
     parser.add_argument("--trainers", default="2,4", help="trainer sessions of the loaded phases (default 2,4)")
     parser.add_argument("--max-trainers", type=int, help="the server's PLAYGROUND_MAX_TRAINERS")
+    parser.add_argument(
+        "--learners-elsewhere",
+        action="store_true",
+        help="the training learners' tabs in a second Chromium at idle priority (SCHED_IDLE), as if on their own "
+        "laptops: only the server and its workers share the machine with the timed pages",
+    )
     args = parser.parse_args()
 
     os.environ["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"  # the app as served, not reloaded on an edit
@@ -257,17 +267,28 @@ def main() -> None:
     phases = [int(n) for n in args.trainers.split(",")]
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         server, url = start_server(ROOT, Path(tmp) / "server.log")
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        flags = ["--headless", "--no-sandbox", "--disable-gpu"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
+        learners_browser = None
+        if args.learners_elsewhere:  # chrt --idle 0: the browser and every process it starts run at SCHED_IDLE
+            idle = Path(tmp) / "chromium-idle"
+            idle.write_text(f'#!/bin/sh\nexec chrt --idle 0 {CHROMIUM} "$@"\n')
+            idle.chmod(0o755)
+            learners_browser = p.chromium.launch(executable_path=str(idle), args=flags)
         try:
             for page in PAGES:  # warm-up: first imports, first chunks, the bundled models
                 time_page(browser, url, page, PAGES[page])
-            results = [(n, measure(browser, url, server.pid, n, args.repeats)) for n in phases]
+            results = [(n, measure(browser, url, server.pid, n, args.repeats, learners_browser)) for n in phases]
         finally:
+            if learners_browser is not None:
+                learners_browser.close()
             browser.close()
             server.terminate()
             server.wait(timeout=30)
     bound = os.environ.get("PLAYGROUND_MAX_TRAINERS", f"default ({max(1, (os.cpu_count() or 1) - 1)})")
+    where = "their own Chromium at idle priority" if args.learners_elsewhere else "the timed pages' Chromium"
     print(f"{os.cpu_count()} cores; PLAYGROUND_MAX_TRAINERS {bound}; {args.repeats} loads per page and side")
+    print(f"the training learners' tabs: in {where}")
     for n, result in results:
         print(f"-- {n} other sessions training (loaded) or paused (alone)")
         for page in PAGES:

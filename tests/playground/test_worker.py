@@ -91,6 +91,16 @@ def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
     assert session.status == "finished" and session.run.losses == in_process(settings).losses
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_worker_trains_only_on_cpu_time_nobody_else_wants() -> None:
+    session = TrainingSession(Scheduler(1))
+    session.start(LONG)
+    wait_for(session, lambda: session.step >= 1, "a first epoch")
+    threads = [int(tid) for tid in os.listdir(f"/proc/{session.worker.pid}/task")]  # torch's pool included
+    assert threads and all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in threads)
+    session.close()
+
+
 def test_killing_a_worker_is_a_message_and_the_session_goes_on() -> None:
     session = TrainingSession(Scheduler(1))
     session.start(LONG)
