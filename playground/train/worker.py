@@ -32,7 +32,10 @@ MAX_IN_FLIGHT = 8  # batches sent, not yet read by the page: about 2 s of traini
 HEARD_LIMIT_S = 30.0  # a running child that has heard nothing from its page this long pauses itself
 PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
 PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
-NICENESS = 19  # where there is no SCHED_IDLE: the lowest priority a process can give itself
+# Trainers yield the CPU to the server (and its pages) when both want it, and still get about a tenth of a core
+# where other programs keep every core busy. Linux's SCHED_IDLE (about 0.3%) measured no faster pages under
+# load here (bench/bench_classroom.py, docs/app.md), and would all but stop a run on a busy machine.
+NICENESS = 10
 
 
 def _context() -> mp.context.BaseContext:
@@ -60,20 +63,9 @@ def warm_up() -> None:
 
 
 # ---------------------------------------------------------------- the child
-def yield_cpu() -> None:
-    """Train only on CPU time nobody else wants: Linux's SCHED_IDLE, under which a process gets about 0.3% of a
-    core that a normal one also wants (nice 10 still took about 10%), and the whole core when it is free. A
-    learner's page then loads as if nobody trained, and the trainers share what is left fairly among them.
-    Measured with two sessions training (bench/bench_classroom.py): see docs/app.md."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):  # not Linux
-        os.nice(NICENESS)
-
-
 def main(conn: Connection, settings: Settings, text: str | None, cache_dir, threads: int, max_steps: int) -> None:
     """The child process: build the run, then train and report until it ends, is ended, or is left."""
-    yield_cpu()  # first: torch's threads, made later, inherit it
+    os.nice(NICENESS)  # first: torch's threads, made later, inherit it
     torch.set_num_threads(threads)
     last_progress = [0.0]
 

@@ -26,6 +26,7 @@ from playground.train.logic import Run, TrainingSession
 from playground.train.modes import LanguageModelSettings, MemorizeSettings
 from playground.train.runner import Runner
 from playground.train.scheduler import Scheduler, cores, max_trainers, threads_per_trainer
+from playground.train.worker import NICENESS
 
 SMALL = MemorizeSettings(d_model=16, d_ff=32, epochs=120)
 LONG = replace(SMALL, epochs=5000)  # still training when a test pauses, kills or queues behind it
@@ -91,13 +92,14 @@ def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
     assert session.status == "finished" and session.run.losses == in_process(settings).losses
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
-def test_a_worker_trains_only_on_cpu_time_nobody_else_wants() -> None:
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads a process's threads from /proc")
+def test_a_worker_yields_the_cpu_to_the_pages_in_every_thread() -> None:
     session = TrainingSession(Scheduler(1))
     session.start(LONG)
     wait_for(session, lambda: session.step >= 1, "a first epoch")
     threads = [int(tid) for tid in os.listdir(f"/proc/{session.worker.pid}/task")]  # torch's pool included
-    assert threads and all(os.sched_getscheduler(tid) == os.SCHED_IDLE for tid in threads)
+    base = os.getpriority(os.PRIO_PROCESS, 0)  # the server's (this test's) own niceness
+    assert threads and all(os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + NICENESS) for tid in threads)
     session.close()
 
 
