@@ -169,6 +169,7 @@ def test_leaving_for_any_page_pauses_a_run(page: str) -> None:
     at = small_model(open_page("train"), epochs=5000)
     at.button(key="train_start").click().run()
     session = at.session_state["train_session"]
+    run_until(at, lambda: session.step > 0, "a first epoch")  # training, not still starting
     assert session.running
     at.switch_page(f"{page}/view.py").run()
     stopped_at = session.step
@@ -225,7 +226,9 @@ def test_settings_that_do_not_fit_are_a_message_and_leaving_the_page_pauses_a_ru
     at.number_input(key="train_lm_n_heads").set_value(4).run()
     at.number_input(key="train_lm_steps").set_value(5000).run()
     at.button(key="train_lm_start").click().run()
-    assert at.session_state["train_lm_session"].running
+    session = at.session_state["train_lm_session"]
+    run_until(at, lambda: session.step > 0, "a first step")  # training, not still starting
+    assert session.running
     at.switch_page("home/view.py").run()
     assert not at.exception and at.session_state["train_lm_session"].status == "stopped"
 
@@ -279,6 +282,8 @@ def test_leaving_a_running_training_pauses_it_and_generate_uses_its_model() -> N
     at = small_model(open_page("train"), epochs=5000)
     at.button(key="train_start").click().run()
     session = at.session_state["train_session"]
+    # A model exists once a step is trained: a stressed CI run left the page before the worker's first epoch
+    run_until(at, lambda: session.step > 0, "a first epoch")
     assert session.running
     at.switch_page("generate/view.py").run()
     at.radio(key="gen_model").set_value("Trained in this session").run()
