@@ -122,11 +122,13 @@ def test_profiling_costs_little_and_its_node_times_add_up_to_the_step(classic_st
     about a millisecond). (1) The per-node times add up to the call measured around them within 5% (the
     readings cover all of the call but its entry and return): never more than the call, and within 5% in
     the median run of each round (one run in hundreds can be preempted at its entry or return). (2) Profiling costs at
-    most 10%: per round, the median profiled run over the median plain run, from 30 pairs of runs back to
-    back (which goes first alternates); of seven rounds the median is judged (a busy moment on this shared
-    machine spoils a round, not the test). (3) The per-node times add up to the plain, unprofiled run
-    within 5%, judged the same way. One torch thread: on a loaded 2-core machine two OpenMP threads stall
-    at random (steps of 1 ms taking 100 ms), which no tolerance absorbs."""
+    most 10%: per round, the fastest profiled run over the fastest plain run, from 30 pairs of runs back to
+    back (which goes first alternates); of seven rounds the median is judged. The fastest, not the median:
+    being preempted only adds time, and with both cores kept busy by other processes the medians of a
+    round varied by 0.78-1.20 (a stressed CI run judged 1.11), while profiling's own cost (two clock
+    readings a node) is in every profiled run, the fastest included. (3) The per-node times add up to the
+    plain, unprofiled run within 5%, judged the same way. One torch thread: on a loaded 2-core machine two
+    OpenMP threads stall at random (steps of 1 ms taking 100 ms), which no tolerance absorbs."""
     evaluator, feed = classic_step
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -146,8 +148,8 @@ def test_profiling_costs_little_and_its_node_times_add_up_to_the_step(classic_st
             shares = [sum(run.step_ns) / run.call_ns for run in runs]
             assert max(shares) <= 1.0, "the node times add up to more than the call around them"
             assert statistics.median(shares) >= 0.95, f"the node times do not add up to the call: {sorted(shares)[:5]}"
-            overheads.append(statistics.median(profiled) / statistics.median(plain))
-            versus_plain.append(statistics.median(sum(run.step_ns) for run in runs) / statistics.median(plain))
+            overheads.append(min(profiled) / min(plain))
+            versus_plain.append(min(sum(run.step_ns) for run in runs) / min(plain))
     finally:
         torch.set_num_threads(threads)
     assert statistics.median(overheads) <= 1.10, f"profiling overhead per round: {overheads}"

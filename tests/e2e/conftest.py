@@ -91,6 +91,11 @@ def app_url() -> Iterator[str]:
         log.close()
 
 
+# Every chart's title, as a JavaScript expression: Plotly's from its own layout, an SVG chart's from its <title>
+_TITLES = """[...document.querySelectorAll('.js-plotly-plot, .svg-chart > svg')].map(chart => chart.layout
+    ? chart.layout.title.text.replace(/<[^>]*>/g, '') : chart.querySelector('title').textContent)"""
+
+
 @dataclass
 class App:
     """A browser page on the running app, with the few steps every page test needs."""
@@ -112,10 +117,23 @@ class App:
     def chart_titles(self) -> list[str]:
         """Every chart's title in page order: Plotly's (read from its own layout) and the server's SVG charts'
         (playground/common/svg.py, their <title>)."""
-        return self.page.evaluate(
-            """() => [...document.querySelectorAll('.js-plotly-plot, .svg-chart > svg')].map(chart => chart.layout
-                   ? chart.layout.title.text.replace(/<[^>]*>/g, '') : chart.querySelector('title').textContent)"""
-        )
+        return self.page.evaluate(f"() => {_TITLES}")
+
+    def wait_for_charts(self, *prefixes: str, timeout_s: float = 60) -> list[str]:
+        """Wait until for each prefix some chart's title starts with it, then return every title; fail
+        naming the titles shown. A page draws its charts one after another, the last maybe after the text a
+        test waited for (a stressed CI run read the Generate page between two of its heatmaps)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout  # imported when the browser runs
+
+        try:
+            self.page.wait_for_function(
+                f"(prefixes) => {{ const titles = {_TITLES}; "
+                "return prefixes.every(p => titles.some(t => t.startsWith(p))) }",
+                arg=list(prefixes), timeout=timeout_s * 1000,
+            )  # fmt: skip
+        except PlaywrightTimeout:
+            raise AssertionError(f"no chart titled {prefixes} after {timeout_s} s: {self.chart_titles()}") from None
+        return self.chart_titles()
 
     def wait_idle(self, timeout_s: float = 60) -> None:
         """Wait until Streamlit has finished running the script: its 'running' status widget has

@@ -42,7 +42,7 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
     main = page.locator('[data-testid="stMain"]')
     text = main.inner_text()
     assert "step 30: " in text and "Compare runs" in text and "Exception" not in text
-    assert "Loss (cross-entropy, nats per token)" in app.chart_titles()
+    app.wait_for_charts("Loss (cross-entropy, nats per token)")
     app.screenshot("train-lm-page")
 
     page.locator('[data-testid="stSidebarNav"] a', has_text="Generate").click()
@@ -51,7 +51,7 @@ def test_a_short_language_model_run_then_shakespeare_generation(app):
     app.wait_idle()
     page.get_by_text("Causal attention at step").wait_for(timeout=60_000)
     app.wait_idle()
-    shown = app.chart_titles()
+    shown = app.wait_for_charts("layer 1 · head 3")
     assert [t for t in shown if t.startswith("layer")] == [f"layer 1 · head {h}" for h in (1, 2, 3)]  # one layer
     assert "Exception" not in main.inner_text()
     app.screenshot("generate-text-page")
