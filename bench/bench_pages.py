@@ -126,7 +126,10 @@ def main() -> None:
             browser.close()
             for server, _ in servers.values():
                 server.terminate()
-                server.wait(timeout=10)
+                try:
+                    server.wait(timeout=10)
+                except subprocess.TimeoutExpired:  # a loaded machine: do not leave it running
+                    server.kill()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from playground.common.charts import LINE, layout, log_axis, thin, waiting
+from playground.common.charts import LINE, layout, log_axis, series, waiting
 from playground.train.logic import Run
 
 TRAIN, VAL, BASE = "#1f77b4", "#d62728", "#7f7f7f"
@@ -32,11 +32,11 @@ def loss_figure(
 ) -> go.Figure:
     """The training loss per epoch; `log_y` shows the slow tail of the fall. With no losses yet, an
     empty chart over the planned epochs (and loss 0..1), not plotly's default -1..6 x -1..4."""
-    x, y = thin(epochs, losses)
+    x, y = series(epochs, losses)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="loss", line=dict(color=LINE)))
     layout(fig, "Loss (cross-entropy)", "epoch", "loss" + (" (log scale)" if log_y else ""))
     _epoch_axis(fig, planned)
-    if not y:
+    if y.size == 0:
         fig.update_xaxes(range=[1, max(2, planned or 100)])
         fig.update_yaxes(range=[0, 1])
     elif log_y:
@@ -75,7 +75,7 @@ def memorization_figure(
 
 def grad_norm_figure(epochs: Sequence[int], norms: Sequence[float], planned: int | None = None) -> go.Figure:
     """The global L2 norm of all gradients per epoch (log scale: it spans decades)."""
-    x, y = thin(epochs, norms)
+    x, y = series(epochs, norms)
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e")))
     layout(fig, "Gradient norm", "epoch", "‖g‖ (log scale)")
     _epoch_axis(fig, planned)
@@ -93,7 +93,7 @@ def run_loss_figure(run: Run | None, tokens: bool = False, planned: int | None =
     fig = go.Figure()
     xlabel = "tokens seen" if tokens else "step"
     if run is not None and run.steps:
-        x, y = thin(_x(run.steps, run.tokens_per_step, tokens), run.losses)
+        x, y = series(_x(run.steps, run.tokens_per_step, tokens), run.losses)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name="training", line=dict(color=TRAIN)))
         fig.add_trace(
             go.Scatter(
@@ -119,13 +119,13 @@ def run_loss_figure(run: Run | None, tokens: bool = False, planned: int | None =
 
 def lr_figure(run: Run | None, planned: int | None = None) -> go.Figure:
     """The learning rate of every step: linear warmup, then cosine down to the floor."""
-    x, y = thin(run.steps, run.lrs) if run is not None else ([], [])
+    x, y = series(run.steps, run.lrs) if run is not None else series([], [])
     fig = go.Figure(go.Scatter(x=x, y=y, mode="lines", name="lr", line=dict(color=TRAIN)))
     fig.update_layout(
         title="Learning rate (warmup, then cosine)", xaxis_title="step", yaxis_title="lr", height=RUN_HEIGHT,
         margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
     )  # fmt: skip
-    if not x:
+    if x.size == 0:
         return waiting(fig, planned, "the learning rate")  # short: the chart is narrow at 1,024 px
     if planned:
         fig.update_xaxes(range=[0, planned])
@@ -139,7 +139,7 @@ def compare_figure(runs: Sequence[Run], tokens: bool = False, validation: bool =
         if validation:
             x, y = _x(run.val_steps, run.tokens_per_step, tokens), list(run.val_losses)
         else:
-            x, y = thin(_x(run.steps, run.tokens_per_step, tokens), run.losses)
+            x, y = series(_x(run.steps, run.tokens_per_step, tokens), run.losses)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if validation else "lines", name=run.label()))
     fig.update_layout(
         title=f"{'Validation' if validation else 'Training'} loss of the chosen runs",

@@ -3,12 +3,14 @@ figures and SVG charts a page sent to the browser, by title."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,9 +28,16 @@ def open_page(page: str, timeout: float = 90) -> AppTest:
 
 
 def figures(at: AppTest) -> dict[str, dict]:
-    """Every plotly chart on the page, by its title, as the figure JSON sent to the browser."""
-    specs = [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
+    """Every plotly chart on the page, by its title, as the figure JSON sent to the browser, its numpy
+    arrays (sent as base64: `{"dtype": "f8", "bdata": ...}`) read back into lists as plotly.js reads them."""
+    specs = [json.loads(chart.proto.spec, object_hook=_typed_array) for chart in at.get("plotly_chart")]
     return {spec["layout"]["title"]["text"]: spec for spec in specs}
+
+
+def _typed_array(obj: dict):
+    if set(obj) == {"dtype", "bdata"}:
+        return np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"])).tolist()
+    return obj
 
 
 SVG = "{http://www.w3.org/2000/svg}"

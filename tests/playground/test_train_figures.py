@@ -4,10 +4,15 @@ unscored epochs, and charts before a run say what will appear instead of meaning
 
 from __future__ import annotations
 
+import json
 import math
+
+import plotly.io
 
 from playground.common import charts
 from playground.train import figures
+from playground.train.logic import Run
+from playground.train.modes import LanguageModelSettings
 
 
 def test_loss_figure_holds_the_losses_and_toggles_log_scale() -> None:
@@ -55,6 +60,22 @@ def test_long_runs_are_thinned_keeping_the_last_point() -> None:
     x = list(fig.data[0].x)
     assert len(x) <= charts.MAX_POINTS + 1 and x[0] == 1 and x[-1] == 5000
     assert charts.thin([1, 2], [3, 4]) == ([1, 2], [3, 4])
+
+
+def test_every_curve_goes_to_the_browser_as_a_typed_array() -> None:
+    """A Train page redraws its charts every tick for every learner: a numpy array is checked by plotly at
+    once (a list point by point) and sent as base64, a list as one JSON number a point."""
+    run = Run(1, LanguageModelSettings(), steps=[1, 2, 3], losses=[3.0, 2.0, 1.5], lrs=[0.1, 0.2, 0.3])
+    curves = [
+        figures.loss_figure([1, 2, 3], [3.0, 2.0, 1.5]),
+        figures.grad_norm_figure([1, 2, 3], [0.5, 0.4, 0.3]),
+        figures.run_loss_figure(run),
+        figures.lr_figure(run),
+        figures.compare_figure([run], validation=False),
+    ]
+    for fig in curves:
+        spec = json.loads(plotly.io.to_json(fig))["data"][0]
+        assert set(spec["x"]) == set(spec["y"]) == {"dtype", "bdata"}, fig.layout.title.text
 
 
 def test_charts_before_a_run_say_what_will_appear_not_meaningless_axes() -> None:
