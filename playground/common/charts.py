@@ -1,6 +1,7 @@
 """What every Plotly figure of the app shares (no st.* calls): the colours, one layout call, thinning a
-long curve, one log-axis helper whose ticks read as numbers, the look of a chart before its run, and
-token labels escaped for Plotly. Each page draws its own figures in its `figures.py`.
+long curve (into numpy arrays: `series`), one log-axis helper whose ticks read as numbers, the look of a
+chart before its run, and token labels escaped for Plotly. Each page draws its own figures in its
+`figures.py`.
 """
 
 from __future__ import annotations
