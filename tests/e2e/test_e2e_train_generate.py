@@ -29,7 +29,7 @@ def plot_points(app, title: str) -> int:
                 // Streamlit's theme wraps a title in <b> tags: match the text inside.
                 const text = plot.layout && plot.layout.title && plot.layout.title.text;
                 if (text && text.replace(/<[^>]*>/g, '') === title) {
-                    return plot.data[0].y.length;
+                    return plot._fullData[0].y.length;  // decoded: `data` holds a numpy array's base64 spec
                 }
             }
             return 0;
