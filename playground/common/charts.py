@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 # plotly checks `sys.modules` for pandas without importing it: while one session's thread is still
 # importing pandas (st.dataframe does), another session drawing a chart would find it half-initialized
 # (AttributeError: partially initialized module 'pandas'). Importing it here, when the app starts (the
 # router imports this module), means no chart is ever drawn before pandas is complete.
-import numpy as np
 import pandas  # noqa: F401
 import plotly.graph_objects as go
 

@@ -198,8 +198,8 @@ def test_the_interpreted_loop_runs_no_generated_code(one_thread, tmp_path, monke
 def test_freed_memory_not_kept_runs_in_a_fresh_process_and_faults_pages_in(one_thread, tmp_path, monkeypatch):
     """Measured (1 layer, d 128, context 128, batch 8): 2,000-2,700 minor page faults per step on glibc's
     defaults, 0-64 with freed memory kept. glibc's thresholds are dynamic, though: a freed block raises them,
-    so what a fresh process on the defaults faults depends on what it happened to free first (one run in
-    several hundred measured 64). The fresh side here fixes them at glibc's starting values through malloc's
+    so what a fresh process on the defaults faults depends on what it happened to free first (one unloaded
+    full-suite run measured 64). The fresh side here fixes them at glibc's starting values through malloc's
     environment, which the fresh process inherits and `keep_freed_memory` leaves alone (the user's settings
     win): every block over 128 KiB then goes back to the system when freed, in every run."""
     sizes = dict(SMALL, d_model=128, context=128, batch=8, steps=2)
