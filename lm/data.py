@@ -112,17 +112,7 @@ def read_text_file(path: str | os.PathLike, max_bytes: int = MAX_TEXT_BYTES, wha
     before it is opened), not empty and not binary; every failure is a DataError naming the file."""
     hint = f"check the path, or use one of {', '.join([*SOURCES, 'tinystories'])}"
     raw = files.read_regular_file(path, max_bytes, what, hint, error=DataError, too_big="use a smaller part of it")
-    if not raw:
-        raise DataError(f"'{path}' is empty: give a file with some text")
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"'{path}' holds NUL bytes: it looks binary, not text; give a UTF-8 text file")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise DataError(
-            f"'{path}' is not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}): "
-            "convert it, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+    return files.decode_text(raw, f"'{path}'", DataError)
 
 
 def load_source(

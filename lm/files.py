@@ -1,8 +1,9 @@
 """The one file layer of lm: every model file is written and read through here. `atomic_write` (a reader
 sees the old file or the new one, never half), `check_out_path` (an output path refused before any work),
-`read_regular_file` (stat first: a FIFO or a device is never opened), `loads_json` (bounded: hostile JSON gets
-a message, never a RecursionError) and `read_safetensors`, the one safetensors header reader: the data size a
-header declares must match the file's size before a tensor byte is read.
+`read_regular_file` (stat first: a FIFO or a device is never opened), `decode_text` (UTF-8 text, not
+binary), `loads_json` (bounded: hostile JSON gets a message, never a RecursionError) and `read_safetensors`,
+the one safetensors header reader: the data size a header declares must match the file's size before a
+tensor byte is read.
 """
 
 from __future__ import annotations
@@ -181,6 +182,24 @@ def read_regular_file(
     if len(data) != size:  # it changed under us, or is a /proc file (stat says 0 bytes)
         raise error(f"'{path}' changed size while it was read ({size:,} bytes, then {len(data):,}): try again")
     return data
+
+
+def decode_text(raw: bytes, name: str, error: type[ValueError] = FileFormatError) -> str:
+    """`raw` as UTF-8 text, or an `error` naming `name` (and the line) when it is empty or only whitespace,
+    holds a NUL byte (a binary file) or is not UTF-8: the one text check of every file lm reads."""
+    if not raw.strip():
+        raise error(f"{name} is empty (or only whitespace): give some text")
+    if (nul := raw.find(b"\x00")) >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise error(f"{name} holds a NUL byte (line {line}): it looks binary, not text; give a UTF-8 text file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise error(
+            f"{name} is not UTF-8 text (byte {err.start} is {raw[err.start : err.start + 1]!r}, line {line}): "
+            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+        ) from None
 
 
 def read_exact(f: BinaryIO, n: int, where: str, error: type[ValueError] = FileFormatError) -> bytes:

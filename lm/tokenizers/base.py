@@ -166,19 +166,11 @@ def validate_special_tokens(special_tokens: Iterable[str]) -> list[str]:
 
 
 # -- files, through lm/files.py ----------------------------------------------------------------------------
-def decode_utf8(raw: bytes, path: str | os.PathLike) -> str:
-    """A file's bytes as text, or a TokenizerError naming the file and the line of the first bad byte."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise TokenizerError(f"{path} line {line}: not UTF-8 text (byte {err.start}); is it a binary file?") from None
-
-
 def read_text_file(path: str | os.PathLike, max_bytes: int, what: str, hint: str = "") -> str:
-    """A regular file of at most `max_bytes` (stat'ed before it is opened) decoded as UTF-8; `hint` says what
+    """A regular file of at most `max_bytes` (stat'ed before it is opened) as UTF-8 text; `hint` says what
     to do when it does not exist."""
-    return decode_utf8(files.read_regular_file(path, max_bytes, what, hint, error=TokenizerError), path)
+    raw = files.read_regular_file(path, max_bytes, what, hint, error=TokenizerError)
+    return files.decode_text(raw, str(path), TokenizerError)
 
 
 def load_json(text: str, what: str):

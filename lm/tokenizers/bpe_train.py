@@ -57,7 +57,7 @@ def read_training_text(source: str | os.PathLike | BinaryIO, max_bytes: int = MA
     if isinstance(source, (str, os.PathLike)):
         too_big = "train on a part of it"
         raw = files.read_regular_file(source, max_bytes, "training text file", error=TokenizerError, too_big=too_big)
-        return check_training_text(raw, str(source))
+        return files.decode_text(raw, str(source), TokenizerError)
     if not hasattr(source, "read"):
         raise TokenizerError(f"a training file is a path or a binary file, not {type(source).__name__}")
     name = str(getattr(source, "name", "the file"))
@@ -66,25 +66,7 @@ def read_training_text(source: str | os.PathLike | BinaryIO, max_bytes: int = MA
         raise TokenizerError(f"{name} is open in text mode: open it with 'rb', or pass its path")
     if len(raw) > max_bytes:
         raise TokenizerError(f"{name} holds over {max_bytes:,} bytes, the limit: train on a part of it")
-    return check_training_text(raw, name)
-
-
-def check_training_text(raw: bytes, name: str = "the text") -> str:
-    """`raw` decoded, or a TokenizerError when it is empty, not UTF-8 or binary (NUL bytes), naming the line."""
-    if not raw.strip():
-        raise TokenizerError(f"{name} is empty (or only whitespace): give text to learn from")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise TokenizerError(
-            f"{name} is not UTF-8 text (bad byte at offset {err.start}, line {line}); is it a binary file? "
-            "Save it as UTF-8 text."
-        ) from None
-    nul = text.find("\0")
-    if nul >= 0:
-        raise TokenizerError(f"{name} holds a NUL byte (line {text.count(chr(10), 0, nul) + 1}): it looks binary")
-    return text
+    return files.decode_text(raw, name, TokenizerError)
 
 
 def train_bpe(text: str, vocab_size: int, special_tokens: list[str] = (), **options) -> tuple[Vocab, Merges]:

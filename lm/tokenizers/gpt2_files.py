@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from lm import files
-from lm.tokenizers.base import Merges, TokenizerError, Vocab, atomic_write_text, check_unicode, decode_utf8, load_json
+from lm.tokenizers.base import Merges, TokenizerError, Vocab, atomic_write_text, check_unicode, load_json
 
 VOCAB_FILE = "vocab.json"
 MERGES_FILE = "merges.txt"
@@ -75,7 +75,7 @@ def _read(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES, hashes: dict[s
             f"{path} does not belong with the other files of {path.parent}: its sha256 is not the one "
             f"{MANIFEST_FILE} records (a save was interrupted, or a file was replaced); save the tokenizer again"
         )
-    return decode_utf8(raw, path)
+    return files.decode_text(raw, str(path), TokenizerError)
 
 
 def parse_vocab(text: str, path: str | os.PathLike) -> Vocab:

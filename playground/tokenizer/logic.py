@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from lm import files
 from lm.tokenizers import BPETokenizer, BPETrainResult, TextTokenizer, TokenizerError, UnknownWordError
 from lm.tokenizers.base import EOT
 from lm.tokenizers.bpe import visible
-from lm.tokenizers.bpe_train import check_training_text
 from lm.tokenizers.gpt2_files import MANIFEST_FILE
 
 GPT2 = "GPT-2 (byte-level BPE, 50,257 tokens)"
@@ -134,10 +134,7 @@ def corpus_text(source: str, pasted: str = "", upload: bytes | None = None, uplo
             f"{name} is {len(raw):,} bytes; the page trains on at most {MAX_CORPUS_BYTES:,} (use "
             "`python -m lm tokenizer train` for larger files)"
         )
-    try:
-        return check_training_text(raw, name)
-    except TokenizerError as err:
-        raise TokenizingError(str(err)) from None
+    return files.decode_text(raw, name, TokenizingError)
 
 
 @dataclass

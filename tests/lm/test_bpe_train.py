@@ -190,7 +190,7 @@ def test_bad_settings_are_explained(vocab_size, specials, match):
     [
         (b"", "is empty"),
         (b"  \n\n ", "is empty"),
-        (b"good line\nbad \xff\xfe byte", r"not UTF-8 text \(bad byte at offset 14, line 2\)"),
+        (b"good line\nbad \xff\xfe byte", r"not UTF-8 text \(byte 14 is b'\\xff', line 2\)"),
         (b"text\n\x00\x01\x02", r"NUL byte \(line 2\)"),
     ],
 )

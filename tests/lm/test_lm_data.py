@@ -26,8 +26,8 @@ def test_bundled_sources_load():
     [
         (None, "no text file at"),
         (b"", "is empty"),
-        (b"abc\x00def", "NUL bytes"),
-        (b"caf\xe9 au lait", r"not UTF-8 text \(byte 3 is b'\\xe9'\)"),
+        (b"abc\x00def", r"NUL byte \(line 1\)"),
+        (b"caf\xe9 au lait", r"not UTF-8 text \(byte 3 is b'\\xe9', line 1\)"),
     ],
 )
 def test_bad_text_files_get_clear_errors(tmp_path, content, message):

@@ -504,6 +504,22 @@ def test_a_fifo_fails_at_once_and_never_hangs(tmp_path):
         load(tmp_path)  # the run folder's checkpoint is the FIFO
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "'f' is empty"),
+        (b" \n\t\n", "'f' is empty"),
+        (b"one\ntwo\x00", r"'f' holds a NUL byte \(line 2\): it looks binary"),
+        (b"one\ntwo\nt\xe9", r"'f' is not UTF-8 text \(byte 9 is b'\\xe9', line 3\): save it as UTF-8"),
+    ],
+)
+def test_decode_text_names_the_file_the_line_and_the_fix(raw, message):
+    """The one text check behind the corpus, training-text, tokenizer and page readers, in the caller's error."""
+    with pytest.raises(CheckpointError, match=message):
+        files.decode_text(raw, "'f'", CheckpointError)
+    assert files.decode_text("café\n".encode(), "'f'") == "café\n"
+
+
 def test_read_regular_file_reads_exactly_what_stat_says(tmp_path):
     text = tmp_path / "a.txt"
     text.write_bytes(b"hello")
