@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from lm import files
 from lm.data import (
     DEFAULT_CORPUS,
     DataError,
@@ -279,13 +280,7 @@ def check_text_upload(data: bytes, name: str) -> str:
     """An uploaded file's text, or SettingsError: too large, binary, not UTF-8, too short."""
     if len(data) > MAX_UPLOAD_BYTES:
         raise SettingsError(f"'{name}' has {len(data):,} bytes; the limit is {MAX_UPLOAD_BYTES:,}: upload a part of it")
-    if b"\x00" in data[:65536]:
-        raise SettingsError(f"'{name}' holds NUL bytes: it looks binary, not text; upload a UTF-8 .txt file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SettingsError(f"'{name}' is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
-    return check_text(text, f"'{name}'")
+    return check_text(files.decode_text(data, f"'{name}'", SettingsError), f"'{name}'")
 
 
 def check_text(text: str, what: str = "the pasted text") -> str:

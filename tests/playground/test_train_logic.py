@@ -317,6 +317,8 @@ def test_settings_and_texts_the_page_cannot_use_are_messages(tmp_path) -> None:
         TrainingSession().start(LanguageModelSettings(corpus="pasted"), cache_dir=tmp_path)
     with pytest.raises(SettingsError, match="binary"):
         check_text_upload(b"\x00\x01" * 1000, "a.txt")
+    with pytest.raises(SettingsError, match=r"'a.txt' is not UTF-8 text \(byte 3 is b'\\xe9', line 1\)"):
+        check_text_upload(b"caf\xe9" * 300, "a.txt")
     with pytest.raises(SettingsError, match="limit is 5,000,000"):
         check_text_upload(b"a" * 5_000_001, "a.txt")
     with pytest.raises(SettingsError, match="at least 1,000"):
