@@ -181,9 +181,6 @@ class DataParallel:
             for i, view in zip(bucket, flat.split([tensors[i].numel() for i in bucket])):
                 tensors[i].copy_(view.view(tensors[i].shape))
 
-    def barrier(self) -> None:
-        self._wait(self._collective(dist.barrier, async_op=True))
-
     def _collective(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
