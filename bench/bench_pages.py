@@ -1,12 +1,20 @@
 """Benchmark: how long a page of the app takes to show its drawing in Chromium, from navigation until the
 drawing is visible: the Graph page's SVG (laid out in the browser) and the Generate page's first heatmap,
-beside the Home page's title (the floor: Streamlit's own page load). Each load is a fresh browser context,
-so a new Streamlit session with nothing cached, as a learner opening the page.
+beside the Home page's title (the floor: Streamlit's own page load). Three kinds of visit (`--visit`):
+
+- `first`: each load in a fresh browser context, so a new Streamlit session and an empty browser cache: a
+  learner opening the app for the first time (every script chunk fetched and compiled);
+- `return`: each load in a new tab of one browser context per side that has loaded the app before: a new
+  session, but the browser's cache holds Streamlit's files (served with a one-year lifetime), as for a
+  learner who comes back or opens a second tab;
+- `switch`: a tab already showing the Home page clicks the page's link in the sidebar: no page load at
+  all, the way a learner moves between pages (timed from the click).
 
 With `--ref REV` a second server runs that git revision (archived to a temporary folder) and the two
 sides alternate load by load, so both see the same machine load; the ratio is ours / ref.
 
-    .venv/bin/python bench/bench_pages.py [--repeats 7] [--ref HEAD~1] [--pages graph,generate]
+    .venv/bin/python bench/bench_pages.py [--repeats 7] [--visit first,return,switch] [--ref HEAD~1]
+        [--pages graph,generate]
 
 `time_page` is the reusable part: a load benchmark can call it while other sessions train.
 """
@@ -34,6 +42,8 @@ PAGES = {
     "generate": ".svg-chart svg.heatmap, .js-plotly-plot .hm",  # the first heatmap (SVG; Plotly before)
 }
 START_S = 90  # importing torch on a shared machine can be slow
+VIEWPORT = {"width": 1400, "height": 1000}
+VISITS = ("first", "return", "switch")
 
 
 def _free_port() -> int:
@@ -64,17 +74,39 @@ def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError(f"the server at {root} did not start; see {log}")
 
 
-def time_page(browser, url: str, page: str, selector: str, timeout_s: float = 60) -> float:
-    """Seconds from navigating to `url/page` in a new browser context until `selector` is visible."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def time_page(browser, url: str, page: str, selector: str, timeout_s: float = 60, context=None) -> float:
+    """Seconds from navigating to `url/page` until `selector` is visible: in a new browser context (a first
+    visit), or in a new tab of `context` (a return visit: its cache is kept)."""
+    own = context is None
+    if own:
+        context = browser.new_context(viewport=VIEWPORT)
     tab = context.new_page()
     try:
         start = time.perf_counter()
-        tab.goto(f"{url}/{page}", wait_until="commit")
+        tab.goto(f"{url}/{'' if page == 'home' else page}", wait_until="commit")  # Home, the default page, is /
         tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
         return time.perf_counter() - start
     finally:
-        context.close()
+        tab.close()
+        if own:
+            context.close()
+
+
+def time_switch(context, url: str, page: str, selector: str, timeout_s: float = 60) -> float:
+    """Seconds from clicking `page`'s sidebar link, in a tab that shows the Home page, until `selector` is
+    visible: moving between pages within one session (no page load)."""
+    tab = context.new_page()
+    try:
+        tab.goto(f"{url}/", wait_until="commit")
+        tab.locator(PAGES["home"]).first.wait_for(state="visible", timeout=timeout_s * 1000)
+        link = tab.locator(f'[data-testid="stSidebarNavLink"][href$="/{page}"]').first
+        link.wait_for(state="visible", timeout=timeout_s * 1000)
+        start = time.perf_counter()
+        link.click()
+        tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
+        return time.perf_counter() - start
+    finally:
+        tab.close()
 
 
 def archive(rev: str, into: Path) -> Path:
@@ -92,34 +124,47 @@ def spread(xs: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed loads per page and side (default 7)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed loads per page, visit and side (default 7)")
     parser.add_argument("--ref", help="a git revision to compare with (served side by side, alternated)")
     parser.add_argument("--pages", default=",".join(PAGES), help=f"comma-separated, of {', '.join(PAGES)}")
+    parser.add_argument("--visit", default="first", help=f"comma-separated, of {', '.join(VISITS)} (default first)")
     args = parser.parse_args()
+    pages, visits = args.pages.split(","), args.visit.split(",")
+    for name, given, known in (("--pages", pages, PAGES), ("--visit", visits, VISITS)):
+        if unknown := [x for x in given if x not in known]:
+            parser.error(f"{name}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    if "switch" in visits and "home" in pages:
+        parser.error("--visit switch starts from the Home page: leave home out of --pages")
     from playwright.sync_api import sync_playwright
 
-    pages = args.pages.split(",")
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         roots = {"ours": ROOT}
         if args.ref:
             roots["ref"] = archive(args.ref, Path(tmp))
         servers = {side: start_server(root, Path(tmp) / f"{side}.log") for side, root in roots.items()}
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        kept = {side: browser.new_context(viewport=VIEWPORT) for side in servers}  # return and switch visits
         try:
-            times: dict[tuple[str, str], list[float]] = {}
-            for repeat in range(args.repeats + 1):  # round 0 warms each server (first imports, first chunks)
-                for page in pages:
+            times: dict[tuple[str, str, str], list[float]] = {}
+            for repeat in range(args.repeats + 1):  # round 0 warms each server and the kept contexts' caches
+                for visit, page in [(v, p) for v in visits for p in pages]:
                     for side in servers if repeat % 2 else reversed(list(servers)):  # alternate who goes first
-                        seconds = time_page(browser, servers[side][1], page, PAGES[page])
+                        url = servers[side][1]
+                        if visit == "switch":
+                            seconds = time_switch(kept[side], url, page, PAGES[page])
+                        else:
+                            seconds = time_page(
+                                browser, url, page, PAGES[page], context=kept[side] if visit == "return" else None
+                            )
                         if repeat:
-                            times.setdefault((page, side), []).append(seconds)
-            print(f"time from navigation to the drawing, fresh session each load ({args.repeats} loads, 1 warm-up)")
-            for page in pages:
-                line = f"{page:<9} ours {spread(times[page, 'ours'])}"
+                            times.setdefault((visit, page, side), []).append(seconds)
+            print(f"time until the drawing shows ({args.repeats} loads each after 1 warm-up)")
+            for visit, page in [(v, p) for v in visits for p in pages]:
+                line = f"{visit:<7}{page:<9} ours {spread(times[visit, page, 'ours'])}"
                 if args.ref:
-                    ratios = [a / b for a, b in zip(times[page, "ours"], times[page, "ref"])]
-                    line += f"\n{'':<9} ref {args.ref} {spread(times[page, 'ref'])}"
-                    line += f"\n{'':<9} ours / ref: median {statistics.median(ratios):.2f} "
+                    ratios = [a / b for a, b in zip(times[visit, page, "ours"], times[visit, page, "ref"])]
+                    line += f"\n{'':<16} ref {args.ref} {spread(times[visit, page, 'ref'])}"
+                    line += f"\n{'':<16} ours / ref: median {statistics.median(ratios):.2f} "
                     line += f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
                 print(line)
         finally:
