@@ -1,6 +1,7 @@
 """Benchmark: the app serving a classroom. One `streamlit run` server (started here on a free port) and
 Chromium sessions: how long the Graph page takes to show its SVG and the Generate page its first heatmap
-(bench_pages.time_page: a fresh browser session per load) while 2, then 4, other sessions train on the
+(bench_pages.time_visit: by default a first visit, a fresh browser context per load; `--visit` as in
+bench_pages) while 2, then 4, other sessions train on the
 Train page (alternately Memorize sentences at 5,000 epochs and the Language model defaults with 20,000
 steps, so no run ends during the measurement), against the same pages while those runs are paused: the
 two sides alternate repeat by repeat, so both see the same machine (shared: other work comes and goes).
@@ -10,6 +11,7 @@ used by the server process itself, by its training workers, by this script's Chr
 machine, on each side.
 
     .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N] [--learners-elsewhere]
+        [--visit first|return|switch]
 
 --max-trainers sets the server's PLAYGROUND_MAX_TRAINERS (default: the server's own, cores - 1).
 --learners-elsewhere puts the training learners' tabs in a second Chromium run at SCHED_IDLE: in a classroom
@@ -30,7 +32,7 @@ from pathlib import Path
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from bench.bench_pages import CHROMIUM, PAGES, ROOT, start_server, time_page
+from bench.bench_pages import CHROMIUM, PAGES, ROOT, VIEWPORT, VISITS, start_server, time_page, time_visit
 
 PROGRESS = re.compile(r"(epoch|step) (\d+) / (\d+)")
 START_LABEL = {"memorize": "▶ Start", "lm": "Start"}
@@ -101,7 +103,7 @@ class Learner:
     def __init__(self, browser, url: str, mode: str, number: int) -> None:
         self.mode, self.name = mode, f"{'Memorize' if mode == 'memorize' else 'Language model'} #{number}"
         self.unit = "epochs" if mode == "memorize" else "steps"
-        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.context = browser.new_context(viewport=VIEWPORT)
         self.page = page = self.context.new_page()
         page.goto(f"{url}/train")
         page.wait_for_selector('[data-testid="stMain"] h1', timeout=90_000)
@@ -190,17 +192,23 @@ def spread(xs: list[float]) -> str:
     return f"{statistics.median(xs):5.2f} s ({min(xs):.2f}-{max(xs):.2f})"
 
 
-def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int, learners_browser=None) -> dict:
+def measure(
+    browser, url: str, server_pid: int, n_trainers: int, repeats: int, learners_browser=None, visit: str = "first"
+) -> dict:
     """One phase: `n_trainers` learners, whose runs are paused (alone) or going (loaded) in alternation,
-    while each page is loaded `repeats` times on each side. The learners' tabs are in `learners_browser`
-    (default: the same browser as the timed pages)."""
+    while each page is visited (`visit`: bench_pages' first, return or switch) `repeats` times on each side.
+    The learners' tabs are in `learners_browser` (default: the same browser as the timed pages)."""
+    pages = [page for page in PAGES if not (visit == "switch" and page == "home")]  # a switch starts at Home
+    kept = browser.new_context(viewport=VIEWPORT)  # return and switch visits reuse it (its cache is warm)
+    for page in pages:
+        time_visit(browser, kept, url, page, visit)
     learners = []
     for i in range(n_trainers):  # each run started, trained a step, then paused: every learner has a run
         learner = Learner(learners_browser or browser, url, "memorize" if i % 2 == 0 else "lm", i // 2 + 1)
         learner.wait_for(lambda state, step: step > 0, "a first step")
         learner.pause()
         learners.append(learner)
-    times = {side: {page: [] for page in PAGES} for side in SIDES}
+    times = {side: {page: [] for page in pages} for side in SIDES}
     cpu = {side: dict.fromkeys(("server", "workers", "browser", "machine", "wall"), 0.0) for side in SIDES}
     queued = {learner.name: 0 for learner in learners}
     timeouts = dict.fromkeys(SIDES, 0)
@@ -214,9 +222,9 @@ def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int, l
                 for learner in learners:  # going again, or waiting its turn
                     learner.wait_for(lambda state, step: state in ("training", "queued", "finished"), "Resume")
             before, wall = cpu_by_part(server_pid), time.perf_counter()
-            for page in PAGES if repeat % 2 == 0 else reversed(PAGES):
+            for page in pages if repeat % 2 == 0 else reversed(pages):
                 try:
-                    seconds = time_page(browser, url, page, PAGES[page], timeout_s=LOAD_TIMEOUT_S)
+                    seconds = time_visit(browser, kept, url, page, visit, timeout_s=LOAD_TIMEOUT_S)
                 except PlaywrightError:  # counted as the limit, and said
                     seconds = LOAD_TIMEOUT_S
                     timeouts[side] += 1
@@ -239,12 +247,13 @@ def measure(browser, url: str, server_pid: int, n_trainers: int, repeats: int, l
             side: {part: 100 * v / c["wall"] for part, v in c.items() if part != "wall"} for side, c in cpu.items()
         },
         "throughput": {learner.name: (learner.steps / cpu["loaded"]["wall"], learner.unit) for learner in learners},
-        "queued": {name: polls / (len(PAGES) * repeats) for name, polls in queued.items()},
+        "queued": {name: polls / (len(pages) * repeats) for name, polls in queued.items()},
         "restarts": {learner.name: learner.restarts for learner in learners},
         "timeouts": timeouts,
     }
     for learner in learners:
         learner.leave()
+    kept.close()
     return result
 
 
@@ -258,6 +267,9 @@ def main() -> None:
         action="store_true",
         help="the training learners' tabs in a second Chromium at idle priority (SCHED_IDLE), as if on their own "
         "laptops: only the server and its workers share the machine with the timed pages",
+    )
+    parser.add_argument(
+        "--visit", choices=VISITS, default="first", help="how the timed pages are visited (bench_pages: default first)"
     )
     args = parser.parse_args()
 
@@ -278,7 +290,9 @@ def main() -> None:
         try:
             for page in PAGES:  # warm-up: first imports, first chunks, the bundled models
                 time_page(browser, url, page, PAGES[page])
-            results = [(n, measure(browser, url, server.pid, n, args.repeats, learners_browser)) for n in phases]
+            results = [
+                (n, measure(browser, url, server.pid, n, args.repeats, learners_browser, args.visit)) for n in phases
+            ]
         finally:
             if learners_browser is not None:
                 learners_browser.close()
@@ -288,10 +302,10 @@ def main() -> None:
     bound = os.environ.get("PLAYGROUND_MAX_TRAINERS", f"default ({max(1, (os.cpu_count() or 1) - 1)})")
     where = "their own Chromium at idle priority" if args.learners_elsewhere else "the timed pages' Chromium"
     print(f"{os.cpu_count()} cores; PLAYGROUND_MAX_TRAINERS {bound}; {args.repeats} loads per page and side")
-    print(f"the training learners' tabs: in {where}")
+    print(f"the training learners' tabs: in {where}; the timed pages: {args.visit} visits")
     for n, result in results:
         print(f"-- {n} other sessions training (loaded) or paused (alone)")
-        for page in PAGES:
+        for page in result["times"]["alone"]:
             alone, loaded = result["times"]["alone"][page], result["times"]["loaded"][page]
             ratios = [b / a for a, b in zip(alone, loaded)]
             print(

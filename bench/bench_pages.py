@@ -109,6 +109,14 @@ def time_switch(context, url: str, page: str, selector: str, timeout_s: float = 
         tab.close()
 
 
+def time_visit(browser, kept, url: str, page: str, visit: str, timeout_s: float = 60) -> float:
+    """One timed visit of `page` (see the module's docstring): `kept` is the browser context that return and
+    switch visits reuse."""
+    if visit == "switch":
+        return time_switch(kept, url, page, PAGES[page], timeout_s)
+    return time_page(browser, url, page, PAGES[page], timeout_s, context=kept if visit == "return" else None)
+
+
 def archive(rev: str, into: Path) -> Path:
     """The files of git revision `rev` under `into` (git archive: the working tree is not touched)."""
     tar = into / "ref.tar"
@@ -149,13 +157,7 @@ def main() -> None:
             for repeat in range(args.repeats + 1):  # round 0 warms each server and the kept contexts' caches
                 for visit, page in [(v, p) for v in visits for p in pages]:
                     for side in servers if repeat % 2 else reversed(list(servers)):  # alternate who goes first
-                        url = servers[side][1]
-                        if visit == "switch":
-                            seconds = time_switch(kept[side], url, page, PAGES[page])
-                        else:
-                            seconds = time_page(
-                                browser, url, page, PAGES[page], context=kept[side] if visit == "return" else None
-                            )
+                        seconds = time_visit(browser, kept[side], servers[side][1], page, visit)
                         if repeat:
                             times.setdefault((visit, page, side), []).append(seconds)
             print(f"time until the drawing shows ({args.repeats} loads each after 1 warm-up)")
