@@ -1,7 +1,7 @@
 """Benchmark: the app serving a classroom. One `streamlit run` server (started here on a free port) and
 Chromium sessions: how long the Graph page takes to show its SVG and the Generate page its first heatmap
 (bench_pages.time_visit: by default a first visit, a fresh browser context per load; `--visit` as in
-bench_pages) while 2, then 4, other sessions train on the
+bench_pages, each kind timed in the same alternation) while 2, then 4, other sessions train on the
 Train page (alternately Memorize sentences at 5,000 epochs and the Language model defaults with 20,000
 steps, so no run ends during the measurement), against the same pages while those runs are paused: the
 two sides alternate repeat by repeat, so both see the same machine (shared: other work comes and goes).
@@ -11,7 +11,7 @@ used by the server process itself, by its training workers, by this script's Chr
 machine, on each side.
 
     .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N] [--learners-elsewhere]
-        [--visit first|return|switch]
+        [--visit first,return,switch]
 
 --max-trainers sets the server's PLAYGROUND_MAX_TRAINERS (default: the server's own, cores - 1).
 --learners-elsewhere puts the training learners' tabs in a second Chromium run at SCHED_IDLE: in a classroom
@@ -193,14 +193,15 @@ def spread(xs: list[float]) -> str:
 
 
 def measure(
-    browser, url: str, server_pid: int, n_trainers: int, repeats: int, learners_browser=None, visit: str = "first"
+    browser, url: str, server_pid: int, n_trainers: int, repeats: int, learners_browser=None, visits=("first",)
 ) -> dict:
     """One phase: `n_trainers` learners, whose runs are paused (alone) or going (loaded) in alternation,
-    while each page is visited (`visit`: bench_pages' first, return or switch) `repeats` times on each side.
-    The learners' tabs are in `learners_browser` (default: the same browser as the timed pages)."""
-    pages = [page for page in PAGES if not (visit == "switch" and page == "home")]  # a switch starts at Home
+    while each page is visited (`visits`: bench_pages' first, return or switch) `repeats` times on each side;
+    results are keyed "visit page". The learners' tabs are in `learners_browser` (default: the same browser
+    as the timed pages)."""
+    timed = [(v, p) for v in visits for p in PAGES if not (v == "switch" and p == "home")]  # a switch starts at Home
     kept = browser.new_context(viewport=VIEWPORT)  # return and switch visits reuse it (its cache is warm)
-    for page in pages:
+    for visit, page in timed:
         time_visit(browser, kept, url, page, visit)
     learners = []
     for i in range(n_trainers):  # each run started, trained a step, then paused: every learner has a run
@@ -208,7 +209,7 @@ def measure(
         learner.wait_for(lambda state, step: step > 0, "a first step")
         learner.pause()
         learners.append(learner)
-    times = {side: {page: [] for page in pages} for side in SIDES}
+    times = {side: {f"{v} {p}": [] for v, p in timed} for side in SIDES}
     cpu = {side: dict.fromkeys(("server", "workers", "browser", "machine", "wall"), 0.0) for side in SIDES}
     queued = {learner.name: 0 for learner in learners}
     timeouts = dict.fromkeys(SIDES, 0)
@@ -222,15 +223,15 @@ def measure(
                 for learner in learners:  # going again, or waiting its turn
                     learner.wait_for(lambda state, step: state in ("training", "queued", "finished"), "Resume")
             before, wall = cpu_by_part(server_pid), time.perf_counter()
-            for page in pages if repeat % 2 == 0 else reversed(pages):
+            for visit, page in timed if repeat % 2 == 0 else reversed(timed):
                 try:
                     seconds = time_visit(browser, kept, url, page, visit, timeout_s=LOAD_TIMEOUT_S)
                 except PlaywrightError:  # counted as the limit, and said
                     seconds = LOAD_TIMEOUT_S
                     timeouts[side] += 1
-                times[side][page].append(seconds)
+                times[side][f"{visit} {page}"].append(seconds)
                 states = [learner.state()[0] for learner in learners] if side == "loaded" else []
-                print(f"  {n_trainers} trainers, {side}, {page}: {seconds:.2f} s {states}", flush=True)
+                print(f"  {n_trainers} trainers, {side}, {visit} {page}: {seconds:.2f} s {states}", flush=True)
                 if side == "loaded":
                     for learner in learners:
                         queued[learner.name] += learner.poll() == "queued"
@@ -247,7 +248,7 @@ def measure(
             side: {part: 100 * v / c["wall"] for part, v in c.items() if part != "wall"} for side, c in cpu.items()
         },
         "throughput": {learner.name: (learner.steps / cpu["loaded"]["wall"], learner.unit) for learner in learners},
-        "queued": {name: polls / (len(pages) * repeats) for name, polls in queued.items()},
+        "queued": {name: polls / (len(timed) * repeats) for name, polls in queued.items()},
         "restarts": {learner.name: learner.restarts for learner in learners},
         "timeouts": timeouts,
     }
@@ -269,9 +270,14 @@ def main() -> None:
         "laptops: only the server and its workers share the machine with the timed pages",
     )
     parser.add_argument(
-        "--visit", choices=VISITS, default="first", help="how the timed pages are visited (bench_pages: default first)"
+        "--visit",
+        default="first",
+        help=f"how the timed pages are visited, comma-separated, of {', '.join(VISITS)} (bench_pages; default first)",
     )
     args = parser.parse_args()
+    visits = args.visit.split(",")
+    if unknown := [v for v in visits if v not in VISITS]:
+        parser.error(f"--visit: unknown {', '.join(unknown)}; choose from {', '.join(VISITS)}")
 
     os.environ["STREAMLIT_SERVER_FILE_WATCHER_TYPE"] = "none"  # the app as served, not reloaded on an edit
     if args.max_trainers is not None:
@@ -291,7 +297,7 @@ def main() -> None:
             for page in PAGES:  # warm-up: first imports, first chunks, the bundled models
                 time_page(browser, url, page, PAGES[page])
             results = [
-                (n, measure(browser, url, server.pid, n, args.repeats, learners_browser, args.visit)) for n in phases
+                (n, measure(browser, url, server.pid, n, args.repeats, learners_browser, visits)) for n in phases
             ]
         finally:
             if learners_browser is not None:
@@ -305,11 +311,11 @@ def main() -> None:
     print(f"the training learners' tabs: in {where}; the timed pages: {args.visit} visits")
     for n, result in results:
         print(f"-- {n} other sessions training (loaded) or paused (alone)")
-        for page in result["times"]["alone"]:
-            alone, loaded = result["times"]["alone"][page], result["times"]["loaded"][page]
+        for timed in result["times"]["alone"]:
+            alone, loaded = result["times"]["alone"][timed], result["times"]["loaded"][timed]
             ratios = [b / a for a, b in zip(alone, loaded)]
             print(
-                f"{page:<9} alone {spread(alone)}  loaded {spread(loaded)}  loaded / alone: median "
+                f"{timed:<16} alone {spread(alone)}  loaded {spread(loaded)}  loaded / alone: median "
                 f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
             )
         if any(result["timeouts"].values()):
