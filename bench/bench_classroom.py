@@ -32,7 +32,7 @@ from pathlib import Path
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import sync_playwright
 
-from bench.bench_pages import CHROMIUM, PAGES, ROOT, VIEWPORT, VISITS, start_server, time_page, time_visit
+from bench.bench_pages import CHROMIUM, PAGES, ROOT, VIEWPORT, VISITS, start_server, time_page, time_visit, visit_pairs
 
 PROGRESS = re.compile(r"(epoch|step) (\d+) / (\d+)")
 START_LABEL = {"memorize": "▶ Start", "lm": "Start"}
@@ -44,14 +44,15 @@ LOAD_TIMEOUT_S = 90  # a load that takes longer is counted as this (and reported
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _stat(pid: int | str) -> tuple[int, float] | None:
-    """(parent pid, CPU seconds: user + system) of a process, or None if it is gone."""
+def _stat(pid: int | str) -> tuple[int, float, float] | None:
+    """(parent pid, CPU seconds of the process: user + system, CPU seconds of its children that have ended
+    and were waited for) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS, (int(fields[13]) + int(fields[14])) / TICKS
 
 
 def machine_cpu() -> float:
@@ -62,23 +63,28 @@ def machine_cpu() -> float:
 
 
 def cpu_by_part(server_pid: int) -> dict[str, float]:
-    """CPU seconds so far of the server process, its descendants (the forkserver and the training
-    workers alive now), this script's other descendants (Chromium), and the machine."""
+    """CPU seconds so far of the server process, its descendants (the forkserver and the training workers,
+    those that have ended too: a process's waited-for children count in it), this script's other
+    descendants (Chromium and Playwright's driver), and the machine."""
     stats = {int(pid): stat for pid in os.listdir("/proc") if pid.isdigit() and (stat := _stat(pid))}
 
     def below(root: int) -> set[int]:
         found, frontier = set(), {root}
         while frontier:
-            frontier = {pid for pid, (parent, _) in stats.items() if parent in frontier} - found
+            frontier = {pid for pid, (parent, _, _) in stats.items() if parent in frontier} - found
             found |= frontier
         return found
 
+    def total(pids: set[int]) -> float:
+        return sum(stats[pid][1] + stats[pid][2] for pid in pids)
+
     workers = below(server_pid)
     browser = below(os.getpid()) - workers - {server_pid}
+    _, server_own, server_children = stats.get(server_pid, (0, 0.0, 0.0))
     return {
-        "server": stats.get(server_pid, (0, 0.0))[1],
-        "workers": sum(stats[pid][1] for pid in workers),
-        "browser": sum(stats[pid][1] for pid in browser),
+        "server": server_own,
+        "workers": total(workers) + server_children,
+        "browser": total(browser),
         "machine": machine_cpu(),
     }
 
@@ -199,7 +205,7 @@ def measure(
     while each page is visited (`visits`: bench_pages' first, return or switch) `repeats` times on each side;
     results are keyed "visit page". The learners' tabs are in `learners_browser` (default: the same browser
     as the timed pages)."""
-    timed = [(v, p) for v in visits for p in PAGES if not (v == "switch" and p == "home")]  # a switch starts at Home
+    timed = visit_pairs(visits, list(PAGES))
     kept = browser.new_context(viewport=VIEWPORT)  # return and switch visits reuse it (its cache is warm)
     for visit, page in timed:
         time_visit(browser, kept, url, page, visit)

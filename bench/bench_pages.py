@@ -117,6 +117,12 @@ def time_visit(browser, kept, url: str, page: str, visit: str, timeout_s: float 
     return time_page(browser, url, page, PAGES[page], timeout_s, context=kept if visit == "return" else None)
 
 
+def visit_pairs(visits: list[str], pages: list[str]) -> list[tuple[str, str]]:
+    """The (visit, page) pairs to time, visits first: every pair except a switch to Home, where a switch
+    starts."""
+    return [(v, p) for v in visits for p in pages if not (v == "switch" and p == "home")]
+
+
 def archive(rev: str, into: Path) -> Path:
     """The files of git revision `rev` under `into` (git archive: the working tree is not touched)."""
     tar = into / "ref.tar"
@@ -138,7 +144,7 @@ def main() -> None:
     parser.add_argument("--visit", default="first", help=f"comma-separated, of {', '.join(VISITS)} (default first)")
     args = parser.parse_args()
     pages, visits = args.pages.split(","), args.visit.split(",")
-    timed = [(v, p) for v in visits for p in pages if not (v == "switch" and p == "home")]  # a switch starts at Home
+    timed = visit_pairs(visits, pages)
     for name, given, known in (("--pages", pages, PAGES), ("--visit", visits, VISITS)):
         if unknown := [x for x in given if x not in known]:
             parser.error(f"{name}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
