@@ -14,9 +14,12 @@ machine, on each side.
         [--visit first,return,switch]
 
 --max-trainers sets the server's PLAYGROUND_MAX_TRAINERS (default: the server's own, cores - 1).
---learners-elsewhere puts the training learners' tabs in a second Chromium run at SCHED_IDLE: in a classroom
-their browsers run on their own laptops, and here their live charts would otherwise take the cores the timed
-page needs (the server still does each of their reruns).
+--learners-elsewhere puts the training learners' tabs in a second Chromium run at the lowest priority: in a
+classroom their browsers run on their own laptops, and here their live charts would otherwise take the cores
+the timed page needs (the server still does each of their reruns). Lowest means SCHED_IDLE inside its own
+scheduling group at nice 19: Playwright starts each browser in a new session, and Linux's autogroups share
+the CPU between sessions before any priority inside one counts, so SCHED_IDLE alone would still get a
+session's full share against the timed page's Chromium.
 """
 
 from __future__ import annotations
@@ -272,7 +275,7 @@ def main() -> None:
     parser.add_argument(
         "--learners-elsewhere",
         action="store_true",
-        help="the training learners' tabs in a second Chromium at idle priority (SCHED_IDLE), as if on their own "
+        help="the training learners' tabs in a second Chromium at the lowest priority, as if on their own "
         "laptops: only the server and its workers share the machine with the timed pages",
     )
     parser.add_argument(
@@ -294,9 +297,10 @@ def main() -> None:
         flags = ["--headless", "--no-sandbox", "--disable-gpu"]
         browser = p.chromium.launch(executable_path=CHROMIUM, args=flags)
         learners_browser = None
-        if args.learners_elsewhere:  # chrt --idle 0: the browser and every process it starts run at SCHED_IDLE
+        if args.learners_elsewhere:  # its session's autogroup at nice 19, then SCHED_IDLE for all it starts
             idle = Path(tmp) / "chromium-idle"
-            idle.write_text(f'#!/bin/sh\nexec chrt --idle 0 {CHROMIUM} "$@"\n')
+            lowest = "echo 19 > /proc/self/autogroup 2>/dev/null"  # no autogroups (or no right to): SCHED_IDLE only
+            idle.write_text(f'#!/bin/sh\n{lowest}\nexec chrt --idle 0 {CHROMIUM} "$@"\n')
             idle.chmod(0o755)
             learners_browser = p.chromium.launch(executable_path=str(idle), args=flags)
         try:

@@ -32,9 +32,10 @@ MAX_IN_FLIGHT = 8  # batches sent, not yet read by the page: about 2 s of traini
 HEARD_LIMIT_S = 30.0  # a running child that has heard nothing from its page this long pauses itself
 PAUSED_LIMIT_S = 30 * 60.0  # a paused child ends after this long (its model stays with the page)
 PROGRESS_EVERY_S = 0.2  # a BPE training's or a download's progress, at most this often
-# Trainers yield the CPU to the server (and its pages) when both want it, and still get about a tenth of a core
-# where other programs keep every core busy. Linux's SCHED_IDLE (about 0.3%) measured no faster pages under
-# load here (bench/bench_classroom.py, docs/app.md), and would all but stop a run on a busy machine.
+# Trainers yield the CPU to the server (and its pages) and to every other program when both want it, and still
+# get about a tenth of a core where other programs keep every core busy (see lower_priority). Linux's
+# SCHED_IDLE (about 0.3%) measured no faster pages under load here (bench/bench_classroom.py, docs/app.md),
+# and would all but stop a run on a busy machine.
 NICENESS = 10
 
 
@@ -63,9 +64,31 @@ def warm_up() -> None:
 
 
 # ---------------------------------------------------------------- the child
+def lower_priority() -> None:
+    """NICENESS for this process (and the threads it makes later) and for its scheduling group. Linux shares
+    the CPU between sessions' groups (autogroups) before a nice value inside one counts: a worker left in the
+    server's session would yield to the server but take a whole session's share from every other program,
+    a browser on the same machine included. So the worker starts a session of its own and sets that
+    group's nice too (raising a nice needs no privilege; the kernel refuses changes closer than 0.1 s
+    apart, so it tries again). Where there are no autogroups, the process's nice is all there is."""
+    os.nice(NICENESS)
+    if not hasattr(os, "setsid") or not os.path.exists("/proc/self/autogroup"):
+        return
+    os.setsid()
+    for _ in range(20):
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(NICENESS))
+            return
+        except BlockingIOError:  # EAGAIN: another group's nice was set within the last 0.1 s
+            time.sleep(0.11)
+        except OSError:
+            return
+
+
 def main(conn: Connection, settings: Settings, text: str | None, cache_dir, threads: int, max_steps: int) -> None:
     """The child process: build the run, then train and report until it ends, is ended, or is left."""
-    os.nice(NICENESS)  # first: torch's threads, made later, inherit it
+    lower_priority()  # first: torch's threads, made later, inherit it
     torch.set_num_threads(threads)
     last_progress = [0.0]
 

@@ -93,13 +93,17 @@ def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads a process's threads from /proc")
-def test_a_worker_yields_the_cpu_to_the_pages_in_every_thread() -> None:
+def test_a_worker_yields_the_cpu_in_every_thread_and_in_its_scheduling_group() -> None:
     session = TrainingSession(Scheduler(1))
     session.start(LONG)
     wait_for(session, lambda: session.step >= 1, "a first epoch")
     threads = [int(tid) for tid in os.listdir(f"/proc/{session.worker.pid}/task")]  # torch's pool included
     base = os.getpriority(os.PRIO_PROCESS, 0)  # the server's (this test's) own niceness
     assert threads and all(os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + NICENESS) for tid in threads)
+    if Path("/proc/self/autogroup").exists():  # and its own scheduling group, at that nice too ("/autogroup-7 nice 10")
+        ours = Path("/proc/self/autogroup").read_text().split()
+        group = Path(f"/proc/{session.worker.pid}/autogroup").read_text().split()
+        assert group[0] != ours[0] and group[-1] == str(NICENESS), (group, ours)
     session.close()
 
 
