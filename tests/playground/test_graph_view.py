@@ -178,13 +178,16 @@ def test_the_text_form_and_the_generated_code_are_made_when_opened_and_wrap():
     assert not at.exception and at.code[0].value.count("\n") > 400  # it stays open, with every node
 
 
-def test_the_project_config_turns_off_usage_statistics_and_the_deploy_button() -> None:
-    """Issue 18, finding 12: Streamlit started from the project's root reads .streamlit/config.toml."""
+def test_the_project_config_turns_off_usage_statistics_the_deploy_button_and_the_per_run_work() -> None:
+    """Issue 18, finding 12: Streamlit started from the project's root reads .streamlit/config.toml. Issue 21:
+    nothing the server does after every script run that measured slower pages while others trained."""
     import tomllib
 
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["browser"]["gatherUsageStats"] is False
     assert config["client"]["toolbarMode"] == "minimal"  # no Deploy button, no developer options
+    assert config["runner"]["postScriptGC"] is False  # a full gc.collect holding the GIL, ~120 ms with torch
+    assert config["server"]["fileWatcherType"] == "none"  # a walk of sys.modules on the event loop
 
 
 def test_with_evaluate_off_the_caption_does_not_say_evaluated() -> None:
