@@ -5,6 +5,7 @@ folder). Each page keeps its url path: the router pauses training when the `trai
 
 import streamlit as st
 import torch
+import torch._dynamo  # noqa: F401  (once, at start-up: see playground/train/child.py; else the first Graph page waits ~1.2 s)
 
 import playground.common.charts  # noqa: F401  (plotly and pandas imported once, at start-up: see charts.py)
 from playground.train import worker

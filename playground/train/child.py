@@ -1,5 +1,6 @@
 """What the training workers' forkserver imports once, before it forks any worker (worker.py names this
-module as its only preload; nothing else imports it): torch and lm, through worker.py, and one rule.
+module as its only preload; nothing else imports it): torch (with torch._dynamo, below) and lm, through
+worker.py, and one rule.
 
 The rule: a worker never runs the parent's `__main__` again. multiprocessing makes a child import its
 parent's main module (for pickled functions defined there), but under Streamlit `__main__` is the page
@@ -8,6 +9,11 @@ workers' functions all live in importable modules, so the forkserver's children 
 """
 
 from multiprocessing import spawn
+
+# torch imports its compiler front end (torch._dynamo, ~1.2 s) lazily, at the first op on `meta` tensors that
+# goes through one of its Python decompositions (autodiff's shape inference runs such ops: a 0-d mul). Every
+# worker's first batch paid that; imported here, the forks inherit it.
+import torch._dynamo  # noqa: F401
 
 import playground.train.worker  # noqa: F401  (torch, lm and the worker's loop, imported once for every fork)
 

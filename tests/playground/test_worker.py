@@ -92,6 +92,30 @@ def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
     assert session.status == "finished" and session.run.losses == in_process(settings).losses
 
 
+FIRST_BATCH = """
+import sys
+import playground.train.child  # the forkserver's preload: what every worker starts with
+from playground.train.modes import MemorizeSettings
+from playground.train.runner import Runner
+before = set(sys.modules)
+runner = Runner(MemorizeSettings(d_model=16, d_ff=32, epochs=50), None, None, lambda *args: None)
+runner.advance(0.2, 50)
+print(sorted(name for name in set(sys.modules) - before if name.startswith("torch")))
+"""
+
+
+def test_a_workers_first_batch_imports_nothing_of_torch_the_forkserver_did_not() -> None:
+    """torch imports torch._dynamo (~1.2 s) at the first meta-tensor op with a Python decomposition, which
+    autodiff's shape inference runs: child.py imports it once for every fork, so no Start waits for it."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", FIRST_BATCH], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads a process's threads from /proc")
 def test_a_worker_yields_the_cpu_in_every_thread_and_in_its_scheduling_group() -> None:
     session = TrainingSession(Scheduler(1))
