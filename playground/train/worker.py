@@ -74,7 +74,10 @@ def lower_priority() -> None:
     os.nice(NICENESS)
     if not hasattr(os, "setsid") or not os.path.exists("/proc/self/autogroup"):
         return
-    os.setsid()
+    try:
+        os.setsid()
+    except OSError:  # already a session's or group's leader: its group may hold the server, leave it alone
+        return
     for _ in range(20):
         try:
             with open("/proc/self/autogroup", "w") as f:
