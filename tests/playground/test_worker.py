@@ -131,6 +131,31 @@ def test_a_worker_yields_the_cpu_in_every_thread_and_in_its_scheduling_group() -
     session.close()
 
 
+NO_OWN_SESSION = """
+import os
+from playground.train import worker
+def refused():
+    raise PermissionError("already a process group leader")
+os.setsid = refused
+before = open("/proc/self/autogroup").read()
+worker.lower_priority()
+print(before == open("/proc/self/autogroup").read(), os.getpriority(os.PRIO_PROCESS, 0))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="Linux's autogroups")
+def test_a_worker_that_cannot_start_its_own_session_leaves_the_shared_group_alone() -> None:
+    """Its scheduling group may be the server's: setting that group's nice would slow the server too."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", NO_OWN_SESSION], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    unchanged, nice = out.stdout.split()
+    assert unchanged == "True" and int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
+
+
 def test_killing_a_worker_is_a_message_and_the_session_goes_on() -> None:
     session = TrainingSession(Scheduler(1))
     session.start(LONG)
