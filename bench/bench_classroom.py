@@ -160,7 +160,7 @@ class Learner:
     def poll(self, restart: bool = True) -> str:
         """Count the steps done since the last poll (a run that finished is started again, if `restart`)."""
         state, step = self.state()
-        if state == "unknown":
+        if state in ("unknown", "queued"):  # a queued page shows no step: keep the last one seen
             return state
         self.steps += max(0, step - self.last)
         self.last = step
