@@ -11,6 +11,8 @@ sideways in its box is intended. Screenshots: `test-output/narrow-<page>.png`.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -156,7 +158,9 @@ def test_train_at_1024_px_paused_and_in_both_modes(narrow):
     assert_readable(narrow, "train")
     narrow.open("")  # Home's example starts the default run; leaving the Train page pauses it
     page.get_by_role("button", name="Try: train the default model").click()
-    page.get_by_text("epoch", exact=False).first.wait_for(timeout=60_000)
+    # Training, not starting: a run left while its worker still builds it is forgotten (nothing to resume),
+    # and the "Epochs" setting's label alone would match "epoch" before the run has begun.
+    page.get_by_text(re.compile(r"epoch \d+ / \d+")).first.wait_for(timeout=60_000)
     page.locator('[data-testid="stSidebarNav"] a', has_text="Home").click()
     page.locator('[data-testid="stSidebarNav"] a', has_text="Train").click()
     page.get_by_role("button", name="▶ Resume").wait_for(timeout=60_000)  # it was "▶ Resu…" (finding 8)
