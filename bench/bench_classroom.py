@@ -3,8 +3,9 @@ Chromium sessions: how long the Graph page takes to show its SVG and the Generat
 (bench_pages.time_visit: by default a first visit, a fresh browser context per load; `--visit` as in
 bench_pages, each kind timed in the same alternation) while 2, then 4, other sessions train on the
 Train page (alternately Memorize sentences at 5,000 epochs and the Language model defaults with 20,000
-steps, so no run ends during the measurement), against the same pages while those runs are paused: the
-two sides alternate repeat by repeat, so both see the same machine (shared: other work comes and goes).
+steps; a run that ends, Memorize's in about 20 s, is started again), against the same pages while those
+runs are paused: the two sides alternate repeat by repeat, so both see the same machine (shared: other
+work comes and goes).
 Prints each page's median and spread on both sides and the ratio loaded / alone of each repeat, each
 trainer's throughput (steps per second of loaded wall time; 0 while it waits in the queue), and the CPU
 used by the server process itself, by its training workers, by this script's Chromium, and by the whole
@@ -67,8 +68,9 @@ def machine_cpu() -> float:
 
 def cpu_by_part(server_pid: int) -> dict[str, float]:
     """CPU seconds so far of the server process, its descendants (the forkserver and the training workers,
-    those that have ended too: a process's waited-for children count in it), this script's other
-    descendants (Chromium and Playwright's driver), and the machine."""
+    those that have ended too: a process's waited-for children count in it; so do the server's own ended
+    children, its `dot` layouts), this script's other descendants (Chromium and Playwright's driver), and
+    the machine."""
     stats = {int(pid): stat for pid in os.listdir("/proc") if pid.isdigit() and (stat := _stat(pid))}
 
     def below(root: int) -> set[int]:

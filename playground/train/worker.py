@@ -72,7 +72,7 @@ def lower_priority() -> None:
     group's nice too (raising a nice needs no privilege; the kernel refuses changes closer than 0.1 s
     apart, so it tries again). Where there are no autogroups, the process's nice is all there is."""
     os.nice(NICENESS)
-    if not hasattr(os, "setsid") or not os.path.exists("/proc/self/autogroup"):
+    if not os.path.exists("/proc/self/autogroup"):  # not Linux, or no autogroups
         return
     try:
         os.setsid()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -92,6 +94,17 @@ def test_pause_and_resume_across_the_process_boundary_lose_nothing() -> None:
     assert session.status == "finished" and session.run.losses == in_process(settings).losses
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_in_project(code: str) -> str:
+    """What `code` prints, run by a fresh interpreter in the project's root (a process of its own: these
+    tests change what it imported, its niceness or its scheduling group)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
 FIRST_BATCH = """
 import sys
 import playground.train.child  # the forkserver's preload: what every worker starts with
@@ -107,13 +120,8 @@ print(sorted(name for name in set(sys.modules) - before if name.startswith("torc
 def test_a_workers_first_batch_imports_nothing_of_torch_the_forkserver_did_not() -> None:
     """torch imports torch._dynamo (~1.2 s) at the first meta-tensor op with a Python decomposition, which
     autodiff's shape inference runs: child.py imports it once for every fork, so no Start waits for it."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", FIRST_BATCH], cwd=root, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+    printed = python_in_project(FIRST_BATCH)
+    assert printed.strip().splitlines()[-1] == "[]", printed
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads a process's threads from /proc")
@@ -146,13 +154,7 @@ print(before == open("/proc/self/autogroup").read(), os.getpriority(os.PRIO_PROC
 @pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="Linux's autogroups")
 def test_a_worker_that_cannot_start_its_own_session_leaves_the_shared_group_alone() -> None:
     """Its scheduling group may be the server's: setting that group's nice would slow the server too."""
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", NO_OWN_SESSION], cwd=root, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    unchanged, nice = out.stdout.split()
+    unchanged, nice = python_in_project(NO_OWN_SESSION).split()
     assert unchanged == "True" and int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
 
 
