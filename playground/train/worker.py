@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import torch
 
@@ -64,15 +65,25 @@ def warm_up() -> None:
 
 
 # ---------------------------------------------------------------- the child
+def autogroup(pid: int | str = "self") -> str:
+    """A process's scheduling group as Linux shows it ("/autogroup-7 nice 0"), or "" where none applies: not
+    Linux, autogroups off, or the process in a CPU cgroup of its own (a container), where the cgroup's share
+    decides and the kernel shows nothing."""
+    try:
+        return Path(f"/proc/{pid}/autogroup").read_text().strip()
+    except OSError:
+        return ""
+
+
 def lower_priority() -> None:
     """NICENESS for this process (and the threads it makes later) and for its scheduling group. Linux shares
     the CPU between sessions' groups (autogroups) before a nice value inside one counts: a worker left in the
     server's session would yield to the server but take a whole session's share from every other program,
     a browser on the same machine included. So the worker starts a session of its own and sets that
     group's nice too (raising a nice needs no privilege; the kernel refuses changes closer than 0.1 s
-    apart, so it tries again). Where there are no autogroups, the process's nice is all there is."""
+    apart, so it tries again). Where no autogroup applies, the process's nice is all there is."""
     os.nice(NICENESS)
-    if not os.path.exists("/proc/self/autogroup"):  # not Linux, or no autogroups
+    if not autogroup():
         return
     try:
         os.setsid()

@@ -28,7 +28,7 @@ from playground.train.logic import Run, TrainingSession
 from playground.train.modes import LanguageModelSettings, MemorizeSettings
 from playground.train.runner import Runner
 from playground.train.scheduler import Scheduler, cores, max_trainers, threads_per_trainer
-from playground.train.worker import NICENESS
+from playground.train.worker import NICENESS, autogroup
 
 SMALL = MemorizeSettings(d_model=16, d_ff=32, epochs=120)
 LONG = replace(SMALL, epochs=5000)  # still training when a test pauses, kills or queues behind it
@@ -132,9 +132,8 @@ def test_a_worker_yields_the_cpu_in_every_thread_and_in_its_scheduling_group() -
     threads = [int(tid) for tid in os.listdir(f"/proc/{session.worker.pid}/task")]  # torch's pool included
     base = os.getpriority(os.PRIO_PROCESS, 0)  # the server's (this test's) own niceness
     assert threads and all(os.getpriority(os.PRIO_PROCESS, tid) == min(19, base + NICENESS) for tid in threads)
-    if Path("/proc/self/autogroup").exists():  # and its own scheduling group, at that nice too ("/autogroup-7 nice 10")
-        ours = Path("/proc/self/autogroup").read_text().split()
-        group = Path(f"/proc/{session.worker.pid}/autogroup").read_text().split()
+    if autogroup():  # and its own scheduling group, at that nice too ("/autogroup-7 nice 10")
+        ours, group = autogroup().split(), autogroup(session.worker.pid).split()
         assert group[0] != ours[0] and group[-1] == str(NICENESS), (group, ours)
     session.close()
 
@@ -151,11 +150,28 @@ print(before == open("/proc/self/autogroup").read(), os.getpriority(os.PRIO_PROC
 """
 
 
-@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="Linux's autogroups")
+@pytest.mark.skipif(not autogroup(), reason="no autogroup applies here (not Linux, or a CPU cgroup of its own)")
 def test_a_worker_that_cannot_start_its_own_session_leaves_the_shared_group_alone() -> None:
     """Its scheduling group may be the server's: setting that group's nice would slow the server too."""
     unchanged, nice = python_in_project(NO_OWN_SESSION).split()
     assert unchanged == "True" and int(nice) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
+
+
+NO_AUTOGROUP = """
+import os
+from playground.train import worker
+def unexpected():
+    raise AssertionError("a session of its own, where no autogroup applies")
+os.setsid = unexpected
+worker.autogroup = lambda pid="self": ""  # as in a container: /proc/self/autogroup exists and reads empty
+worker.lower_priority()
+print(os.getpriority(os.PRIO_PROCESS, 0))
+"""
+
+
+def test_where_no_autogroup_applies_a_worker_only_lowers_its_nice() -> None:
+    """A container's cgroup shares the CPU there; the worker neither starts a session nor writes a group."""
+    assert int(python_in_project(NO_AUTOGROUP)) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICENESS)
 
 
 def test_killing_a_worker_is_a_message_and_the_session_goes_on() -> None:
