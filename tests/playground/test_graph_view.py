@@ -190,6 +190,22 @@ def test_the_project_config_turns_off_usage_statistics_the_deploy_button_and_the
     assert config["server"]["fileWatcherType"] == "none"  # a walk of sys.modules on the event loop
 
 
+def test_the_server_serves_with_uvloop_and_httptools() -> None:
+    """Issue 21: a first visit fetches ~120 script files through the browser's 6 connections. Streamlit's
+    server (uvicorn) picks httptools and uvloop when installed (requirements.txt: streamlit[performance]);
+    on the pure-Python parser and loop each file took ~50 ms to arrive and the Graph page's drawing showed
+    1.2x later (docs/app.md, Page speed). Uvicorn's own choice, as Streamlit leaves it to uvicorn."""
+    import importlib.util
+
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = uvicorn.Config(app=None)
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    assert importlib.util.find_spec("uvloop") is not None  # streamlit.web.bootstrap runs its loop on it
+
+
 def test_with_evaluate_off_the_caption_does_not_say_evaluated() -> None:
     """Issue 18, finding 12."""
     at = open_page("graph")
