@@ -14,7 +14,11 @@ With `--ref REV` a second server runs that git revision (archived to a temporary
 sides alternate load by load, so both see the same machine load; the ratio is ours / ref.
 
     .venv/bin/python bench/bench_pages.py [--repeats 7] [--visit first,return,switch] [--ref HEAD~1]
-        [--pages graph,generate]
+        [--pages graph,generate] [--ref-without httptools,uvloop,orjson]
+
+`--ref-without` runs the reference server without some installed packages (stand-ins that fail to import
+come first on its path): `--ref HEAD --ref-without httptools,uvloop,orjson` times what Streamlit's
+`performance` extra brings.
 
 `time_page` is the reusable part: a load benchmark can call it while other sessions train.
 """
@@ -52,11 +56,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run playground/Home.py` of the tree at `root` (its packages first on the path); returns
-    the process and its URL once healthy."""
+def start_server(root: Path, log: Path, hidden: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`streamlit run playground/Home.py` of the tree at `root` (its packages first on the path, after
+    `hidden`'s, see `hide`); returns the process and its URL once healthy."""
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(root))  # before the editable install of this checkout
+    path = [str(hidden)] if hidden else []
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*path, str(root)]))  # before this checkout's install
     command = [sys.executable, "-m", "streamlit", "run", "playground/Home.py", "--server.headless", "true"]
     command += ["--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
     server = subprocess.Popen(command, cwd=root, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
@@ -123,6 +128,15 @@ def visit_pairs(visits: list[str], pages: list[str]) -> list[tuple[str, str]]:
     return [(v, p) for v in visits for p in pages if not (v == "switch" and p == "home")]
 
 
+def hide(packages: list[str], into: Path) -> Path:
+    """A folder of stand-ins that fail to import as if `packages` were not installed (ModuleNotFoundError,
+    which uvicorn, Streamlit and Plotly take as "not there"): put first on a server's path."""
+    into.mkdir()
+    for name in packages:
+        (into / f"{name}.py").write_text(f"raise ModuleNotFoundError({name!r} + ' hidden by bench_pages')\n")
+    return into
+
+
 def archive(rev: str, into: Path) -> Path:
     """The files of git revision `rev` under `into` (git archive: the working tree is not touched)."""
     tar = into / "ref.tar"
@@ -141,8 +155,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed loads per page, visit and side (default 7)")
     parser.add_argument("--ref", help="a git revision to compare with (served side by side, alternated)")
     parser.add_argument("--pages", default=",".join(PAGES), help=f"comma-separated, of {', '.join(PAGES)}")
+    parser.add_argument(
+        "--ref-without",
+        default="",
+        help="comma-separated installed packages the --ref server runs without, e.g. httptools,uvloop,orjson",
+    )
     parser.add_argument("--visit", default="first", help=f"comma-separated, of {', '.join(VISITS)} (default first)")
     args = parser.parse_args()
+    if args.ref_without and not args.ref:
+        parser.error("--ref-without needs --ref (HEAD compares this checkout with and without the packages)")
     pages, visits = args.pages.split(","), args.visit.split(",")
     timed = visit_pairs(visits, pages)
     for name, given, known in (("--pages", pages, PAGES), ("--visit", visits, VISITS)):
@@ -154,7 +175,10 @@ def main() -> None:
         roots = {"ours": ROOT}
         if args.ref:
             roots["ref"] = archive(args.ref, Path(tmp))
-        servers = {side: start_server(root, Path(tmp) / f"{side}.log") for side, root in roots.items()}
+        hidden = {"ref": hide(args.ref_without.split(","), Path(tmp) / "hidden")} if args.ref_without else {}
+        servers = {
+            side: start_server(root, Path(tmp) / f"{side}.log", hidden.get(side)) for side, root in roots.items()
+        }
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         kept = {side: browser.new_context(viewport=VIEWPORT) for side in servers}  # return and switch visits
         try:
