@@ -6,10 +6,11 @@ Train page (alternately Memorize sentences at 5,000 epochs and the Language mode
 steps; a run that ends, Memorize's in about 20 s, is started again), against the same pages while those
 runs are paused: the two sides alternate repeat by repeat, so both see the same machine (shared: other
 work comes and goes).
-Prints each page's median and spread on both sides and the ratio loaded / alone of each repeat, each
-trainer's throughput (steps per second of loaded wall time; 0 while it waits in the queue), and the CPU
-used by the server process itself, by its training workers, by this script's Chromium, and by the whole
-machine, on each side.
+Times are the browser's own clock, from navigation (or the click) to the frame that shows the drawing
+(bench_pages.WATCH). Prints each page's median and spread on both sides and the ratio loaded / alone of
+each repeat, each trainer's throughput (steps per second of loaded wall time; 0 while it waits in the
+queue), and the CPU used by the server process itself, by its training workers, by this script's
+Chromium, and by the whole machine, on each side.
 
     .venv/bin/python -m bench.bench_classroom [--repeats 5] [--trainers 2,4] [--max-trainers N] [--learners-elsewhere]
         [--visit first,return,switch]
@@ -236,7 +237,7 @@ def measure(
             before, wall = cpu_by_part(server_pid), time.perf_counter()
             for visit, page in timed if repeat % 2 == 0 else reversed(timed):
                 try:
-                    seconds = time_visit(browser, kept, url, page, visit, timeout_s=LOAD_TIMEOUT_S)
+                    seconds = time_visit(browser, kept, url, page, visit, timeout_s=LOAD_TIMEOUT_S).seconds
                 except PlaywrightError:  # counted as the limit, and said
                     seconds = LOAD_TIMEOUT_S
                     timeouts[side] += 1

@@ -1,5 +1,5 @@
 """Benchmark: how long a page of the app takes to show its drawing in Chromium, from navigation until the
-drawing is visible: the Graph page's SVG (laid out in the browser) and the Generate page's first heatmap,
+drawing is visible: the Graph page's SVG (laid out by `dot` on the server) and the Generate page's first heatmap,
 beside the Home page's title (the floor: Streamlit's own page load). Three kinds of visit (`--visit`):
 
 - `first`: each load in a fresh browser context, so a new Streamlit session and an empty browser cache: a
@@ -9,6 +9,11 @@ beside the Home page's title (the floor: Streamlit's own page load). Three kinds
   learner who comes back or opens a second tab;
 - `switch`: a tab already showing the Home page clicks the page's link in the sidebar: no page load at
   all, the way a learner moves between pages (timed from the click).
+
+Times are the browser's own clock (`performance.now()`): from the navigation's start, or the click, until the
+frame that shows the drawing is on the screen (see WATCH). Each line also gives when Playwright's `wait_for`
+returned, on this script's clock: its polling, 500 ms apart after the first 270 ms, added up to half a
+second to the figures recorded before 2026-12-07's afternoon (docs/app.md, Page speed).
 
 With `--ref REV` a second server runs that git revision (archived to a temporary folder) and the two
 sides alternate load by load, so both see the same machine load; the ratio is ours / ref.
@@ -26,6 +31,7 @@ come first on its path): `--ref HEAD --ref-without httptools,uvloop,orjson` time
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -36,6 +42,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -79,42 +86,77 @@ def start_server(root: Path, log: Path, hidden: Path | None = None) -> tuple[sub
     raise RuntimeError(f"the server at {root} did not start; see {log}")
 
 
-def time_page(browser, url: str, page: str, selector: str, timeout_s: float = 60, context=None) -> float:
-    """Seconds from navigating to `url/page` until `selector` is visible: in a new browser context (a first
-    visit), or in a new tab of `context` (a return visit: its cache is kept)."""
+# Run in the page: from a start (the navigation's, or a click's) until the first element matching the
+# selector is visible (a box with a size, not hidden: Playwright's "visible") and painted, on the browser's
+# own clock: checked before each frame, read at the start of the next one (the frame that showed it is on
+# the screen). Timing Playwright's wait instead would add its polling: `wait_for` looks 0, 20, 50, 100 and
+# 100 ms apart, then every 500 ms, so a drawing shown at 1.25 s is seen at ~1.35 or ~1.85 s.
+WATCH = """([selector, onClick]) => {
+  const visible = (el) => {
+    const box = el.getBoundingClientRect();
+    return box.width > 0 && box.height > 0 && getComputedStyle(el).visibility === "visible";
+  };
+  const watch = (start) => {
+    const frame = () => {
+      const el = document.querySelector(selector);
+      if (el && visible(el)) requestAnimationFrame(() => { window.__shownAfterMs = performance.now() - start; });
+      else requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+  };
+  if (onClick) document.addEventListener("click", () => watch(performance.now()), {capture: true, once: true});
+  else watch(0);  // performance.now() counts from the navigation's start
+}"""
+
+
+class Shown(NamedTuple):
+    seconds: float  # the browser's clock: from the navigation's start (or the click) to the frame showing it
+    waited: float  # this script's clock until Playwright's wait_for returned (its polling included)
+
+
+def _shown(tab, selector: str, start: float, timeout_s: float) -> Shown:
+    tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
+    waited = time.perf_counter() - start
+    shown_ms = tab.wait_for_function("() => window.__shownAfterMs", polling="raf", timeout=timeout_s * 1000)
+    return Shown(shown_ms.json_value() / 1000, waited)
+
+
+def time_page(browser, url: str, page: str, selector: str, timeout_s: float = 60, context=None) -> Shown:
+    """How long `url/page` takes to show `selector` (see `Shown`): in a new browser context (a first visit),
+    or in a new tab of `context` (a return visit: its cache is kept)."""
     own = context is None
     if own:
         context = browser.new_context(viewport=VIEWPORT)
     tab = context.new_page()
     try:
+        tab.add_init_script(f"({WATCH})({json.dumps([selector, False])})")  # runs as the document starts
         start = time.perf_counter()
         tab.goto(f"{url}/{'' if page == 'home' else page}", wait_until="commit")  # Home, the default page, is /
-        tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
-        return time.perf_counter() - start
+        return _shown(tab, selector, start, timeout_s)
     finally:
         tab.close()
         if own:
             context.close()
 
 
-def time_switch(context, url: str, page: str, selector: str, timeout_s: float = 60) -> float:
-    """Seconds from clicking `page`'s sidebar link, in a tab that shows the Home page, until `selector` is
-    visible: moving between pages within one session (no page load)."""
+def time_switch(context, url: str, page: str, selector: str, timeout_s: float = 60) -> Shown:
+    """How long, from clicking `page`'s sidebar link in a tab that shows the Home page, until `selector` is
+    visible (see `Shown`): moving between pages within one session (no page load)."""
     tab = context.new_page()
     try:
         tab.goto(f"{url}/", wait_until="commit")
         tab.locator(PAGES["home"]).first.wait_for(state="visible", timeout=timeout_s * 1000)
         link = tab.locator(f'[data-testid="stSidebarNavLink"][href$="/{page}"]').first
         link.wait_for(state="visible", timeout=timeout_s * 1000)
+        tab.evaluate(WATCH, [selector, True])
         start = time.perf_counter()
         link.click()
-        tab.locator(selector).first.wait_for(state="visible", timeout=timeout_s * 1000)
-        return time.perf_counter() - start
+        return _shown(tab, selector, start, timeout_s)
     finally:
         tab.close()
 
 
-def time_visit(browser, kept, url: str, page: str, visit: str, timeout_s: float = 60) -> float:
+def time_visit(browser, kept, url: str, page: str, visit: str, timeout_s: float = 60) -> Shown:
     """One timed visit of `page` (see the module's docstring): `kept` is the browser context that return and
     switch visits reuse."""
     if visit == "switch":
@@ -150,6 +192,10 @@ def spread(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s (min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
 
 
+def waited(shown: list[Shown]) -> str:
+    return f"median {statistics.median(t.waited for t in shown):.2f} s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed loads per page, visit and side (default 7)")
@@ -182,19 +228,22 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         kept = {side: browser.new_context(viewport=VIEWPORT) for side in servers}  # return and switch visits
         try:
-            times: dict[tuple[str, str, str], list[float]] = {}
+            times: dict[tuple[str, str, str], list[Shown]] = {}
             for repeat in range(args.repeats + 1):  # round 0 warms each server and the kept contexts' caches
                 for visit, page in timed:
                     for side in servers if repeat % 2 else reversed(list(servers)):  # alternate who goes first
-                        seconds = time_visit(browser, kept[side], servers[side][1], page, visit)
+                        shown = time_visit(browser, kept[side], servers[side][1], page, visit)
                         if repeat:
-                            times.setdefault((visit, page, side), []).append(seconds)
-            print(f"time until the drawing shows ({args.repeats} loads each after 1 warm-up)")
+                            times.setdefault((visit, page, side), []).append(shown)
+            print(f"time until the drawing shows, the browser's clock ({args.repeats} loads each after 1 warm-up);")
+            print("  waited: until Playwright's wait_for returned (this script's clock, its polling included)")
             for visit, page in timed:
-                line = f"{visit:<7}{page:<9} ours {spread(times[visit, page, 'ours'])}"
+                ours = times[visit, page, "ours"]
+                line = f"{visit:<7}{page:<9} ours {spread([t.seconds for t in ours])}; waited {waited(ours)}"
                 if args.ref:
-                    ratios = [a / b for a, b in zip(times[visit, page, "ours"], times[visit, page, "ref"])]
-                    line += f"\n{'':<16} ref {args.ref} {spread(times[visit, page, 'ref'])}"
+                    ref = times[visit, page, "ref"]
+                    ratios = [a.seconds / b.seconds for a, b in zip(ours, ref)]
+                    line += f"\n{'':<16} ref {args.ref} {spread([t.seconds for t in ref])}; waited {waited(ref)}"
                     line += f"\n{'':<16} ours / ref: median {statistics.median(ratios):.2f} "
                     line += f"(min {min(ratios):.2f}, max {max(ratios):.2f})"
                 print(line)
